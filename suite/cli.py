@@ -1,0 +1,37 @@
+"""Hydra entry points. Each is a thin ``@hydra.main`` wrapper around a plain function of ``cfg``
+(tests compose configs and call the plain function; ``@hydra.main`` would parse pytest's argv).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from suite.types import SuiteError
+
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def guarded(fn):
+    """Run ``fn``; a :class:`SuiteError` becomes one line on stderr and exit status 2."""
+
+    def wrapper(cfg: DictConfig):
+        try:
+            return fn(cfg)
+        except SuiteError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted; stored runs are kept, the run in flight was not stored.", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def train_main(cfg: DictConfig) -> None:
+    from suite.run import execute
+
+    guarded(execute)(cfg)

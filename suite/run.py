@@ -1,0 +1,176 @@
+"""From a composed config to a stored run: validate, resolve, skip-if-stored, train, store, summarize.
+
+Validation happens here, before any work, so bad input stops with one message and nothing is
+lost. (A typed ConfigStore schema cannot express ``batch_size: int | "full"`` in OmegaConf, and
+range checks need the task's size, so values are checked here with messages that name the fix.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from suite.optimizers import check_lr, get_spec, resolve_hparams
+from suite.records import RunStore, make_frame, run_config, run_id
+from suite.tasks import build_task, check_task_name
+from suite.train import DTYPES, train
+from suite.types import ConfigError, EvalSpec, RunSpec, Task
+
+SAMPLINGS = ("shuffle", "sequential", "replacement")
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class Prepared:
+    spec: RunSpec
+    task: Task
+    config: dict[str, Any]  # the run's identity (hashed into run_id)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.config)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is invalid; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but torch sees no CUDA device here; use device=cpu or device=auto.")
+    return str(dev)
+
+
+def resolve_batch_size(value: Any, n: int) -> int:
+    if value == "full":
+        return n
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
+        raise ConfigError(
+            f"batch_size={value!r} is invalid for this task: it must be an integer from 1 to n={n}, "
+            f"or 'full' (gradient descent on all {n} samples)."
+        )
+    return value
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is invalid; valid: {', '.join(valid)}.")
+    return value
+
+
+def _eval_spec(ev: Mapping[str, Any]) -> EvalSpec:
+    spec = EvalSpec(**ev)
+    _choice("eval.schedule", spec.schedule, ("log", "linear"))
+    if spec.points < 2 or (spec.every_steps is not None and spec.every_steps < 1) or \
+            (spec.every_epochs is not None and not spec.every_epochs > 0) or spec.batch < 1:
+        raise ConfigError("eval: points must be >= 2, every_steps >= 1, every_epochs > 0 and batch >= 1.")
+    return spec
+
+
+def _budget(b: Mapping[str, Any]) -> tuple[float, int | None, float | None]:
+    epochs, max_steps, max_seconds = b.get("epochs"), b.get("max_steps"), b.get("max_seconds")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not math.isfinite(epochs) or epochs < 0:
+        raise ConfigError(f"budget.epochs={epochs!r} is invalid; it must be a finite number >= 0 (e.g. budget.epochs=2).")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
+        raise ConfigError(f"budget.max_steps={max_steps!r} must be null or an integer >= 0.")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ConfigError(f"budget.max_seconds={max_seconds!r} must be null or a number > 0.")
+    return float(epochs), max_steps, max_seconds
+
+
+def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
+    """Validate everything and build the task; raises :class:`ConfigError`/`DataError` with a fix."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    task_options, opt_options = dict(c["task"]), dict(c["optimizer"])
+    check_task_name(task_options.get("name"))
+    opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
+    opt = get_spec(opt_name)
+    hparams = resolve_hparams(opt_name, opt_options)
+    lr = check_lr(opt.lr_default if c.get("lr") is None else c["lr"])
+    epochs, max_steps, max_seconds = _budget(c["budget"])
+    eval_spec = _eval_spec(c["eval"])
+    sampling = _choice("sampling", c["sampling"], SAMPLINGS)
+    reduction = _choice("accumulation_reduction", c["accumulation_reduction"], REDUCTIONS)
+    dtype = _choice("dtype", c["dtype"], tuple(DTYPES))
+    device = resolve_device(str(c["device"]))
+    task = build_task(task_options)
+    batch_size = resolve_batch_size(c["batch_size"], task.n_train)
+    k = c["accumulation_steps"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or batch_size % k:
+        raise ConfigError(
+            f"accumulation_steps={k!r} must be a positive integer that divides batch_size={batch_size} "
+            f"(micro_batch = batch_size / accumulation_steps)."
+        )
+    for key in ("warmup_steps", "seed"):
+        if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 0:
+            raise ConfigError(f"{key}={c[key]!r} must be an integer >= 0.")
+    if not (isinstance(c["divergence_factor"], (int, float)) and c["divergence_factor"] > 1):
+        raise ConfigError(f"divergence_factor={c['divergence_factor']!r} must be a number > 1.")
+    spec = RunSpec(
+        task=task.name, optimizer=opt_name, hparams=hparams, lr=lr, batch_size=batch_size, seed=c["seed"],
+        accumulation_steps=k, accumulation_reduction=reduction, sampling=sampling, epochs=epochs,
+        max_steps=max_steps, max_seconds=max_seconds, eval=eval_spec, warmup_steps=c["warmup_steps"],
+        divergence_factor=float(c["divergence_factor"]), impl=impl, device=device, dtype=dtype,
+    )
+    return Prepared(spec, task, run_config(spec, task_options))
+
+
+def set_threads(threads: Any) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads={threads!r} must be null or an integer >= 1.")
+    torch.set_num_threads(threads)
+
+
+def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
+    """Run one config against the store: skip it if stored (unless force), else train and store.
+
+    Returns the stored rows, or ``None`` when the run was already stored and skipped.
+    """
+    set_threads(cfg.get("threads"))
+    prepared = prepare(cfg)
+    store = RunStore(cfg.results_dir)
+    store.ensure_writable()
+    rid = prepared.run_id
+    if store.has(rid) and not cfg.force:
+        echo(f"run {rid} is already stored at {store.path(rid)}; skipped (force=true re-runs it).")
+        return None
+    result = train(prepared.task, prepared.spec, progress=bool(cfg.progress))
+    frame = make_frame(prepared.spec, prepared.task, prepared.config, result)
+    path = store.write(frame)
+    echo(summary(frame, path))
+    return frame
+
+
+def summary(frame: pd.DataFrame, path) -> str:
+    """One screen: what ran, how fast, where it ended, where it is stored."""
+    first, last = frame.iloc[0], frame.iloc[-1]
+    timed_steps = max(last["step"] - first["warmup_steps"], 0)
+    throughput = timed_steps * last["batch_size"] / last["time_s"] if last["time_s"] > 0 else math.nan
+    lines = [
+        f"run {last['run_id']}  task={last['task']} model={last['model']}",
+        f"  optimizer={last['optimizer']} ({last['optimizer_impl']})  lr={last['lr']:.4g}  regime={last['regime']}  "
+        f"batch={last['batch_size']}" + (f" ({last['micro_batch']}x{last['accumulation_steps']})"
+                                          if last['accumulation_steps'] > 1 else "") +
+        f"  sampling={last['sampling']}  seed={last['seed']}",
+        f"  steps={last['step']}  epochs={last['epoch']:.3g}  train time={last['time_s']:.3f}s  "
+        f"throughput={throughput:,.0f} samples/s  device={last['device']} threads={last['threads']}",
+        f"  train loss {first['train_loss']:.5g} -> {last['train_loss']:.5g}   val loss {last['val_loss']:.5g}   "
+        f"test loss {last['test_loss']:.5g}",
+    ]
+    if not math.isnan(last["val_accuracy"]):
+        lines.append(f"  val accuracy {last['val_accuracy']:.4f}   test accuracy {last['test_accuracy']:.4f}")
+    if not math.isnan(last["excess_loss"]):
+        lines.append(f"  excess loss {last['excess_loss']:.3e} (optimum {last['optimal_loss']:.6g})")
+    if last["diverged"]:
+        lines.append(f"  DIVERGED at step {int(last['diverged_step'])}: the loss became NaN/inf or exceeded "
+                     f"the divergence limit; try a smaller lr.")
+    lines.append(f"  stored: {path}")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""MNIST-sized classifiers on real IDX data: ``fashion_mnist`` and ``mnist``.
+
+Splits: the training file's last ``val_size`` images are the validation split (for tuning),
+the rest (optionally only the first ``train_size``) train, and the t10k file is the test
+split, used for final reporting only. Pixels are scaled to [0, 1]; ``normalize=true`` then
+standardizes them with the training split's mean and std.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from suite.tasks._options import positive_int, take
+from suite.tasks.idx import locate, read_idx
+from suite.tasks.synthetic import seeded_model
+from suite.types import ConfigError, DataError, Split, Task
+
+DEFAULTS = {
+    "data_dir": None, "model": "mlp", "hidden": [256, 128], "cnn_channels": [32, 64], "cnn_dense": 1024,
+    "val_size": 10000, "train_size": None, "normalize": False,
+}
+MODELS = ("mlp", "cnn")
+
+
+@functools.lru_cache(maxsize=4)
+def load_idx_dataset(paths: tuple[tuple[str, Path], ...]) -> dict[str, Tensor]:
+    """Read and cross-check the four files (images N×28×28 uint8, labels N in 0..9)."""
+    arrays = {key: read_idx(path) for key, path in paths}
+    for part in ("train", "test"):
+        images, labels = arrays[f"{part}_images"], arrays[f"{part}_labels"]
+        if images.dim() != 3 or labels.dim() != 1 or images.shape[0] != labels.shape[0]:
+            raise DataError(
+                f"{part} files disagree: images {tuple(images.shape)}, labels {tuple(labels.shape)} "
+                f"(expected N×28×28 images and N labels)."
+            )
+        if labels.numel() and int(labels.max()) > 9:
+            raise DataError(f"{part} labels go up to {int(labels.max())}; expected classes 0-9.")
+    return arrays
+
+
+class MLP(nn.Sequential):
+    def __init__(self, widths: list[int]):
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+            layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+        super().__init__(*layers)
+
+
+class CNN(nn.Module):
+    """DeepOBS-style "2c2d": conv5×5(c1)-relu-maxpool2, conv5×5(c2)-relu-maxpool2, dense-relu, dense."""
+
+    def __init__(self, side: int, channels: list[int], dense: int, classes: int = 10):
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.side = side
+        self.fc1 = nn.Linear(c2 * (side // 4) ** 2, dense)
+        self.fc2 = nn.Linear(dense, classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.view(-1, 1, self.side, self.side)  # rows hold flat pixels; a view, no copy
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+
+def _model(o: dict[str, Any], side: int):
+    if o["model"] == "mlp":
+        widths = [side * side, *[int(h) for h in o["hidden"]], 10]
+        return f"mlp{'-'.join(map(str, widths))}", seeded_model(lambda: MLP(widths))
+    if o["model"] == "cnn":
+        channels, dense = [int(c) for c in o["cnn_channels"]], int(o["cnn_dense"])
+        if len(channels) != 2:
+            raise ConfigError("task.cnn_channels must list two channel counts, e.g. [32,64].")
+        return f"cnn2c2d-{channels[0]}-{channels[1]}-{dense}", seeded_model(lambda: CNN(side, channels, dense))
+    raise ConfigError(f"unknown model {o['model']!r}; valid: {', '.join(MODELS)} (task.model=<name>).")
+
+
+def _build(name: str, options: dict[str, Any]) -> Task:
+    o = take(options, DEFAULTS, name)
+    model_name, make_model = _model(o, 28)
+    arrays = load_idx_dataset(tuple(sorted(locate(name, o["data_dir"]).items())))
+    images, labels = arrays["train_images"], arrays["train_labels"]
+    val_size = positive_int(o, "val_size", name, allow_zero=True)
+    if val_size >= len(images):
+        raise ConfigError(f"task {name!r}: val_size={val_size} leaves no training images (the file has {len(images)}).")
+    cut = len(images) - val_size
+    train_size = cut if o["train_size"] is None else positive_int(o, "train_size", name)
+    if train_size > cut:
+        raise ConfigError(f"task {name!r}: train_size={train_size} exceeds the {cut} training images left after validation.")
+    side = images.shape[1]
+    if images.shape[1:] != (28, 28):
+        raise DataError(f"{name}: images are {tuple(images.shape[1:])}, expected 28×28.")
+
+    def flat(x: Tensor) -> Tensor:
+        return x.reshape(len(x), side * side).float() / 255.0
+
+    train_x, val_x, test_x = flat(images[:train_size]), flat(images[cut:]), flat(arrays["test_images"])
+    if o["normalize"]:
+        mean, std = train_x.mean(), train_x.std()
+        train_x, val_x, test_x = ((t - mean) / std for t in (train_x, val_x, test_x))
+    return Task(
+        name=name, model_name=model_name,
+        train=Split(train_x, labels[:train_size].long()), val=Split(val_x, labels[cut:].long()),
+        test=Split(test_x, arrays["test_labels"].long()),
+        make_model=make_model, loss=F.cross_entropy, classifier=True,
+    )
+
+
+def build_fashion_mnist(options: dict[str, Any]) -> Task:
+    return _build("fashion_mnist", options)
+
+
+def build_mnist(options: dict[str, Any]) -> Task:
+    return _build("mnist", options)

@@ -1,0 +1,187 @@
+"""The one training loop: batches, accumulation, evaluation schedule, honest timing, divergence.
+
+Reads top to bottom: pick a batch -> forward -> backward (per micro-batch) -> step -> check
+divergence -> at evaluation points stop the clock and measure the full splits.
+
+Batches are index slices of a stream of samples: ``shuffle`` concatenates a fresh permutation
+per epoch, ``sequential`` repeats 0..n-1 (the seed's ``ix = (t*batch_size) % n``), and
+``replacement`` draws i.i.d. indices. Every step sees exactly ``batch_size`` samples, so a batch
+may straddle an epoch boundary; an epoch is ``n`` samples seen.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from suite.optimizers import build_optimizer
+from suite.types import EvalSpec, RunResult, RunSpec, Split, Task
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+Selector = slice | Tensor  # a batch: a slice (a view, no copy) or an index tensor
+
+
+def total_steps(spec: RunSpec, n: int) -> int:
+    """Steps for ``spec.epochs`` epochs of ``n`` samples, capped by ``max_steps``."""
+    steps = math.ceil(spec.epochs * n / spec.batch_size - 1e-9)
+    return min(steps, spec.max_steps) if spec.max_steps is not None else steps
+
+
+def eval_steps(ev: EvalSpec, total: int, n: int, batch_size: int) -> list[int]:
+    """Sorted steps at which to evaluate; always includes 0 and ``total``."""
+    if ev.every_steps:
+        steps = np.arange(0, total + 1, ev.every_steps)
+    elif ev.every_epochs:
+        per_epoch = n / batch_size
+        steps = np.round(np.arange(0.0, total / per_epoch + 1e-9, ev.every_epochs) * per_epoch)
+    elif ev.schedule == "log" and total > 1:
+        steps = np.round(np.geomspace(1, total, max(ev.points - 1, 1)))
+    else:
+        steps = np.round(np.linspace(0, total, max(ev.points, 2)))
+    return sorted({0, total, *(int(s) for s in steps if 0 <= s <= total)})
+
+
+class BatchStream:
+    """Yields one batch selector per step; the order depends on the seed only."""
+
+    def __init__(self, n: int, batch_size: int, sampling: str, seed: int, device: torch.device):
+        self.n, self.b, self.sampling, self.device = n, batch_size, sampling, device
+        self.gen = torch.Generator(device=device).manual_seed(1_000_003 * seed + 7)
+        self.buf = torch.empty(0, dtype=torch.long, device=device)
+        self.pos = 0  # position in the stream (sequential) or in ``buf`` (shuffle)
+
+    def __iter__(self) -> Iterator[Selector]:
+        n, b = self.n, self.b
+        if b == n and self.sampling != "replacement":
+            # Full batch: every step sees all n samples and the mean loss does not depend on
+            # their order, so skip the permutation and its copy of the whole dataset.
+            while True:
+                yield slice(None)
+        while True:
+            if self.sampling == "replacement":
+                yield torch.randint(n, (b,), generator=self.gen, device=self.device)
+            elif self.sampling == "sequential":
+                start = self.pos % n
+                self.pos += b
+                yield slice(start, start + b) if start + b <= n else \
+                    torch.arange(start, start + b, device=self.device) % n
+            else:  # shuffle
+                if self.pos + b > len(self.buf):
+                    fresh = torch.randperm(n, generator=self.gen, device=self.device)
+                    self.buf, self.pos = torch.cat([self.buf[self.pos:], fresh]), 0
+                yield self.buf[self.pos:self.pos + b]
+                self.pos += b
+
+
+def micro_batches(sel: Selector, n: int, k: int) -> list[Selector]:
+    """Split one batch into ``k`` equal micro-batches."""
+    if k == 1:
+        return [sel]
+    if isinstance(sel, slice):
+        start, stop, _ = sel.indices(n)
+        m = (stop - start) // k
+        return [slice(start + i * m, start + (i + 1) * m) for i in range(k)]
+    return list(sel.chunk(k))
+
+
+class Clock:
+    """Training-time clock: the device is synchronized before every reading."""
+
+    def __init__(self, device: torch.device):
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.elapsed, self.t0 = 0.0, None
+
+    def start(self) -> None:
+        self.sync()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.t0 is not None:
+            self.sync()
+            self.elapsed += time.perf_counter() - self.t0
+            self.t0 = None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, split: Split, chunk: int) -> tuple[float, float]:
+    """Mean loss (and accuracy for classifiers, else NaN) over a whole split, in chunks."""
+    if len(split) == 0:
+        return math.nan, math.nan
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(split), chunk):
+        x, y = split.x[i:i + chunk], split.y[i:i + chunk]
+        out = model(x)
+        loss_sum += task.loss(out, y).item() * len(x)  # .item() syncs; eval is not timed
+        if task.classifier:
+            correct += (out.argmax(1) == y).sum().item()
+    model.train()
+    n = len(split)
+    return loss_sum / n, (correct / n if task.classifier else math.nan)
+
+
+def _eval_row(model, task, spec, step, clock, last_loss) -> dict:
+    chunk = spec.eval.batch
+    train_loss, _ = evaluate(model, task, task.train, chunk)
+    val_loss, val_acc = evaluate(model, task, task.val, chunk)
+    test_loss, test_acc = evaluate(model, task, task.test, chunk)
+    samples = step * spec.batch_size
+    return {
+        "step": step, "epoch": samples / task.n_train, "samples": samples, "time_s": clock.elapsed,
+        "train_loss": train_loss, "minibatch_loss": last_loss, "val_loss": val_loss, "test_loss": test_loss,
+        "val_accuracy": val_acc, "test_accuracy": test_acc,
+        "excess_loss": train_loss - task.optimal_loss if task.optimal_loss is not None else math.nan,
+    }
+
+
+def train(task: Task, spec: RunSpec, progress: bool = False) -> RunResult:
+    """Train one configuration; return its curve (one row per evaluation point)."""
+    device, dtype = torch.device(spec.device), DTYPES[spec.dtype]
+    task = task.to(device, dtype)
+    model = task.make_model(spec.seed).to(device, dtype)
+    opt, impl = build_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams, spec.impl)
+    x, y, n, k = task.train.x, task.train.y, task.n_train, spec.accumulation_steps
+    scale = 1.0 / k if spec.accumulation_reduction == "mean" else 1.0  # "sum": the seed's variant
+    total = total_steps(spec, n)
+    evals = eval_steps(spec.eval, total, n, spec.batch_size)
+    ticks = sorted(set(evals) | set(range(0, total, max(total // 100, 1))) | {min(spec.warmup_steps, total)})
+    clock, batches = Clock(device), iter(BatchStream(n, spec.batch_size, spec.sampling, spec.seed, device))
+
+    rows = [_eval_row(model, task, spec, 0, clock, math.nan)]
+    limit = spec.divergence_factor * max(rows[0]["train_loss"], 1e-12)
+    diverged, step, last_loss = not rows[0]["train_loss"] <= limit, 0, math.nan
+    bar = tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    for stop in ticks[1:]:
+        if diverged:
+            break
+        if step >= spec.warmup_steps:
+            clock.start()  # warm-up steps (the first ones) are run but not timed
+        while step < stop:
+            step += 1
+            opt.zero_grad(set_to_none=True)
+            loss = 0.0
+            for part in micro_batches(next(batches), n, k):
+                micro = task.loss(model(x[part]), y[part])
+                (micro * scale).backward()
+                loss = loss + micro.detach()
+            opt.step()
+            last_loss = loss.item() / k  # .item() syncs the device: exact per-step divergence check
+            if not last_loss <= limit:  # NaN, inf or exploded
+                diverged = True
+                break
+        clock.stop()
+        bar.update(step - bar.n)
+        out_of_time = spec.max_seconds is not None and clock.elapsed >= spec.max_seconds
+        if step in evals or diverged or out_of_time:
+            rows.append(_eval_row(model, task, spec, step, clock, last_loss))
+            diverged = diverged or not rows[-1]["train_loss"] <= limit
+            bar.set_postfix(train_loss=f"{rows[-1]['train_loss']:.4g}", refresh=False)
+        if out_of_time:
+            break
+    bar.close()
+    return RunResult(rows=rows, diverged=diverged, steps=step, train_seconds=clock.elapsed, impl=impl)

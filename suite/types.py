@@ -1,0 +1,131 @@
+"""The contract of the suite, in one short file: what a Task is, what a run asks for, what it returns.
+
+Read this first. Everything else builds these objects or consumes them:
+``tasks/`` builds a :class:`Task`, ``cli`` turns a Hydra config into a :class:`RunSpec`,
+``train.train`` turns (Task, RunSpec) into a :class:`RunResult`, ``records`` stores its rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+
+class SuiteError(Exception):
+    """Bad input or missing resources. The CLI prints the message alone (no traceback) and exits 2.
+
+    Messages say what is wrong, what the valid choices are, and how to fix it.
+    """
+
+
+class ConfigError(SuiteError):
+    """A configuration value is invalid (unknown name, out-of-range number, ...)."""
+
+
+class DataError(SuiteError):
+    """Dataset files are missing, truncated or not what they claim to be."""
+
+
+class StoreError(SuiteError):
+    """The results store cannot be written or holds an unreadable file."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Inputs and targets of one data split, already on the run's device."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Split":
+        y = self.y.to(device) if not self.y.is_floating_point() else self.y.to(device, dtype)
+        return Split(self.x.to(device, dtype), y)
+
+
+@dataclass
+class Task:
+    """Data + model + loss + metrics. Built by a registry entry in ``suite.tasks``.
+
+    ``make_model(seed)`` returns a freshly initialized model whose parameters depend only on
+    ``seed``. ``loss(output, y)`` is a mean over the batch, so an accumulated mean of equal
+    micro-batches equals the big-batch loss. ``optimal_loss`` is the minimum of the training
+    loss where it is known in closed form (regression), else ``None``.
+    """
+
+    name: str
+    model_name: str
+    train: Split
+    val: Split
+    test: Split
+    make_model: Callable[[int], nn.Module]
+    loss: Callable[[Tensor, Tensor], Tensor]
+    classifier: bool
+    optimal_loss: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Task":
+        moved = {s: getattr(self, s).to(device, dtype) for s in ("train", "val", "test")}
+        return Task(**{**self.__dict__, **moved})
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """When to evaluate: ``points`` log- or linearly spaced steps, or a fixed cadence.
+
+    ``every_steps`` or ``every_epochs`` (if set) win over ``points``. Step 0 and the last step
+    are always evaluated.
+    """
+
+    points: int = 30
+    schedule: str = "log"  # log | linear
+    every_steps: int | None = None
+    every_epochs: float | None = None
+    batch: int = 8192  # evaluation chunk size (memory only, not a hyperparameter)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, fully resolved and validated (``batch_size`` is an int, lr a positive float)."""
+
+    task: str
+    optimizer: str
+    hparams: dict[str, Any]  # optimizer hyperparameters other than lr, e.g. momentum, betas
+    lr: float
+    batch_size: int
+    seed: int = 0
+    accumulation_steps: int = 1
+    accumulation_reduction: str = "mean"  # mean | sum (the seed's un-averaged variant)
+    sampling: str = "shuffle"  # shuffle | sequential | replacement
+    epochs: float = 1.0
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    eval: EvalSpec = EvalSpec()
+    warmup_steps: int = 3
+    divergence_factor: float = 1e3
+    impl: str = "auto"  # auto | forloop | foreach | fused
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.accumulation_steps
+
+
+@dataclass
+class RunResult:
+    """What one run produced: one dict per evaluation point, plus run-level facts."""
+
+    rows: list[dict[str, Any]]
+    diverged: bool
+    steps: int
+    train_seconds: float
+    impl: str
