@@ -185,3 +185,12 @@ def train(task: Task, spec: RunSpec, progress: bool = False) -> RunResult:
             break
     bar.close()
     return RunResult(rows=rows, diverged=diverged, steps=step, train_seconds=clock.elapsed, impl=impl)
+
+
+def train_many(task: Task, specs: list[RunSpec], progress: bool = False) -> list[RunResult]:
+    """Train several configurations of one cell (same task, optimizer, batch size); one result each.
+
+    Reference implementation: one ordinary run after another. ``suite.stacked`` (issue 4) may
+    train them as one stacked model; its results must equal these to float tolerance.
+    """
+    return [train(task, spec, progress=progress) for spec in specs]
