@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from suite.types import EvalSpec, RunResult, RunSpec, Split, Task
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 Selector = slice | Tensor  # a batch: a slice (a view, no copy) or an index tensor
+OnEval = Callable[[dict], bool]  # called with each evaluation row; True stops the run (pruned)
 
 
 def total_steps(spec: RunSpec, n: int) -> int:
@@ -139,8 +140,12 @@ def _eval_row(model, task, spec, step, clock, last_loss) -> dict:
     }
 
 
-def train(task: Task, spec: RunSpec, progress: bool = False) -> RunResult:
-    """Train one configuration; return its curve (one row per evaluation point)."""
+def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | None = None) -> RunResult:
+    """Train one configuration; return its curve (one row per evaluation point).
+
+    ``on_eval(row)`` sees every evaluation row after step 0; returning True stops the run there
+    (a tuner's pruning decision), recorded as ``pruned``.
+    """
     device, dtype = torch.device(spec.device), DTYPES[spec.dtype]
     task = task.to(device, dtype)
     model = task.make_model(spec.seed).to(device, dtype)
@@ -155,6 +160,7 @@ def train(task: Task, spec: RunSpec, progress: bool = False) -> RunResult:
     rows = [_eval_row(model, task, spec, 0, clock, math.nan)]
     limit = spec.divergence_factor * max(rows[0]["train_loss"], 1e-12)
     diverged, step, last_loss = not rows[0]["train_loss"] <= limit, 0, math.nan
+    pruned = False
     bar = tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
     for stop in ticks[1:]:
         if diverged:
@@ -181,16 +187,23 @@ def train(task: Task, spec: RunSpec, progress: bool = False) -> RunResult:
             rows.append(_eval_row(model, task, spec, step, clock, last_loss))
             diverged = diverged or not rows[-1]["train_loss"] <= limit
             bar.set_postfix(train_loss=f"{rows[-1]['train_loss']:.4g}", refresh=False)
-        if out_of_time:
+            pruned = not diverged and on_eval is not None and step < total and bool(on_eval(rows[-1]))
+        if out_of_time or pruned:
             break
     bar.close()
-    return RunResult(rows=rows, diverged=diverged, steps=step, train_seconds=clock.elapsed, impl=impl)
+    return RunResult(rows=rows, diverged=diverged, steps=step, train_seconds=clock.elapsed, impl=impl,
+                     pruned=pruned)
 
 
-def train_many(task: Task, specs: list[RunSpec], progress: bool = False) -> list[RunResult]:
+def train_many(task: Task, specs: list[RunSpec], progress: bool = False,
+               on_eval: Callable[[int, dict], bool] | None = None) -> list[RunResult]:
     """Train several configurations of one cell (same task, optimizer, batch size); one result each.
 
+    ``on_eval(i, row)`` is configuration i's pruning callback (see :func:`train`).
     Reference implementation: one ordinary run after another. ``suite.stacked`` (issue 4) may
     train them as one stacked model; its results must equal these to float tolerance.
     """
-    return [train(task, spec, progress=progress) for spec in specs]
+    def callback(i: int) -> OnEval | None:
+        return None if on_eval is None else (lambda row: on_eval(i, row))
+
+    return [train(task, spec, progress=progress, on_eval=callback(i)) for i, spec in enumerate(specs)]

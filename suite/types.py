@@ -129,3 +129,4 @@ class RunResult:
     steps: int
     train_seconds: float
     impl: str
+    pruned: bool = False  # stopped early by a tuner's pruner (``on_eval`` returned True)
