@@ -35,3 +35,10 @@ def train_main(cfg: DictConfig) -> None:
     from suite.run import execute
 
     guarded(execute)(cfg)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="study_app", version_base="1.3")
+def study_main(cfg: DictConfig) -> None:
+    from suite.study import study_and_report
+
+    guarded(study_and_report)(cfg)
