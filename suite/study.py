@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +18,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from suite.optimizers import OPTIMIZERS
 from suite.records import RunStore, environment, make_frame
@@ -157,7 +154,8 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
 
 
 def run_cell(cfg: DictConfig, seeds: list[int], tune: bool) -> dict[str, Any]:
-    """Tune one cell (or take the registry default), then its final runs. Safe to repeat."""
+    """Tune one cell (or take the registry default), then its final runs. Safe to repeat:
+    tuning continues its Optuna study to ``tune.n_trials`` and stored final runs are skipped."""
     started = time.perf_counter()
     lr, hparams, source = None, {}, "registry default"
     if tune:
@@ -167,14 +165,6 @@ def run_cell(cfg: DictConfig, seeds: list[int], tune: bool) -> dict[str, Any]:
         lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
     trained = final_runs(cfg, seeds, lr, hparams)
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
-
-
-def _worker_init(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-def _run_cell_job(cfg_yaml: str, seeds: list[int], tune: bool) -> dict[str, Any]:
-    return run_cell(OmegaConf.create(cfg_yaml), seeds, tune)
 
 
 def write_context(cfg: DictConfig) -> None:
@@ -194,34 +184,17 @@ def write_context(cfg: DictConfig) -> None:
 
 def run_study(cfg: DictConfig, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every cell of ``cfg.study`` (resumable); return one summary dict per cell."""
+    from suite.launch import launch
+
     study = cfg.study
     sizes = validate(study)
     RunStore(cfg.results_dir).ensure_writable()
     write_context(cfg)
     cells = expand(study, sizes)
-    seeds, tune, workers = list(study.seeds), bool(study.tune), int(study.workers)
-    echo(f"study {study.name}: {len(cells)} cells x {len(seeds)} seed(s)"
-         f"{f', {study.n_trials} tuning trials per cell' if tune else ', registry-default lrs'}, "
-         f"{workers} worker(s) -> {cfg.results_dir}")
-    bar = tqdm(total=len(cells), unit="cell", dynamic_ncols=True, disable=not cfg.progress)
-    summaries = []
-    if workers == 1:
-        for cell in cells:
-            bar.set_description(cell.label)
-            summaries.append({"cell": cell.label, **run_cell(cell_config(cfg, cell), seeds, tune)})
-            bar.update()
-    else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        jobs = [(c, OmegaConf.to_yaml(OmegaConf.merge(cell_config(cfg, c), {"progress": False}))) for c in cells]
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
-            futures = {pool.submit(_run_cell_job, y, seeds, tune): c for c, y in jobs}
-            for future in as_completed(futures):
-                summaries.append({"cell": futures[future].label, **future.result()})
-                bar.update()
-    bar.close()
-    return summaries
-
+    echo(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seed(s)"
+         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', registry-default lrs'}, "
+         f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}")
+    return launch([(cell.label, cell_config(cfg, cell)) for cell in cells], cfg)
 
 
 def summary_table(results_dir: str | Path):
