@@ -104,6 +104,10 @@ def validate(study: DictConfig) -> dict[str, int]:
     for key in ("workers", "n_trials"):
         if not isinstance(study[key], int) or study[key] < 1:
             raise ConfigError(f"study.{key}={study[key]!r} must be an integer >= 1.")
+    from suite.launch import LAUNCHERS
+
+    if study.launcher not in LAUNCHERS:
+        raise ConfigError(f"study.launcher={study.launcher!r} is invalid; valid: {', '.join(LAUNCHERS)}.")
     missing = [t for t in study.tasks if t not in study.budgets]
     if missing:
         raise ConfigError(f"study.budgets has no entry for {', '.join(missing)}; add "

@@ -1,0 +1,147 @@
+"""suite-study: presets compose and run, resume after kill -9, workers agree, axes validate."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from suite.cli import CONF_DIR
+from suite.study import expand, study_and_report, summary_table, validate
+from suite.types import ConfigError
+
+SUITE_STUDY = str(Path(sys.executable).with_name("suite-study"))
+PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "study").glob("*.yaml"))
+
+# A shrunken matrix: two optimizers, batch 1 and full, tiny budgets, two seeds.
+SMALL = [
+    "study.tasks=[regression,tiny_mlp]", "study.optimizers=[sgd,adam]", "study.batch_sizes=[1,full]",
+    "study.seeds=[0,1]", "study.budgets.regression.max_steps=40", "study.budgets.tiny_mlp.max_steps=40",
+    "study.eval_points=4", "progress=false",
+]
+
+
+def study_cfg(results_dir: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="study_app", overrides=[f"results_dir={results_dir}", *overrides])
+
+
+def final_ids(results_dir: Path) -> list[str]:
+    rows = pd.read_parquet(results_dir / "runs")
+    if "trial" in rows:
+        rows = rows[rows["trial"].isna()]
+    return sorted(rows["run_id"].unique())
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_expands(preset, tmp_path):
+    cfg = study_cfg(tmp_path, f"study={preset}", "study.tasks=[regression,tiny_mlp]")
+    cells = expand(cfg.study, validate(cfg.study))
+    assert cells and {c.optimizer for c in cells} == set(cfg.study.optimizers)
+    assert all(c.batch_size == "full" or c.batch_size <= 1000 for c in cells)
+
+
+def test_quick_preset_covers_every_optimizer_and_task():
+    cfg = study_cfg(Path("unused"))
+    from suite.optimizers import OPTIMIZERS
+
+    assert set(cfg.study.optimizers) == set(OPTIMIZERS)
+    assert {"regression", "tiny_mlp", "fashion_mnist"} <= set(cfg.study.tasks)
+    assert 1 in cfg.study.batch_sizes and "full" in cfg.study.batch_sizes
+
+
+def test_shrunken_study_runs_end_to_end_and_resumes(tmp_path):
+    cfg = study_cfg(tmp_path, *SMALL, "study.tune=false")
+    lines: list[str] = []
+    study_and_report(cfg, echo=lines.append)
+    ids = final_ids(tmp_path)
+    assert len(ids) == 2 * 2 * 2 * 2  # tasks x optimizers x batch sizes x seeds
+    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "environment.json").is_file()
+    table = summary_table(tmp_path)
+    assert set(table["batch_size"]) == {1, 1000} and (table["seeds"] == 2).all()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
+    study_and_report(cfg, echo=lines.append)  # resume: nothing left to do
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == mtimes
+    assert "0 final run(s) trained now" in lines[-1]
+
+
+def test_two_workers_give_the_same_table_as_one(tmp_path):
+    tables = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        study_and_report(study_cfg(out, *SMALL, "study.tune=false", "study.tasks=[regression]",
+                                   f"study.workers={workers}"), echo=lambda *_: None)
+        tables.append(summary_table(out).drop(columns=["time_s"]))
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert final_ids(tmp_path / "w1") == final_ids(tmp_path / "w2")
+
+
+def test_submitit_local_executor_runs_cells(tmp_path):
+    pytest.importorskip("submitit")
+    cfg = study_cfg(tmp_path, *SMALL, "study.tune=false", "study.tasks=[regression]", "study.optimizers=[sgd]",
+                    "study.launcher=submitit", "study.submitit.cluster=local", "study.workers=2")
+    study_and_report(cfg, echo=lambda *_: None)
+    assert len(final_ids(tmp_path)) == 2 * 2
+    assert any((tmp_path / "submitit").iterdir())
+
+
+def _run_until_killed(results_dir: Path, overrides: list[str], min_files: int) -> None:
+    proc = subprocess.Popen([SUITE_STUDY, f"results_dir={results_dir}", *overrides],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    runs = results_dir / "runs"
+    while time.time() < deadline and proc.poll() is None:
+        if runs.is_dir() and len(list(runs.glob("*.parquet"))) >= min_files:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the study finished before it could be killed; make it bigger"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_then_rerun_completes_with_the_same_runs(tmp_path):
+    overrides = [*SMALL, "study.tune=false", "study.budgets.regression.max_steps=400",
+                 "study.budgets.tiny_mlp.max_steps=400"]
+    _run_until_killed(tmp_path / "killed", overrides, min_files=3)
+    killed_before = len(list((tmp_path / "killed" / "runs").glob("*.parquet")))
+    assert 3 <= killed_before < 16
+    for out in ("killed", "clean"):
+        done = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path / out}", *overrides],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+    assert final_ids(tmp_path / "killed") == final_ids(tmp_path / "clean")
+    rows = pd.read_parquet(tmp_path / "killed" / "runs")
+    assert not rows.duplicated(["run_id", "step"]).any()
+    pd.testing.assert_frame_equal(summary_table(tmp_path / "killed").drop(columns=["time_s"]),
+                                  summary_table(tmp_path / "clean").drop(columns=["time_s"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("study.optimizers=[adam,lbfgs]", "lbfgs"),
+    ("study.tasks=[cifar]", "cifar"),
+    ("study.batch_sizes=[0,full]", "batch_sizes"),
+    ("study.batch_sizes=[]", "batch_sizes"),
+    ("study.accumulation=[64]", "MxK"),
+    ("study.seeds=[-1]", "seeds"),
+    ("study.workers=0", "workers"),
+    ("study.launcher=mpi", "launcher"),
+])
+def test_bad_axes_are_rejected_with_the_valid_choices(tmp_path, override, message):
+    cfg = study_cfg(tmp_path, *SMALL, "study.tune=false", override)
+    with pytest.raises(ConfigError, match=message):
+        study_and_report(cfg, echo=lambda *_: None)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bad_axis_from_the_command_line_is_one_clear_line(tmp_path):
+    out = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path}", "study.optimizers=[adam,lbfgs]"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "lbfgs" in out.stderr and "Traceback" not in out.stderr
+    assert "sgd" in out.stderr  # the valid names are listed
