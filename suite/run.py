@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from suite.cells import apply_tuned
 from suite.optimizers import check_lr, get_spec, resolve_hparams
 from suite.records import RunStore, make_frame, run_config, run_id
 from suite.tasks import build_task, check_task_name
@@ -68,8 +69,10 @@ def _eval_spec(ev: Mapping[str, Any]) -> EvalSpec:
     spec = EvalSpec(**ev)
     _choice("eval.schedule", spec.schedule, ("log", "linear"))
     if spec.points < 2 or (spec.every_steps is not None and spec.every_steps < 1) or \
-            (spec.every_epochs is not None and not spec.every_epochs > 0) or spec.batch < 1:
-        raise ConfigError("eval: points must be >= 2, every_steps >= 1, every_epochs > 0 and batch >= 1.")
+            (spec.every_epochs is not None and not spec.every_epochs > 0) or spec.batch < 1 or \
+            (spec.train_subset is not None and spec.train_subset < 1):
+        raise ConfigError("eval: points must be >= 2, every_steps >= 1, every_epochs > 0, batch >= 1 "
+                          "and train_subset null or >= 1.")
     return spec
 
 
@@ -92,7 +95,8 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
     opt = get_spec(opt_name)
     hparams = resolve_hparams(opt_name, opt_options)
-    lr = check_lr(opt.lr_default if c.get("lr") is None else c["lr"])
+    tuned = c.get("lr") == "tuned"  # lr=tuned: the cell's best from suite-tune, applied below
+    lr = check_lr(opt.lr_default if c.get("lr") is None or tuned else c["lr"])
     epochs, max_steps, max_seconds = _budget(c["budget"])
     eval_spec = _eval_spec(c["eval"])
     sampling = _choice("sampling", c["sampling"], SAMPLINGS)
@@ -118,6 +122,9 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         max_steps=max_steps, max_seconds=max_seconds, eval=eval_spec, warmup_steps=c["warmup_steps"],
         divergence_factor=float(c["divergence_factor"]), impl=impl, device=device, dtype=dtype,
     )
+    if tuned:
+        search = (c.get("tune") or {}).get("search") or ()
+        spec = apply_tuned(spec, task_options, task.n_train, search, c["results_dir"])
     return Prepared(spec, task, run_config(spec, task_options))
 
 

@@ -47,6 +47,15 @@ def eval_steps(ev: EvalSpec, total: int, n: int, batch_size: int) -> list[int]:
     return sorted({0, total, *(int(s) for s in steps if 0 <= s <= total)})
 
 
+def schedule(spec: RunSpec, n: int) -> tuple[int, list[int], list[int]]:
+    """Total steps, evaluation steps, and the ticks where the loop pauses (the clock stops):
+    evaluations, every ~1% for the progress bar, and the end of warm-up."""
+    total = total_steps(spec, n)
+    evals = eval_steps(spec.eval, total, n, spec.batch_size)
+    ticks = sorted(set(evals) | set(range(0, total, max(total // 100, 1))) | {min(spec.warmup_steps, total)})
+    return total, evals, ticks
+
+
 class BatchStream:
     """Yields one batch selector per step; the order depends on the seed only."""
 
@@ -126,14 +135,28 @@ def evaluate(model: nn.Module, task: Task, split: Split, chunk: int) -> tuple[fl
     return loss_sum / n, (correct / n if task.classifier else math.nan)
 
 
+def eval_splits(task: Task, ev: EvalSpec) -> tuple[Split, Split, Split]:
+    """The (train, val, test) splits an evaluation measures: the training loss on the first
+    ``train_subset`` samples if set, and an empty test split (NaN) when ``test`` is off."""
+    train = task.train if ev.train_subset is None else Split(task.train.x[:ev.train_subset],
+                                                               task.train.y[:ev.train_subset])
+    test = task.test if ev.test else Split(task.test.x[:0], task.test.y[:0])
+    return train, task.val, test
+
+
 def _eval_row(model, task, spec, step, clock, last_loss) -> dict:
     chunk = spec.eval.batch
-    train_loss, _ = evaluate(model, task, task.train, chunk)
-    val_loss, val_acc = evaluate(model, task, task.val, chunk)
-    test_loss, test_acc = evaluate(model, task, task.test, chunk)
+    splits = [evaluate(model, task, split, chunk) for split in eval_splits(task, spec.eval)]
+    return eval_row(task, spec, step, clock.elapsed, last_loss, *splits)
+
+
+def eval_row(task: Task, spec: RunSpec, step: int, time_s: float, last_loss: float,
+             train: tuple[float, float], val: tuple[float, float], test: tuple[float, float]) -> dict:
+    """One evaluation row from the (loss, accuracy) of each split; shared with ``suite.stacked``."""
+    (train_loss, _), (val_loss, val_acc), (test_loss, test_acc) = train, val, test
     samples = step * spec.batch_size
     return {
-        "step": step, "epoch": samples / task.n_train, "samples": samples, "time_s": clock.elapsed,
+        "step": step, "epoch": samples / task.n_train, "samples": samples, "time_s": time_s,
         "train_loss": train_loss, "minibatch_loss": last_loss, "val_loss": val_loss, "test_loss": test_loss,
         "val_accuracy": val_acc, "test_accuracy": test_acc,
         "excess_loss": train_loss - task.optimal_loss if task.optimal_loss is not None else math.nan,
@@ -152,9 +175,7 @@ def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | N
     opt, impl = build_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams, spec.impl)
     x, y, n, k = task.train.x, task.train.y, task.n_train, spec.accumulation_steps
     scale = 1.0 / k if spec.accumulation_reduction == "mean" else 1.0  # "sum": the seed's variant
-    total = total_steps(spec, n)
-    evals = eval_steps(spec.eval, total, n, spec.batch_size)
-    ticks = sorted(set(evals) | set(range(0, total, max(total // 100, 1))) | {min(spec.warmup_steps, total)})
+    total, evals, ticks = schedule(spec, n)
     clock, batches = Clock(device), iter(BatchStream(n, spec.batch_size, spec.sampling, spec.seed, device))
 
     rows = [_eval_row(model, task, spec, 0, clock, math.nan)]

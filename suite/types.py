@@ -90,6 +90,8 @@ class EvalSpec:
     every_steps: int | None = None
     every_epochs: float | None = None
     batch: int = 8192  # evaluation chunk size (memory only, not a hyperparameter)
+    train_subset: int | None = None  # training loss on the first N training samples (None: all)
+    test: bool = True  # False skips the test split (NaN): tuning trials never need it
 
 
 @dataclass(frozen=True)
