@@ -75,9 +75,14 @@ def _accumulation(given: list[Any]) -> list[tuple[int, int]]:
     return out
 
 
+def _task_section(study: DictConfig, key: str, task: str) -> dict[str, Any]:
+    """``study.<key>.<task>`` as a dict ({} where absent)."""
+    section = study.get(key) or {}
+    return OmegaConf.to_container(section[task], resolve=True) if task in section else {}
+
+
 def task_options(study: DictConfig, task: str) -> dict[str, Any]:
-    opts = study.get("task_options") or {}
-    return OmegaConf.to_container(opts[task], resolve=True) if task in opts else {}
+    return _task_section(study, "task_options", task)
 
 
 def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
@@ -135,7 +140,7 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
         optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
         accumulation_steps=cell.accumulation_steps,
         budget={**base["budget"], **OmegaConf.to_container(study.budgets[cell.task])},
-        eval={**base["eval"], "points": study.eval_points},
+        eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
     )
     base["tune"] = {**base.get("tune", {}), "n_trials": study.n_trials}
     return OmegaConf.create(base)
