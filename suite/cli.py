@@ -37,8 +37,24 @@ def train_main(cfg: DictConfig) -> None:
     guarded(execute)(cfg)
 
 
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def tune_main(cfg: DictConfig) -> None:
+    from suite.tune import tune_cell
+
+    guarded(tune_cell)(cfg)
+
+
 @hydra.main(config_path=CONF_DIR, config_name="study_app", version_base="1.3")
 def study_main(cfg: DictConfig) -> None:
     from suite.study import study_and_report
 
     guarded(study_and_report)(cfg)
+
+
+def report_main(argv: list[str] | None = None) -> None:
+    """``suite-report <results_dir> [key=value ...]``. argparse rather than Hydra: users type the
+    results dir as a positional argument, and a report composes no run config (its options come
+    from conf/report.yaml, merged with OmegaConf; overrides are key=value as in Hydra)."""
+    from suite.report import main
+
+    guarded(lambda _: main(argv))(None)

@@ -150,6 +150,7 @@ class RunStore:
         rid = frame["run_id"].iloc[0]
         final = self.path(rid)
         tmp = self.runs / f".{rid}.{os.getpid()}.tmp"
+        self.runs.mkdir(parents=True, exist_ok=True)  # callers other than execute() skip ensure_writable
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, final)  # atomic on POSIX: readers see the old state or the whole file
         return final

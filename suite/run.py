@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from suite.cells import apply_tuned
-from suite.optimizers import check_lr, get_spec, resolve_hparams
+from suite.optimizers import check_lr, choose_impl, get_spec, resolve_hparams
 from suite.records import RunStore, make_frame, run_config, run_id
 from suite.tasks import build_task, check_task_name
 from suite.train import DTYPES, train
@@ -94,6 +94,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     check_task_name(task_options.get("name"))
     opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
     opt = get_spec(opt_name)
+    choose_impl(opt, impl)  # refuse a bad impl before any work; the spec keeps the name asked for
     hparams = resolve_hparams(opt_name, opt_options)
     tuned = c.get("lr") == "tuned"  # lr=tuned: the cell's best from suite-tune, applied below
     lr = check_lr(opt.lr_default if c.get("lr") is None or tuned else c["lr"])

@@ -1,0 +1,173 @@
+"""Hydra configs: every YAML under conf/ composes and ``suite.run.prepare`` accepts it; bad values
+are refused before any work with a :class:`ConfigError` that names the fix.
+
+The task and optimizer files are found on disk, so a new YAML file is tested with no test edits.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from suite.cli import CONF_DIR
+from suite.optimizers import OPTIMIZERS
+from suite.run import prepare
+from suite.tasks import TASKS
+from suite.types import ConfigError, DataError
+
+CONF = Path(CONF_DIR)
+TASK_FILES = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
+OPTIMIZER_FILES = sorted(p.stem for p in (CONF / "optimizer").glob("*.yaml"))
+IMAGE_TASKS = ("fashion_mnist", "mnist")
+
+
+def data_overrides(task: str, fake_dir: Path, real_dir: Path | None) -> list[str]:
+    """Image tasks read the fake files, except fashion_mnist where the real files are installed."""
+    if task not in IMAGE_TASKS or (task == "fashion_mnist" and real_dir):
+        return []
+    return [f"task.data_dir={fake_dir}", "task.val_size=20"]
+
+
+GROUP_FILES = sorted((p.parent.name, p.stem) for p in CONF.glob("*/*.yaml"))
+PRIMARY_FILES = sorted(p.stem for p in CONF.glob("*.yaml"))
+# groups config.yaml selects by default (others, e.g. study, are added with +group=option)
+DEFAULT_GROUPS = {key for entry in OmegaConf.load(CONF / "config.yaml")["defaults"]
+                  if not isinstance(entry, str) for key in entry}
+
+
+@pytest.mark.parametrize("group,name", GROUP_FILES)
+def test_every_group_option_composes(group, name, compose):
+    """Every option of every group (task, optimizer and the groups other commands add) composes."""
+    cfg = compose(f"{'' if group in DEFAULT_GROUPS else '+'}{group}={name}")
+    assert cfg[group] is not None and len(cfg[group]) > 0
+
+
+@pytest.mark.parametrize("name", PRIMARY_FILES)
+def test_every_primary_config_composes(name, compose):
+    cfg = compose(config_name=name) if "defaults" in OmegaConf.load(CONF / f"{name}.yaml") else \
+        OmegaConf.load(CONF / f"{name}.yaml")  # a plain options file (no defaults list) is loaded as is
+    assert len(cfg) > 0
+
+
+def test_every_registry_entry_has_a_yaml_and_back():
+    assert set(TASK_FILES) == set(TASKS)
+    assert set(OPTIMIZER_FILES) == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", TASK_FILES)
+def test_task_yaml_composes_and_prepares(name, compose, fake_mnist_dir, fashion_mnist_dir):
+    cfg = compose(f"task={name}", *data_overrides(name, fake_mnist_dir, fashion_mnist_dir))
+    assert cfg.task.name == name
+    prepared = prepare(cfg)
+    assert prepared.task.name == name and prepared.spec.task == name
+    assert prepared.spec.batch_size == 32 and prepared.spec.optimizer == "sgd"
+    assert prepared.config["task_options"]["name"] == name
+    if name == "fashion_mnist" and fashion_mnist_dir:
+        assert prepared.task.n_train == 50000  # the YAML's defaults: last 10k held out for validation
+
+
+@pytest.mark.parametrize("name", OPTIMIZER_FILES)
+def test_optimizer_yaml_composes_and_prepares(name, compose):
+    cfg = compose(f"optimizer={name}")
+    assert cfg.optimizer.name == name
+    spec = OPTIMIZERS[name]
+    values = {k: v for k, v in OmegaConf.to_container(cfg.optimizer).items() if k not in ("name", "impl")}
+    assert values == dict(spec.defaults), "the YAML repeats the registry's defaults exactly"
+    prepared = prepare(cfg)
+    assert prepared.spec.optimizer == name and prepared.spec.lr == spec.lr_default
+    assert prepared.spec.hparams == dict(spec.defaults) and prepared.spec.impl == "auto"
+
+
+def test_overrides_reach_the_run_spec(compose):
+    cfg = compose("task=regression", "task.n=300", "optimizer=adam", "optimizer.beta1=0.8", "optimizer.impl=foreach",
+                  "batch_size=full", "accumulation_steps=4", "accumulation_reduction=sum", "sampling=sequential",
+                  "lr=0.003", "seed=5", "budget.epochs=2.5", "budget.max_steps=9", "budget.max_seconds=3",
+                  "eval.every_steps=2", "warmup_steps=0", "dtype=float64", "device=cpu")
+    spec = prepare(cfg).spec
+    assert (spec.batch_size, spec.micro_batch, spec.accumulation_steps) == (300, 75, 4)
+    assert spec.accumulation_reduction == "sum" and spec.sampling == "sequential" and spec.seed == 5
+    assert spec.lr == 0.003 and spec.hparams["beta1"] == 0.8 and spec.impl == "foreach"
+    assert (spec.epochs, spec.max_steps, spec.max_seconds) == (2.5, 9, 3)
+    assert spec.eval.every_steps == 2 and spec.warmup_steps == 0 and spec.dtype == "float64"
+    assert spec.device == "cpu"
+
+
+def test_same_config_same_run_id_and_any_change_differs(compose):
+    a, b = prepare(compose()), prepare(compose())
+    assert a.run_id == b.run_id
+    for override in ("lr=0.07", "seed=1", "task.n=999", "optimizer.weight_decay=0.1", "sampling=replacement",
+                     "budget.epochs=2", "eval.points=10", "warmup_steps=4"):
+        assert prepare(compose(override)).run_id != a.run_id, override
+    # results_dir, force, progress and threads do not change what is computed
+    assert prepare(compose("results_dir=/elsewhere", "force=true", "progress=false")).run_id == a.run_id
+
+
+BAD = {  # override -> what the message says
+    "batch_size=0": "batch_size=0 is invalid for this task: it must be an integer from 1 to n=1000, or 'full'",
+    "batch_size=-3": "batch_size=-3 is invalid",
+    "batch_size=1001": "batch_size=1001 is invalid for this task",
+    "batch_size=half": "batch_size='half' is invalid",
+    "batch_size=2.5": "batch_size=2.5 is invalid",
+    "accumulation_steps=5": "accumulation_steps=5 must be a positive integer that divides batch_size=32",
+    "accumulation_steps=0": "accumulation_steps=0 must be a positive integer",
+    "lr=0": "lr=0 is invalid; the learning rate must be a finite number > 0",
+    "lr=-0.1": "lr=-0.1 is invalid",
+    "lr=nan": "lr=nan is invalid",
+    "lr=inf": "lr=inf is invalid",
+    "budget.epochs=-1": "budget.epochs=-1 is invalid; it must be a finite number >= 0",
+    "budget.epochs=inf": "budget.epochs=inf is invalid",
+    "budget.max_steps=-1": "budget.max_steps=-1 must be null or an integer >= 0",
+    "budget.max_seconds=0": "budget.max_seconds=0 must be null or a number > 0",
+    "sampling=random": "sampling='random' is invalid; valid: shuffle, sequential, replacement",
+    "accumulation_reduction=max": "accumulation_reduction='max' is invalid; valid: mean, sum",
+    "dtype=float16": "dtype='float16' is invalid; valid: float32, float64",
+    "eval.points=1": "eval: points must be >= 2",
+    "eval.schedule=cubic": "eval.schedule='cubic' is invalid; valid: log, linear",
+    "eval.every_steps=0": "every_steps >= 1",
+    "seed=-1": "seed=-1 must be an integer >= 0",
+    "warmup_steps=-2": "warmup_steps=-2 must be an integer >= 0",
+    "divergence_factor=1": "divergence_factor=1 must be a number > 1",
+    "device=tpu": "device='tpu' is invalid; use auto, cpu, cuda",
+    "optimizer.weight_decay=-1": "weight_decay=-1 is out of range",
+    "optimizer.impl=fused_plus": "optimizer.impl='fused_plus' is invalid",
+    "+optimizer.momentum=0.9": "optimizer 'sgd' has no hyperparameter momentum",
+    "task.n=0": "n=0 must be an integer >= 1",
+    "+task.width=3": "task 'regression' has no option width",
+}
+
+
+@pytest.mark.parametrize("override", BAD)
+def test_bad_values_are_refused(override, compose):
+    with pytest.raises(ConfigError) as err:
+        prepare(compose(override))
+    assert BAD[override] in str(err.value)
+
+
+def test_cuda_without_a_gpu(compose):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="torch sees no CUDA device here; use device=cpu"):
+        prepare(compose("device=cuda"))
+
+
+@pytest.mark.parametrize("name", [name for name, spec in OPTIMIZERS.items() if not spec.fused])
+def test_impl_fused_where_torch_has_none(name, compose):
+    with pytest.raises(ConfigError, match="torch has no fused .*use optimizer.impl=foreach or auto"):
+        prepare(compose(f"optimizer={name}", "optimizer.impl=fused"))
+
+
+def test_missing_dataset_is_a_data_error(compose, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("OPTSUITE_DATA_DIR", raising=False)
+    if Path("/usr/share/datasets/mnist").is_dir():
+        pytest.skip("MNIST is installed system-wide")
+    with pytest.raises(DataError, match="dataset 'mnist' not found"):
+        prepare(compose("task=mnist", f"task.data_dir={tmp_path / 'nothing-here'}"))
+
+
+def test_lr_null_takes_the_registry_default(compose):
+    assert math.isclose(prepare(compose("optimizer=rmsprop")).spec.lr, OPTIMIZERS["rmsprop"].lr_default)

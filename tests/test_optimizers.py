@@ -1,0 +1,146 @@
+"""Contract test over the optimizer registry: a new entry is tested here with no test edits.
+
+Every entry must build a real torch optimizer, lower the regression loss through the training
+loop, give an identical curve under the same seed, and reject bad hyperparameters with a
+:class:`ConfigError` that names the fix.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from suite.optimizers import (_BOUNDS, HPARAM_COLUMNS, IMPLS, OPTIMIZERS, build_optimizer, get_spec,
+                              regime, resolve_hparams)
+from suite.tasks import build_task
+from suite.train import train
+from suite.types import ConfigError, EvalSpec, RunSpec
+
+NAMES = list(OPTIMIZERS)
+
+
+@pytest.fixture(scope="module")
+def regression():
+    return build_task({"name": "regression", "n": 512, "n_val": 64, "n_test": 64})
+
+
+def regression_spec(name: str, **kw) -> RunSpec:
+    spec = OPTIMIZERS[name]
+    base = dict(task="regression", optimizer=name, hparams=resolve_hparams(name, {}), lr=spec.lr_default,
+                batch_size=32, epochs=8.0, eval=EvalSpec(points=6), warmup_steps=1)
+    return RunSpec(**{**base, **kw})
+
+
+def curve(result) -> list[tuple]:
+    """The curve without the clock (timing is the one thing that may differ between runs)."""
+    return [tuple(v for k, v in sorted(row.items()) if k != "time_s") for row in result.rows]
+
+
+def out_of_range(key: str) -> list:
+    """Values just outside the registry's interval for ``key``, plus non-numbers."""
+    lo, hi, lo_in, hi_in = _BOUNDS[key]
+    bad = [math.nan, "0.5", True, [0.5]]
+    bad.append(lo - 0.5 if lo_in else lo)
+    bad.append(hi + 0.5 if hi_in and math.isfinite(hi) else hi)
+    return bad
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_entry_is_complete(name):
+    spec = OPTIMIZERS[name]
+    assert spec.name == name
+    assert issubclass(spec.torch_cls, torch.optim.Optimizer)
+    assert spec.doc and "θ" in spec.doc, "the docstring states the update rule in the code's symbols"
+    lo, hi = spec.lr_range
+    assert 0 < lo < spec.lr_default < hi
+    for key in spec.defaults:
+        assert key in _BOUNDS, f"{name}.{key} has no valid range in optimizers._BOUNDS"
+        assert key in HPARAM_COLUMNS, f"{name}.{key} has no column in the rows"
+    assert resolve_hparams(name, {}) == dict(spec.defaults)
+
+
+@pytest.mark.parametrize("name,impl", [(n, i) for n in NAMES for i in IMPLS if i != "fused" or OPTIMIZERS[n].fused])
+def test_builds_every_implementation(name, impl):
+    """Every implementation torch offers (impl=fused where it has none: test_fused_flag_is_truthful)."""
+    spec = OPTIMIZERS[name]
+    param = torch.zeros(4, requires_grad=True)
+    opt, ran = build_optimizer(name, [param], spec.lr_default, {}, impl)
+    assert type(opt) is spec.torch_cls
+    assert ran == (("fused" if spec.fused else "foreach") if impl == "auto" else impl)
+    group = opt.param_groups[0]
+    assert group["lr"] == spec.lr_default
+    for key, value in spec.torch_kwargs(spec.defaults).items():
+        assert group[key] == value
+    param.grad = torch.ones(4)
+    opt.step()
+    assert not torch.equal(param.detach(), torch.zeros(4)), "one step moves the parameters"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fused_flag_is_truthful(name):
+    """``spec.fused`` says whether torch accepts ``fused=True``; ``impl=fused`` is refused otherwise."""
+    spec = OPTIMIZERS[name]
+    param = torch.zeros(2, requires_grad=True)
+    try:
+        spec.torch_cls([param], lr=0.1, fused=True)
+        torch_has_fused = True
+    except (TypeError, RuntimeError):
+        torch_has_fused = False
+    assert spec.fused == torch_has_fused
+    if not spec.fused:
+        with pytest.raises(ConfigError, match="no fused .*impl=foreach"):
+            build_optimizer(name, [param], 0.1, {}, "fused")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_lowers_regression_loss(name, regression):
+    result = train(regression, regression_spec(name))
+    first, last = result.rows[0]["train_loss"], result.rows[-1]["train_loss"]
+    assert not result.diverged
+    assert last < 0.9 * first, f"{name} at its default lr barely moved: {first:.4g} -> {last:.4g}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_deterministic_under_seed(name, regression):
+    a, b = (train(regression, regression_spec(name, epochs=2.0, seed=3)) for _ in range(2))
+    assert curve(a) == curve(b)
+    other = train(regression, regression_spec(name, epochs=2.0, seed=4))
+    assert curve(other) != curve(a), "the seed must change the initialization and batch order"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rejects_unknown_and_out_of_range_hyperparameters(name):
+    spec = OPTIMIZERS[name]
+    with pytest.raises(ConfigError, match="has no hyperparameter bogus; it takes"):
+        resolve_hparams(name, {"bogus": 1.0})
+    for key in spec.defaults:
+        for value in out_of_range(key):
+            with pytest.raises(ConfigError, match=rf"{key}=.* is out of range; it must lie in .*optimizer\.{key}="):
+                resolve_hparams(name, {key: value})
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("lr", [0.0, -0.1, math.nan, math.inf, -math.inf, "0.1", True])
+def test_rejects_bad_lr(name, lr):
+    with pytest.raises(ConfigError, match="the learning rate must be a finite number > 0"):
+        build_optimizer(name, [torch.zeros(2, requires_grad=True)], lr, {})
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_rejects_unknown_impl(name):
+    with pytest.raises(ConfigError, match="optimizer.impl='cuda_graph' is invalid; valid: auto, forloop"):
+        build_optimizer(name, [torch.zeros(2, requires_grad=True)], 0.1, {}, "cuda_graph")
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ConfigError) as err:
+        get_spec("lion")
+    assert "unknown optimizer 'lion'" in str(err.value)
+    assert all(name in str(err.value) for name in NAMES)
+
+
+@pytest.mark.parametrize("batch_size,n,label", [(1000, 1000, "GD"), (1, 1000, "SGD"), (32, 1000, "mini-batch"),
+                                                (1, 1, "GD")])
+def test_regime_from_batch_size(batch_size, n, label):
+    assert regime(batch_size, n) == label

@@ -1,0 +1,113 @@
+"""The synthetic tasks and the task registry: seed defaults, independent splits, the known optimum."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from suite.tasks import TASKS, build_task
+from suite.types import ConfigError, Task
+
+
+def regression(**options) -> Task:
+    return build_task({"name": "regression", **options})
+
+
+def test_regression_seed_defaults():
+    task = regression()
+    assert (task.n_train, len(task.val), len(task.test)) == (1000, 1000, 1000)
+    x, y = task.train.x.double(), task.train.y.double()
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    residual = y - (3.0 * x + 2.0)  # y = a·x + b + σ·ε with a=3, b=2, σ=0.1
+    assert residual.std().item() == pytest.approx(0.1, rel=0.1) and abs(residual.mean().item()) < 0.02
+    model = task.make_model(0)
+    assert isinstance(model, nn.Linear) and (model.in_features, model.out_features) == (1, 1)
+    assert task.model_name == "linear1" and not task.classifier
+
+
+def test_optimal_loss_is_the_least_squares_minimum():
+    task = regression(dim=3, condition_number=10.0)
+    x, y = task.train.x.double(), task.train.y.double()
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
+    w = torch.linalg.lstsq(design, y).solution
+    model = task.make_model(0).double()
+    with torch.no_grad():
+        model.weight.copy_(w[:3].T)
+        model.bias.copy_(w[3])
+        at_optimum = task.loss(model(x), y).item()
+        # float32 data in, float64 optimum: agree to the data's rounding
+        assert at_optimum == pytest.approx(task.optimal_loss, rel=1e-5)
+        for i in range(4):  # the minimum: any small move goes up
+            model.weight.add_(0.01 * torch.eye(4, dtype=torch.float64)[i, :3])
+            model.bias.add_(0.01 * (i == 3))
+            assert task.loss(model(x), y).item() > at_optimum
+    assert 0 < task.optimal_loss < 0.02  # ≈ σ² = 0.01
+
+
+def test_splits_are_independent_draws_and_seeded():
+    a, b, c = regression(), regression(), regression(data_seed=1)
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert not torch.equal(a.train.x, c.train.x)
+    assert not torch.equal(a.train.x, a.val.x) and not torch.equal(a.val.x, a.test.x)
+    assert len(set(a.train.x.flatten().tolist()) & set(a.test.x.flatten().tolist())) == 0
+
+
+def test_condition_number_option_shapes_the_hessian():
+    conds = [regression(dim=5, condition_number=k).info["hessian_condition"] for k in (1.0, 10.0, 100.0)]
+    assert conds[0] < conds[1] < conds[2]
+    task = regression(dim=5, condition_number=100.0)
+    assert task.train.x.shape == (1000, 5) and task.model_name == "linear5"
+    assert task.info["gd_max_stable_lr"] > 0
+
+
+def test_tiny_mlp_is_the_seed_network():
+    task = build_task({"name": "tiny_mlp"})
+    model = task.make_model(0)
+    layers = list(model)
+    assert [type(m) for m in layers] == [nn.Linear, nn.Tanh, nn.Linear]
+    assert (layers[0].in_features, layers[0].out_features, layers[2].out_features) == (1, 10, 1)
+    assert task.model_name == "mlp1-10-1" and task.info["target"] == "sine"
+    assert -1.0 <= task.train.x.min() and task.train.x.max() <= 1.0
+    residual = task.train.y - torch.sin(torch.pi * task.train.x)
+    assert residual.std().item() == pytest.approx(0.1, rel=0.1)
+
+
+@pytest.mark.parametrize("target,fn", [("linear", lambda x: 5 * x + 1), ("cubic", lambda x: 4 * x**3 - 2 * x)])
+def test_tiny_mlp_targets(target, fn):
+    task = build_task({"name": "tiny_mlp", "target": target, "noise": 0.0, "n": 50, "hidden": 4})
+    assert torch.allclose(task.train.y, fn(task.train.x), atol=1e-5)
+    assert task.model_name == "mlp1-4-1"
+
+
+@pytest.mark.parametrize("name", ["regression", "tiny_mlp"])
+def test_make_model_depends_on_seed_only(name):
+    task = build_task({"name": name})
+    a, b, c = (task.make_model(s) for s in (0, 0, 1))
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"name": "regression", "n": 0}, "n=0 must be an integer >= 1"),
+    ({"name": "regression", "dim": 2.5}, "dim=2.5 must be an integer"),
+    ({"name": "regression", "condition_number": 0.5}, "condition_number must be >= 1"),
+    ({"name": "regression", "sigma": -1.0}, "sigma >= 0"),
+    ({"name": "regression", "widht": 3}, "has no option widht; valid options: n, n_val"),
+    ({"name": "tiny_mlp", "target": "relu"}, "unknown target 'relu'; valid: sine, linear, cubic"),
+    ({"name": "tiny_mlp", "hidden": 0}, "hidden=0 must be an integer >= 1"),
+    ({"name": "cifar10"}, "unknown task 'cifar10'; valid names: regression, tiny_mlp, fashion_mnist, mnist"),
+])
+def test_bad_task_options(options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_task(options)
+
+
+def test_task_to_moves_splits_and_keeps_labels_integer(fake_mnist_options):
+    task = build_task(fake_mnist_options).to(torch.device("cpu"), torch.float64)
+    assert task.train.x.dtype == torch.float64 and task.train.y.dtype == torch.long
+    reg = regression(n=10).to(torch.device("cpu"), torch.float64)
+    assert reg.train.y.dtype == torch.float64 and reg.optimal_loss is not None
+
+
+def test_registry_names():
+    assert set(TASKS) >= {"regression", "tiny_mlp", "fashion_mnist", "mnist"}
