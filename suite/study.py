@@ -106,7 +106,7 @@ def validate(study: DictConfig) -> dict[str, int]:
     seeds = list(study.seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise ConfigError(f"study.seeds={seeds} is invalid; give integers >= 0, e.g. study.seeds=[0,1,2].")
-    for key in ("workers", "n_trials"):
+    for key in ("workers", "n_trials", "tune_batch"):
         if not isinstance(study[key], int) or study[key] < 1:
             raise ConfigError(f"study.{key}={study[key]!r} must be an integer >= 1.")
     from suite.launch import LAUNCHERS
@@ -142,7 +142,7 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
         budget={**base["budget"], **OmegaConf.to_container(study.budgets[cell.task])},
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
     )
-    base["tune"] = {**base.get("tune", {}), "n_trials": study.n_trials}
+    base["tune"] = {**base.get("tune", {}), "n_trials": study.n_trials, "batch": study.tune_batch}
     return OmegaConf.create(base)
 
 
@@ -166,12 +166,15 @@ def run_cell(cfg: DictConfig, seeds: list[int], tune: bool) -> dict[str, Any]:
     """Tune one cell (or take the registry default), then its final runs. Safe to repeat:
     tuning continues its Optuna study to ``tune.n_trials`` and stored final runs are skipped."""
     started = time.perf_counter()
-    lr, hparams, source = None, {}, "registry default"
+    lr, hparams, source = None, {}, "registry default (study.tune=false)"
     if tune:
         from suite.tune import tune_cell  # the tuner is only needed when tuning
 
         best = tune_cell(cfg, echo=lambda *_: None)
-        lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
+        if best["lr"] is None:
+            source = "registry default (every tuning trial diverged)"
+        else:
+            lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
     trained = final_runs(cfg, seeds, lr, hparams)
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
 
