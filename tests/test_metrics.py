@@ -1,0 +1,187 @@
+"""Convergence metrics on hand-made row tables whose answers are known by construction."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite import metrics as M
+from suite.records import COLUMNS
+from suite.types import ConfigError
+
+TARGETS = {"regression": M.Target("excess_loss", relative=1e-3), "tiny_mlp": M.Target("val_loss", value=0.05),
+           "mnist": M.Target("val_accuracy", value=0.9)}
+
+
+def hand_run(values: dict[str, list[float]], steps=(0, 10, 20, 30, 40), *, task="regression", optimizer="sgd",
+             batch_size=10, accumulation_steps=1, lr=0.1, seed=0, diverged=False, pruned=False, trial=None,
+             n_train=100, warmup_steps=3, times=None, options=None) -> pd.DataFrame:
+    """One run's rows: ``values`` maps metric columns to one value per step; the rest is filled in."""
+    n = len(steps)
+    config = {"task": task, "optimizer": optimizer, "lr": lr, "batch_size": batch_size, "seed": seed,
+              "accumulation_steps": accumulation_steps, "task_options": options or {"name": task}}
+    if trial is not None:
+        config["trial"] = trial  # as suite.tune does: a trial's tags are part of its identity
+    rid = f"{task}-{optimizer}-{batch_size}x{accumulation_steps}-{lr}-{seed}-{trial}"
+    regime = "GD" if batch_size >= n_train else "SGD" if batch_size == 1 else "mini-batch"
+    frame = pd.DataFrame({c: [math.nan] * n for c in COLUMNS})
+    frame = frame.assign(
+        run_id=rid, task=task, model="m", optimizer=optimizer, regime=regime, batch_size=batch_size,
+        micro_batch=batch_size // accumulation_steps, accumulation_steps=accumulation_steps,
+        accumulation_reduction="mean", sampling="shuffle", lr=lr, seed=seed, n_train=n_train, step=list(steps),
+        epoch=[s * batch_size / n_train for s in steps], samples=[s * batch_size for s in steps],
+        time_s=times if times is not None else [max(s - warmup_steps, 0) * 0.01 for s in steps],
+        diverged=diverged, pruned=pruned, warmup_steps=warmup_steps, config=json.dumps(config, sort_keys=True))
+    for col, vals in values.items():
+        frame[col] = vals
+    if trial is not None:
+        frame["study"], frame["trial"] = "s", float(trial)
+    return frame
+
+
+def summarize(*runs: pd.DataFrame) -> pd.DataFrame:
+    return M.summarize_runs(M.annotate(pd.concat(runs, ignore_index=True)), TARGETS)
+
+
+def test_target_reached_at_the_first_evaluation_that_meets_it():
+    # excess loss 10 -> target 1e-3 x 10 = 0.01; 0.009 at step 30 is the first row at or below it.
+    run = hand_run({"excess_loss": [10, 1, 0.05, 0.009, 0.001], "train_loss": [11, 2, 1.05, 1.009, 1.001],
+                    "val_loss": [11, 2, 1.1, 1.01, 1.0]})
+    s = summarize(run).iloc[0]
+    assert s["steps_to_target"] == 30 and s["reached"]
+    assert s["epochs_to_target"] == 30 * 10 / 100 and s["samples_to_target"] == 300
+    assert s["seconds_to_target"] == pytest.approx(0.27)
+    assert s["final_excess_loss"] == 0.001 and s["best_train_loss"] == 1.001 and s["initial_excess_loss"] == 10
+
+
+def test_target_not_reached_is_nan_and_counted():
+    run = hand_run({"excess_loss": [10, 5, 1, 0.5, 0.2]})
+    s = summarize(run)
+    assert math.isnan(s["steps_to_target"].iloc[0]) and not s["reached"].iloc[0]
+    cell = M.aggregate(s).iloc[0]
+    assert cell["n_reached"] == 0 and math.isnan(cell["steps_to_target"])
+
+
+def test_accuracy_target_is_met_from_below_and_absolute_loss_targets_work():
+    acc = hand_run({"val_accuracy": [0.1, 0.5, 0.89, 0.9, 0.95], "val_loss": [2, 1, 0.5, 0.4, 0.3]}, task="mnist")
+    mlp = hand_run({"val_loss": [1, 0.2, 0.06, 0.05, 0.01]}, task="tiny_mlp")
+    s = summarize(acc, mlp).set_index("task")
+    assert s.loc["mnist", "steps_to_target"] == 30  # 0.9 >= 0.9
+    assert s.loc["tiny_mlp", "steps_to_target"] == 30  # 0.05 <= 0.05
+    assert s.loc["mnist", "best_val_accuracy"] == 0.95
+
+
+def test_task_without_target_has_no_to_target_numbers():
+    run = hand_run({"val_loss": [1, 0.1, 0.01, 0.001, 0.0001]}, task="fashion_mnist")
+    s = summarize(run).iloc[0]
+    assert not s["has_target"] and math.isnan(s["steps_to_target"])
+
+
+def test_diverged_run_has_no_final_value_and_loses_to_a_finished_configuration():
+    good = hand_run({"val_loss": [1, 0.8, 0.6, 0.5, 0.4]}, lr=0.1)
+    # A diverged run's last row holds an exploded (finite) loss; it must not read as a result.
+    bad = hand_run({"val_loss": [1, 0.3, 0.1, 2e3], "train_loss": [1, 0.3, 0.1, 2e3]}, steps=(0, 10, 20, 25),
+                   lr=1.0, diverged=True)
+    s = summarize(good, bad).set_index("lr")
+    assert math.isnan(s.loc[1.0, "final_val_loss"]) and s.loc[1.0, "best_train_loss"] == 0.1
+    configs = M.aggregate(s.reset_index())
+    assert configs.set_index("lr").loc[1.0, "n_diverged"] == 1
+    best = M.pick_best(configs, "final_val_loss")
+    assert len(best) == 1 and best["lr"].iloc[0] == 0.1  # lower mean loss never beats a finished config
+
+
+def test_seeds_aggregate_to_mean_with_a_seeded_bootstrap_interval():
+    runs = [hand_run({"train_loss": [5, 4, 3, 2, v]}, seed=i) for i, v in enumerate([1.0, 2.0, 3.0])]
+    cell = M.aggregate(summarize(*runs), resamples=500, seed=7).iloc[0]
+    assert cell["n_runs"] == 3 and cell["n_seeds"] == 3
+    assert cell["final_train_loss"] == 2.0
+    assert 1.0 <= cell["final_train_loss_lo"] < 2.0 < cell["final_train_loss_hi"] <= 3.0
+    # The interval is the percentile bootstrap of the mean, with numpy's seeded generator.
+    x = np.array([1.0, 2.0, 3.0])
+    means = x[np.random.default_rng(7).integers(0, 3, (500, 3))].mean(axis=1)
+    assert cell["final_train_loss_lo"] == np.quantile(means, 0.025)
+    assert cell["final_train_loss_hi"] == np.quantile(means, 0.975)
+    y = np.arange(10.0)
+    assert M.bootstrap_ci(y, 200, seed=7) == M.bootstrap_ci(y, 200, seed=7) != M.bootstrap_ci(y, 200, seed=8)
+
+
+def test_bootstrap_of_one_value_or_none():
+    assert M.bootstrap_ci([4.0]) == (4.0, 4.0, 4.0)
+    assert all(math.isnan(v) for v in M.bootstrap_ci([math.nan]))
+
+
+def test_throughput_counts_samples_after_warmup_per_training_second():
+    # 100 steps of batch 10, 3 of them untimed warm-up, 0.97 s on the training clock.
+    run = hand_run({"train_loss": [1, 0.5]}, steps=(0, 100), times=[0.0, 0.97])
+    assert summarize(run)["throughput"].iloc[0] == pytest.approx(97 * 10 / 0.97)
+    only_warmup = hand_run({"train_loss": [1, 0.5]}, steps=(0, 3), times=[0.0, 0.0], lr=0.2)
+    assert math.isnan(summarize(only_warmup)["throughput"].iloc[0])
+
+
+def test_trial_stats_divergence_largest_stable_lr_and_sensitivity():
+    losses = {0.001: 1.0, 0.01: 0.105, 0.1: 0.1, 1.0: 0.108, 100.0: 0.1}
+    trials = [hand_run({"val_loss": [2, 1, v]}, steps=(0, 5, 10), lr=lr, trial=i)
+              for i, (lr, v) in enumerate(losses.items())]
+    trials.append(hand_run({"val_loss": [2, 1e4]}, steps=(0, 3), lr=10.0, trial=5, diverged=True))
+    trials.append(hand_run({"val_loss": [2, 0.01]}, steps=(0, 5), lr=0.5, trial=6, pruned=True))
+    stats = M.trial_stats(summarize(*trials)).iloc[0]
+    assert stats["n_trials"] == 7 and stats["n_diverged"] == 1 and stats["n_pruned"] == 1
+    assert stats["frac_lrs_diverged"] == pytest.approx(1 / 6)  # pruned lr 0.5 is not a finished lr
+    assert stats["largest_stable_lr"] == 100.0
+    assert stats["best_trial_lr"] == 0.1
+    # within 10% of 0.1: lrs 0.01..1 (contiguous); lr 100 is as good but cut off by the diverged lr 10.
+    assert stats["sensitivity_decades"] == pytest.approx(2.0)
+    assert (stats["sensitivity_low_lr"], stats["sensitivity_high_lr"]) == (0.01, 1.0)
+
+
+def test_trial_with_a_final_configuration_counts_as_that_seed():
+    final = hand_run({"val_loss": [1, 0.5]}, steps=(0, 10), seed=1)
+    trial = hand_run({"val_loss": [1, 0.4]}, steps=(0, 10), seed=0).assign(study="s", trial=0.0)
+    other = hand_run({"val_loss": [1, 0.9]}, steps=(0, 10), lr=0.5, trial=1)
+    runs = summarize(final, trial, other)
+    chosen = M.final_runs(runs)
+    assert sorted(chosen["seed"]) == [0, 1] and set(chosen["lr"]) == {0.1}
+    assert M.aggregate(chosen).iloc[0]["final_val_loss"] == pytest.approx(0.45)
+
+
+def test_batch_labels_show_regime_and_accumulation():
+    assert M.batch_label(1024, 64, 16, "mini-batch") == "64×16"
+    assert M.batch_label(1000, 1000, 1, "GD") == "1000 (GD)"
+    assert M.batch_label(1, 1, 1, "SGD") == "1 (SGD)"
+    assert M.batch_label(32, 32, 1, "mini-batch", "sequential", "sum") == "32 seq sum"
+    rows = M.annotate(hand_run({"train_loss": [1, 0.5]}, steps=(0, 10), batch_size=32, accumulation_steps=4))
+    assert set(rows["batch_label"]) == {"8×4"}
+
+
+def test_task_labels_name_the_options_that_differ():
+    a = hand_run({"train_loss": [1, 0.5]}, steps=(0, 1), options={"name": "regression", "dim": 1, "n": 10})
+    b = hand_run({"train_loss": [1, 0.5]}, steps=(0, 1), lr=0.2, options={"name": "regression", "dim": 10, "n": 10})
+    labels = set(M.annotate(pd.concat([a, b]))["task_label"])
+    assert labels == {"regression (dim=1)", "regression (dim=10)"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"metric": "loss", "value": 1.0}, "unknown metric"),
+    ({"metric": "val_loss"}, "exactly one of value"),
+    ({"metric": "val_loss", "value": 1.0, "relative": 0.1}, "exactly one of value"),
+    ({"metric": "val_accuracy", "relative": 0.5}, "absolute value"),
+    ({"metric": "val_loss", "relative": -1.0}, "must be > 0"),
+])
+def test_bad_targets_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        M.Target(**kwargs)
+
+
+def test_performance_profile_and_ranks_known_answers():
+    cost = pd.DataFrame({"a": [10, 20, math.nan], "b": [20, 10, 30]}, index=["p1", "p2", "p3"])
+    prof = M.performance_profile(cost, [1, 2])
+    assert prof.loc[1, "a"] == pytest.approx(1 / 3) and prof.loc[1, "b"] == pytest.approx(2 / 3)
+    assert prof.loc[2, "a"] == pytest.approx(2 / 3) and prof.loc[2, "b"] == 1.0
+    r = M.ranks(cost)
+    assert list(r.loc["p1"]) == [1, 2] and list(r.loc["p3"]) == [2, 1]  # NaN ranks last
+    assert list(M.ranks(cost, maximize=True).loc["p1"]) == [2, 1]
+    none = M.ranks(pd.DataFrame({"a": [math.nan, 1.0], "b": [math.nan, 2.0]}))
+    assert none.iloc[0].isna().all() and list(none.iloc[1]) == [1, 2]  # a row nobody finished ranks no one

@@ -1,0 +1,276 @@
+"""``suite-report`` on the rows of a tiny real study: every table and figure is rendered, table
+cells equal what the rows say, partial results are reported with notes, bad input is one clear
+error, and nothing under ``runs/`` is ever written."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from suite.cli import CONF_DIR, report_main
+from suite.records import RunStore, make_frame
+from suite.report import load_config, main, write_report
+from suite.run import prepare
+from suite.train import train
+from suite.types import ConfigError, StoreError
+
+SUITE_REPORT = str(Path(sys.executable).with_name("suite-report"))
+LRS = {"sgd": [0.03, 0.3, 3.0], "adam": [0.01, 0.1]}  # sgd at 3.0 diverges on both tasks
+BATCHES = (8, "full")
+TASK_TABLES = {"regression": ["final_excess_loss", "final_test_loss"],
+               "tiny_mlp": ["final_train_loss", "final_test_loss"]}
+COMMON_TABLES = ["steps_to_target", "seconds_to_target", "best_lr", "throughput", "ranking", "tuning"]
+FIGURES = ["loss_vs_epoch", "loss_vs_time", "minibatch_loss", "steps_to_target", "best_lr", "throughput",
+           "lr_sensitivity"]
+OVERRIDES = ["targets.tiny_mlp.value=0.15"]  # reachable within the tiny budget
+FAST = ["figures.formats=[png]", "figures.minibatch=false", "figures.dpi=60"]  # partial reports: fewer pixels
+
+
+def tiny_study(root: Path) -> dict:
+    """Tuning trials (seed 0, tagged) per cell, then the best trial's lr over seeds 0 and 1, the way
+    suite.study does it (a final run already stored as a trial is not trained again)."""
+    store, chosen = RunStore(root), {}
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        for task in ("regression", "tiny_mlp"):
+            for opt in LRS:
+                for bs in BATCHES:
+                    base = [f"task={task}", f"optimizer={opt}", f"batch_size={bs}", "budget.epochs=4",
+                            "budget.max_steps=60", "eval.points=6", "device=cpu", "progress=false"]
+                    scores = {}
+                    for i, lr in enumerate(LRS[opt]):
+                        p = prepare(compose("config", overrides=[*base, f"lr={lr}", "seed=0"]))
+                        result = train(p.task, p.spec)
+                        store.write(make_frame(p.spec, p.task, p.config, result,
+                                               tags={"study": f"{task}-{opt}-{bs}", "trial": i}))
+                        scores[lr] = math.inf if result.diverged else result.rows[-1]["val_loss"]
+                    best = min(scores, key=scores.get)
+                    chosen[(task, opt, bs)] = best
+                    for seed in (0, 1):
+                        p = prepare(compose("config", overrides=[*base, f"lr={best}", f"seed={seed}"]))
+                        if not store.has(p.run_id):
+                            store.write(make_frame(p.spec, p.task, p.config, train(p.task, p.spec)))
+    return chosen
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        chosen = tiny_study(root)
+    finally:
+        torch.set_num_threads(threads)
+    (root / "report").mkdir()
+    (root / "report" / "stale.md").write_text("from an earlier report")
+    before, top = snapshot(root / "runs"), sorted(p.name for p in root.iterdir())
+    proc = subprocess.run([SUITE_REPORT, str(root), *OVERRIDES], capture_output=True, text=True, timeout=300)
+    return {"root": root, "chosen": chosen, "proc": proc, "before": before, "top": top,
+            "rows": RunStore(root).load()}
+
+
+def test_suite_report_renders_every_table_and_figure(study):
+    root, proc = study["root"], study["proc"]
+    assert proc.returncode == 0, proc.stderr
+    assert "report:" in proc.stdout and str(root / "report" / "README.md") in proc.stdout
+    report = root / "report"
+    readme = (report / "README.md").read_text()
+    for task, names in TASK_TABLES.items():
+        for name in names + COMMON_TABLES:
+            for ext in ("md", "tex", "csv"):
+                assert (report / "tables" / task / f"{name}.{ext}").stat().st_size > 0, (task, name, ext)
+            assert f"tables/{task}/{name}.tex" in readme
+        for name in FIGURES:
+            png, pdf = report / "figures" / task / f"{name}.png", report / "figures" / task / f"{name}.pdf"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, (task, name)
+            assert pdf.read_bytes()[:5] == b"%PDF-"
+            assert f"figures/{task}/{name}.png" in readme
+    for name in ("summary_ranks", "performance_profile"):
+        assert (report / "tables" / f"{name}.md").is_file() and f"tables/{name}.tex" in readme
+    assert (report / "figures" / "performance_profile.png").is_file()
+    for section in ("## Environment", "## Fixed hyperparameters", "## regression", "## tiny_mlp", "git commit",
+                    "torch version", "val_loss ≤ 0.15"):
+        assert section in readme
+    cells = pd.read_csv(report / "cells.csv")
+    assert {"epochs_to_target", "samples_to_target", "seconds_to_target_lo", "throughput"} <= set(cells.columns)
+    assert len(pd.read_csv(report / "runs.csv")) == len(study["rows"]["run_id"].unique())
+    assert not (report / "stale.md").exists()  # a report replaces the previous one whole
+    assert not list(root.glob(".report*"))
+
+
+def test_report_never_writes_into_runs(study):
+    assert snapshot(study["root"] / "runs") == study["before"]
+    assert sorted(p.name for p in study["root"].iterdir()) == study["top"]  # report/ existed already
+
+
+def _final_rows(rows: pd.DataFrame, task: str, opt: str, bs, lr: float) -> pd.DataFrame:
+    """The runs of a cell's chosen configuration, straight from the stored rows."""
+    size = 1000 if bs == "full" else bs
+    sel = rows[(rows["task"] == task) & (rows["optimizer"] == opt) & (rows["batch_size"] == size) & (rows["lr"] == lr)]
+    assert sorted(sel["seed"].unique()) == [0, 1]
+    return sel.sort_values(["run_id", "step"])
+
+
+def _csv_cell(root: Path, task: str, table: str, opt: str, size: int) -> pd.Series:
+    frame = pd.read_csv(root / "report" / "tables" / task / f"{table}.csv")
+    return frame[(frame["optimizer"] == opt) & (frame["batch_size"] == size)].iloc[0]
+
+
+@pytest.mark.parametrize("task, metric", [("regression", "excess_loss"), ("tiny_mlp", "train_loss")])
+def test_table_cells_equal_what_the_rows_say(study, task, metric):
+    root, chosen = study["root"], study["chosen"]
+    n_reached = 0
+    for (t, opt, bs), lr in chosen.items():
+        if t != task:
+            continue
+        size = 1000 if bs == "full" else bs
+        runs = _final_rows(study["rows"], task, opt, bs, lr)
+        last = runs.groupby("run_id").tail(1)
+        if last["diverged"].any():
+            continue
+        cell = _csv_cell(root, task, f"final_{metric}", opt, size)
+        assert cell[f"final_{metric}"] == pytest.approx(last[metric].mean(), rel=1e-12)
+        assert cell["n_runs"] == 2 and cell["lr"] == lr
+        assert _csv_cell(root, task, "best_lr", opt, size)["lr"] == lr
+        timed = (last["step"] - last["warmup_steps"]) * last["batch_size"] / last["time_s"]
+        assert _csv_cell(root, task, "throughput", opt, size)["throughput"] == pytest.approx(timed.mean())
+        if task == "regression":
+            firsts = [g.loc[g["excess_loss"] <= 1e-3 * g["excess_loss"].iloc[0], "step"].min()
+                      for _, g in runs.groupby("run_id")]
+        else:
+            firsts = [g.loc[g["val_loss"] <= 0.15, "step"].min() for _, g in runs.groupby("run_id")]
+        steps = _csv_cell(root, task, "steps_to_target", opt, size)
+        reached = [f for f in firsts if not math.isnan(f)]
+        assert steps["n_reached"] == len(reached)
+        if reached:
+            assert steps["steps_to_target"] == pytest.approx(sum(reached) / len(reached))
+            n_reached += 1
+    assert n_reached > 0  # the study is sized so that some cell reaches its target
+    # Bold marks the row's best complete cell, in Markdown and LaTeX alike.
+    frame = pd.read_csv(root / "report" / "tables" / task / f"final_{metric}.csv")
+    for _, row in frame.groupby("batch_label"):
+        ok = row[row["n_diverged"] == 0]
+        assert list(row["best"]) == list(row[f"final_{metric}"] == ok[f"final_{metric}"].min())
+    md = (root / "report" / "tables" / task / f"final_{metric}.md").read_text()
+    assert md.count("**") == 2 * int(frame["best"].sum())
+
+
+def test_reached_targets_feed_the_performance_profile(study):
+    frame = pd.read_csv(study["root"] / "report" / "tables" / "performance_profile.csv")
+    assert set(frame.columns) >= {"tau", "sgd", "adam"}
+    assert frame[["sgd", "adam"]].max(axis=1).iloc[0] > 0  # someone is best on every solved problem
+
+
+def test_latex_is_booktabs_with_escaped_text(study):
+    tables = study["root"] / "report" / "tables"
+    summary = (tables / "summary_ranks.tex").read_text()
+    assert r"tiny\_mlp" in summary and "tiny_mlp" not in summary.replace(r"tiny\_mlp", "")
+    for tex in tables.rglob("*.tex"):
+        text = tex.read_text()
+        assert all(rule in text for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}")), tex
+        assert not re.search(r"(?<!\\)_", text), f"unescaped underscore in {tex}"
+        assert "×" not in text and "—" not in text  # written as $\times$ and ---
+    assert r"\textbf{" in (tables / "regression" / "final_test_loss.tex").read_text()
+
+
+def _copy_runs(src: Path, dst: Path, keep) -> Path:
+    (dst / "runs").mkdir(parents=True)
+    for f in (src / "runs").glob("*.parquet"):
+        frame = pd.read_parquet(f)
+        if frame["task"].iloc[0] == "regression" and keep(frame):
+            shutil.copy(f, dst / "runs")
+    return dst
+
+
+def test_only_final_runs_omit_trial_figures_with_a_note(study, tmp_path):
+    root = _copy_runs(study["root"], tmp_path / "finals", lambda f: "trial" not in f or f["trial"].isna().all())
+    (root / "environment.json").write_text(json.dumps({"cpu_count": 2, "optuna_version": "5.0.0"}))
+    (root / "bench").mkdir()  # a real pytest-benchmark file, as `make bench` writes them
+    shutil.copy(Path(__file__).parent / "data" / "bench_fast.json", root / "bench")
+    readme = write_report(root, FAST, echo=lambda *_: None).read_text()
+    assert "no tuning trials stored" in readme and "optuna version" in readme
+    assert "## Benchmarks" in readme and (root / "report" / "tables" / "benchmarks.tex").is_file()
+    assert (root / "report" / "figures" / "benchmark_throughput.png").is_file()
+    bench = pd.read_csv(root / "report" / "tables" / "benchmarks.csv")
+    assert {"train-step", "opt-step"} <= set(bench["kind"]) and (bench["median_ms"] > 0).all()
+    assert not (root / "report" / "figures" / "regression" / "lr_sensitivity.png").exists()
+    assert not (root / "report" / "tables" / "regression" / "tuning.md").exists()
+    assert (root / "report" / "figures" / "regression" / "loss_vs_epoch.png").is_file()
+    assert (root / "report" / "tables" / "regression" / "final_excess_loss.md").is_file()
+
+
+def test_only_trials_give_the_trial_figures_and_say_what_is_missing(study, tmp_path):
+    root = _copy_runs(study["root"], tmp_path / "trials", lambda f: "trial" in f and f["trial"].notna().all())
+    (root / "bench").mkdir()
+    (root / "bench" / "broken.json").write_text("{not json")
+    readme = write_report(root, FAST, echo=lambda *_: None).read_text()
+    assert "no final runs yet" in readme
+    assert "benchmark results under `bench/` are not shown" in readme and "broken.json" in readme
+    assert (root / "report" / "figures" / "regression" / "lr_sensitivity.png").is_file()
+    assert not (root / "report" / "tables" / "regression" / "final_excess_loss.md").exists()
+
+
+def test_empty_results_are_one_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_:  # the console script's entry point, in-process
+        report_main([str(tmp_path / "empty")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no runs stored under") and "Traceback" not in err
+    with pytest.raises(StoreError, match="does not exist"):
+        main([str(tmp_path / "missing")])
+
+
+def test_damaged_run_file_is_named(study, tmp_path):
+    root = tmp_path / "damaged"
+    shutil.copytree(study["root"] / "runs", root / "runs")
+    (root / "runs" / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(StoreError, match="broken.parquet is not a readable parquet file"):
+        main([str(root)])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["colour=red"], "unknown report option"),
+    (["targets.regression.metric=loss"], "unknown metric"),
+    (["final_metrics.regression=[accuracy]"], "unknown metric"),
+    (["figures.formats"], "key=value"),
+    (["figures.formats=[jpeg]"], "figures.formats"),
+])
+def test_bad_report_options_are_config_errors(tmp_path, overrides, message):
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ConfigError, match=message):
+        main([str(tmp_path), *overrides])
+
+
+def test_study_config_report_section_and_command_line_layer(tmp_path):
+    (tmp_path / "config.yaml").write_text("report:\n  targets:\n    tiny_mlp: {metric: val_loss, value: 0.5}\n"
+                                          "  sensitivity_tolerance: 0.2\n")
+    cfg = load_config(tmp_path, ["sensitivity_tolerance=0.3"])
+    assert cfg.targets.tiny_mlp.value == 0.5 and cfg.targets.regression.relative == 1e-3
+    assert cfg.sensitivity_tolerance == 0.3
+
+
+def test_figures_survive_degenerate_data(study, tmp_path):
+    """Nothing to put on a log axis (all steps untimed, every trial diverged) is not a crash."""
+    from suite import metrics as M
+    from suite import report_figures as F
+
+    rows = M.annotate(study["rows"][study["rows"]["task"] == "regression"])
+    opts = F.FigureOptions(formats=("png",), dpi=50)
+    assert F.curves(rows.assign(time_s=0.0), "excess_loss", "time_s", tmp_path / "t", opts) is None
+    runs = M.summarize_runs(rows, {})
+    trials = runs[runs["is_trial"]].assign(diverged=lambda d: d["batch_size"] == 1000)
+    assert F.sensitivity(trials, tmp_path / "s", opts).is_file()
