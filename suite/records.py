@@ -36,8 +36,8 @@ COLUMNS = (
     "accumulation_steps", "accumulation_reduction", "sampling", "lr", *HPARAM_COLUMNS, "seed",
     "n_train", "step", "epoch", "samples", "time_s", "train_loss", "minibatch_loss", "val_loss",
     "test_loss", "val_accuracy", "test_accuracy", "excess_loss", "optimal_loss", "diverged",
-    "diverged_step", "pruned", "warmup_steps", "dtype", "device", "device_name", "threads", "hostname",
-    "torch_version", "python_version", "suite_version", "git_commit", "created_at",
+    "diverged_step", "pruned", "stack_size", "warmup_steps", "dtype", "device", "device_name", "threads",
+    "hostname", "torch_version", "python_version", "suite_version", "git_commit", "created_at",
 )
 
 
@@ -95,7 +95,8 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
         "accumulation_steps": spec.accumulation_steps, "accumulation_reduction": spec.accumulation_reduction,
         "sampling": spec.sampling, "lr": spec.lr, **hp, "seed": spec.seed, "n_train": task.n_train,
         "optimal_loss": task.optimal_loss if task.optimal_loss is not None else math.nan,
-        "diverged": result.diverged, "diverged_step": diverged_step, "pruned": result.pruned, "warmup_steps": spec.warmup_steps,
+        "diverged": result.diverged, "diverged_step": diverged_step, "pruned": result.pruned,
+        "stack_size": result.stack_size, "warmup_steps": spec.warmup_steps,
         "dtype": spec.dtype, **environment(spec.device),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -209,31 +209,17 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print) -> list[dict
     return launch([(cell.label, cell_config(cfg, cell)) for cell in cells], cfg)
 
 
-def summary_table(results_dir: str | Path):
-    """Final runs only (no tuning trials): one line per cell, mean over seeds of the last row."""
-    rows = RunStore(results_dir).load()
-    if "trial" in rows:
-        rows = rows[rows["trial"].isna()]
-    last = rows.sort_values("step").groupby("run_id").tail(1)
-    keys = ["task", "optimizer", "regime", "batch_size", "accumulation_steps", "lr"]
-    return (last.groupby(keys, dropna=False)
-            .agg(seeds=("seed", "nunique"), steps=("step", "max"), train_loss=("train_loss", "mean"),
-                 val_loss=("val_loss", "mean"), val_accuracy=("val_accuracy", "mean"),
-                 test_accuracy=("test_accuracy", "mean"), time_s=("time_s", "mean"),
-                 diverged=("diverged", "sum"))
-            .reset_index())
-
-
 def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> None:
-    """``suite-study``: run the study, then write its report."""
+    """``suite-study``: run the study, then write its report (suite-report's tables and figures)."""
+    from suite.report import write_report
+
     started = time.perf_counter()
     summaries = run_study(cfg, echo)
     trained = sum(s["trained"] for s in summaries)
-    report_dir = Path(cfg.results_dir) / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
-    table = summary_table(cfg.results_dir)
-    table.to_csv(report_dir / "summary.csv", index=False)
-    (report_dir / "summary.txt").write_text(table.to_string(index=False, float_format="%.4g") + "\n")
+    fallback = [s["cell"] for s in summaries if s["lr_source"].startswith("registry") and cfg.study.tune]
+    if fallback:
+        echo(f"{len(fallback)} cell(s) use the registry lr because every tuning trial diverged: {', '.join(fallback)}")
+    report = write_report(cfg.results_dir, echo=lambda *_: None)
     echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
-         f"{trained} final run(s) trained now (the rest were stored); results in {cfg.results_dir}, "
-         f"report in {report_dir}")
+         f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "
+         f"Report: {report}")

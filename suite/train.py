@@ -163,6 +163,36 @@ def eval_row(task: Task, spec: RunSpec, step: int, time_s: float, last_loss: flo
     }
 
 
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: RunSpec,
+              batches: Iterator[Selector]) -> Callable[[], float]:
+    """One training step as a function: the unit :func:`train` repeats and tests/benchmarks time.
+
+    The step takes the next batch, zeroes the gradients, runs forward and backward on each of its
+    ``k`` micro-batches (gradients add up, each scaled by ``1/k`` for ``mean``), steps the
+    optimizer and returns the batch's mean loss. ``task`` is already on the run's device.
+    """
+    x, y, n, k, loss_fn = task.train.x, task.train.y, task.n_train, spec.accumulation_steps, task.loss
+    scale = 1.0 / k if spec.accumulation_reduction == "mean" else 1.0  # "sum": the seed's variant
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        if k == 1:  # skip the scale and sum ops: they cost ~14% of a batch-1 tiny_mlp step on CPU
+            sel = next(batches)
+            loss = loss_fn(model(x[sel]), y[sel])
+            loss.backward()
+            opt.step()
+            return loss.item()  # .item() syncs the device: exact per-step divergence check
+        loss = 0.0
+        for part in micro_batches(next(batches), n, k):
+            micro = loss_fn(model(x[part]), y[part])
+            (micro * scale).backward()
+            loss = loss + micro.detach()
+        opt.step()
+        return loss.item() / k
+
+    return step
+
+
 def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | None = None) -> RunResult:
     """Train one configuration; return its curve (one row per evaluation point).
 
@@ -173,10 +203,10 @@ def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | N
     task = task.to(device, dtype)
     model = task.make_model(spec.seed).to(device, dtype)
     opt, impl = build_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams, spec.impl)
-    x, y, n, k = task.train.x, task.train.y, task.n_train, spec.accumulation_steps
-    scale = 1.0 / k if spec.accumulation_reduction == "mean" else 1.0  # "sum": the seed's variant
+    n = task.n_train
     total, evals, ticks = schedule(spec, n)
     clock, batches = Clock(device), iter(BatchStream(n, spec.batch_size, spec.sampling, spec.seed, device))
+    train_step = make_step(model, opt, task, spec, batches)
 
     rows = [_eval_row(model, task, spec, 0, clock, math.nan)]
     limit = spec.divergence_factor * max(rows[0]["train_loss"], 1e-12)
@@ -190,14 +220,7 @@ def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | N
             clock.start()  # warm-up steps (the first ones) are run but not timed
         while step < stop:
             step += 1
-            opt.zero_grad(set_to_none=True)
-            loss = 0.0
-            for part in micro_batches(next(batches), n, k):
-                micro = task.loss(model(x[part]), y[part])
-                (micro * scale).backward()
-                loss = loss + micro.detach()
-            opt.step()
-            last_loss = loss.item() / k  # .item() syncs the device: exact per-step divergence check
+            last_loss = train_step()
             if not last_loss <= limit:  # NaN, inf or exploded
                 diverged = True
                 break
@@ -221,9 +244,16 @@ def train_many(task: Task, specs: list[RunSpec], progress: bool = False,
     """Train several configurations of one cell (same task, optimizer, batch size); one result each.
 
     ``on_eval(i, row)`` is configuration i's pruning callback (see :func:`train`).
-    Reference implementation: one ordinary run after another. ``suite.stacked`` (issue 4) may
-    train them as one stacked model; its results must equal these to float tolerance.
+    When the configurations form one cell and the model is small (``suite.stacked.stacking_pays``)
+    they train as one stacked model (``suite.stacked.train_stacked``), whose results equal the
+    sequential reference's below to float tolerance (tests/test_stacked.py); else the reference:
+    one ordinary run after another.
     """
+    from suite.stacked import stacking_pays, train_stacked  # here: suite.stacked builds on this module
+
+    if stacking_pays(task, specs):
+        return train_stacked(task, specs, progress=progress, on_eval=on_eval)
+
     def callback(i: int) -> OnEval | None:
         return None if on_eval is None else (lambda row: on_eval(i, row))
 

@@ -132,3 +132,4 @@ class RunResult:
     train_seconds: float
     impl: str
     pruned: bool = False  # stopped early by a tuner's pruner (``on_eval`` returned True)
+    stack_size: int = 1  # configurations trained together (suite.stacked); time_s is this run's share

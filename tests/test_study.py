@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from suite.cli import CONF_DIR
-from suite.study import expand, study_and_report, summary_table, validate
+from suite.study import expand, study_and_report, validate
 from suite.types import ConfigError
 
 SUITE_STUDY = str(Path(sys.executable).with_name("suite-study"))
@@ -30,6 +30,13 @@ SMALL = [
 def study_cfg(results_dir: Path, *overrides: str):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="study_app", overrides=[f"results_dir={results_dir}", *overrides])
+
+
+def final_table(results_dir: Path) -> pd.DataFrame:
+    """The report's per-cell table (final runs, mean over seeds) without its clock-time columns."""
+    table = pd.read_csv(results_dir / "report" / "cells.csv")
+    timed = [c for c in table if "throughput" in c or "seconds" in c]
+    return table.drop(columns=timed).sort_values(["task", "optimizer", "batch_size"]).reset_index(drop=True)
 
 
 def final_ids(results_dir: Path) -> list[str]:
@@ -63,8 +70,9 @@ def test_shrunken_study_runs_end_to_end_and_resumes(tmp_path):
     ids = final_ids(tmp_path)
     assert len(ids) == 2 * 2 * 2 * 2  # tasks x optimizers x batch sizes x seeds
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "environment.json").is_file()
-    table = summary_table(tmp_path)
-    assert set(table["batch_size"]) == {1, 1000} and (table["seeds"] == 2).all()
+    table = final_table(tmp_path)
+    assert set(table["batch_size"]) == {1, 1000} and (table["n_seeds"] == 2).all()
+    assert (tmp_path / "report" / "README.md").is_file()
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()}
     study_and_report(cfg, echo=lines.append)  # resume: nothing left to do
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").iterdir()} == mtimes
@@ -77,7 +85,7 @@ def test_two_workers_give_the_same_table_as_one(tmp_path):
         out = tmp_path / f"w{workers}"
         study_and_report(study_cfg(out, *SMALL, "study.tune=false", "study.tasks=[regression]",
                                    f"study.workers={workers}"), echo=lambda *_: None)
-        tables.append(summary_table(out).drop(columns=["time_s"]))
+        tables.append(final_table(out))
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert final_ids(tmp_path / "w1") == final_ids(tmp_path / "w2")
 
@@ -118,8 +126,7 @@ def test_kill_9_then_rerun_completes_with_the_same_runs(tmp_path):
     assert final_ids(tmp_path / "killed") == final_ids(tmp_path / "clean")
     rows = pd.read_parquet(tmp_path / "killed" / "runs")
     assert not rows.duplicated(["run_id", "step"]).any()
-    pd.testing.assert_frame_equal(summary_table(tmp_path / "killed").drop(columns=["time_s"]),
-                                  summary_table(tmp_path / "clean").drop(columns=["time_s"]))
+    pd.testing.assert_frame_equal(final_table(tmp_path / "killed"), final_table(tmp_path / "clean"))
 
 
 @pytest.mark.parametrize("override, message", [
