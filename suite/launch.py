@@ -13,7 +13,6 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -22,12 +21,10 @@ from suite.types import ConfigError
 Jobs = list[tuple[str, DictConfig]]  # (cell label, cell config)
 
 
-def run_cell_job(cfg_yaml: str, seeds: list[int], tune: bool, threads: int | None) -> dict[str, Any]:
+def run_cell_job(cfg_yaml: str, seeds: list[int], tune: bool) -> dict[str, Any]:
     """One cell in a worker process (picklable: plain arguments only)."""
     from suite.study import run_cell
 
-    if threads:
-        torch.set_num_threads(threads)
     return run_cell(OmegaConf.create(cfg_yaml), seeds, tune)
 
 
@@ -44,7 +41,7 @@ def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, di
     threads = max(1, (os.cpu_count() or 1) // workers)
     seeds, tune = list(cfg.study.seeds), bool(cfg.study.tune)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell_job, _quiet_yaml(c), seeds, tune, threads): label for label, c in jobs}
+        futures = {pool.submit(run_cell_job, _job_yaml(c, threads), seeds, tune): label for label, c in jobs}
         for future in as_completed(futures):
             yield futures[future], future.result()
 
@@ -60,17 +57,18 @@ def _submitit(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dic
     executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
     params = {k: v for k, v in OmegaConf.to_container(opts.parameters, resolve=True).items() if v is not None}
     executor.update_parameters(slurm_array_parallelism=int(cfg.study.workers), **params)
-    threads = params.get("cpus_per_task")
     n = len(jobs)
-    submitted = executor.map_array(run_cell_job, [_quiet_yaml(c) for _, c in jobs], [list(cfg.study.seeds)] * n,
-                                   [bool(cfg.study.tune)] * n, [threads] * n)
+    yamls = [_job_yaml(c, params.get("cpus_per_task")) for _, c in jobs]
+    submitted = executor.map_array(run_cell_job, yamls, [list(cfg.study.seeds)] * n, [bool(cfg.study.tune)] * n)
     labels = {job.job_id: label for job, (label, _) in zip(submitted, jobs)}
     for job in submitit.helpers.as_completed(submitted):
         yield labels[job.job_id], job.result()
 
 
-def _quiet_yaml(job_cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(OmegaConf.merge(job_cfg, {"progress": False}))
+def _job_yaml(job_cfg: DictConfig, cores: int | None) -> str:
+    """A worker's cell config: no progress bars, and at most its share of the cores as threads."""
+    threads = job_cfg.threads if cores is None else min(job_cfg.threads or cores, cores)
+    return OmegaConf.to_yaml(OmegaConf.merge(job_cfg, {"progress": False, "threads": threads}))
 
 
 LAUNCHERS: dict[str, Callable[[Jobs, DictConfig, tqdm], Iterable[tuple[str, dict]]]] = {

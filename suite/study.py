@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from suite.optimizers import OPTIMIZERS
 from suite.records import RunStore, environment, make_frame
-from suite.run import prepare
+from suite.run import prepare, set_threads
 from suite.tasks import TASKS, build_task
 from suite.train import train_many
 from suite.types import ConfigError
@@ -141,6 +141,7 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
         accumulation_steps=cell.accumulation_steps,
         budget={**base["budget"], **OmegaConf.to_container(study.budgets[cell.task])},
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
+        threads=(study.get("threads") or {}).get(cell.task, base["threads"]),
     )
     base["tune"] = {**base.get("tune", {}), "n_trials": study.n_trials, "batch": study.tune_batch}
     return OmegaConf.create(base)
@@ -166,6 +167,7 @@ def run_cell(cfg: DictConfig, seeds: list[int], tune: bool) -> dict[str, Any]:
     """Tune one cell (or take the registry default), then its final runs. Safe to repeat:
     tuning continues its Optuna study to ``tune.n_trials`` and stored final runs are skipped."""
     started = time.perf_counter()
+    set_threads(cfg.get("threads"))
     lr, hparams, source = None, {}, "registry default (study.tune=false)"
     if tune:
         from suite.tune import tune_cell  # the tuner is only needed when tuning
