@@ -164,3 +164,10 @@ class RunStore:
         for path in files:
             self._check(path)
         return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+
+
+def export_rows(results_dir: str | Path, path: str | Path) -> int:
+    """All stored rows of ``results_dir`` as one compressed parquet file (for publishing)."""
+    rows = RunStore(results_dir).load()
+    rows.to_parquet(path, index=False, compression="zstd")
+    return len(rows)
