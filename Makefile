@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.install.stamp
 RESULTS ?= results/quick
 
-.PHONY: install data quick test test-all bench clean
+.PHONY: install data quick test test-all bench bench-fast clean
 
 install: $(STAMP) data
 
@@ -22,13 +22,32 @@ data:
 	bash scripts/fetch_data.sh
 
 quick: install
-	bash scripts/quick.sh $(RESULTS)
+	$(BIN)/suite-study study=quick results_dir=$(RESULTS)
 
 test: install
 	$(BIN)/pytest -q
 
 test-all: install
 	$(BIN)/pytest -q -m "slow or not slow"
+
+# Benchmarks for real (tens of minutes): pytest-benchmark JSON, the loop ratios and the matmul
+# fraction, all under $(BENCH); suite-report turns bench/*.json into a throughput table and figure.
+# Narrow the grid with OPTSUITE_BENCH_TASKS/_OPTIMIZERS/_BATCHES/_DEVICE/_THREADS (suite/bench.py).
+BENCH   ?= results/bench
+bench: install
+	mkdir -p $(BENCH)
+	$(BIN)/pytest -q tests/benchmarks --benchmark-only -o addopts="" -m "not slow" --benchmark-disable-gc \
+		--benchmark-json=$(BENCH)/benchmarks.json
+	$(BIN)/python -m suite.benchjson $(BENCH)/benchmarks.json $(BENCH)
+	$(BIN)/python scripts/bench_loop.py --out $(BENCH)
+
+# CI: every step benchmark once on the tiny grid, the loop harness, and the JSON -> table step
+# (well under a minute; the numbers land in the git-ignored results/tmp-bench-fast and mean nothing).
+bench-fast: install
+	mkdir -p results/tmp-bench-fast
+	OPTSUITE_BENCH=fast $(BIN)/pytest -q -o addopts="" -p no:cacheprovider --benchmark-disable-gc \
+		tests/benchmarks/test_steps.py tests/benchmarks/test_loops.py --benchmark-json=results/tmp-bench-fast/fast.json
+	$(BIN)/python -m suite.benchjson results/tmp-bench-fast/fast.json results/tmp-bench-fast
 
 clean:
 	rm -rf $(VENV) .pytest_cache
