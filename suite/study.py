@@ -135,6 +135,7 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     groups = _compose_groups(cell.task, cell.optimizer)
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("study")
+    base.pop("report", None)  # report options never reach a run
     base.update(
         task={**OmegaConf.to_container(groups.task), **task_options(study, cell.task)},
         optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
