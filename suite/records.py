@@ -30,7 +30,7 @@ from suite.types import RunResult, RunSpec, StoreError, Task
 SUITE_VERSION = "0.1.0"
 REPO = Path(__file__).resolve().parent.parent
 
-# Columns every row carries, in this order (then any tags, then ``config``).
+# Columns every row carries, in this order (then ``study``, ``trial``, any other tags, ``config``).
 COLUMNS = (
     "run_id", "task", "model", "optimizer", "optimizer_impl", "regime", "batch_size", "micro_batch",
     "accumulation_steps", "accumulation_reduction", "sampling", "lr", *HPARAM_COLUMNS, "seed",
@@ -101,7 +101,12 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     frame = pd.DataFrame([{**static, **row} for row in result.rows], columns=list(COLUMNS))
-    for key, value in (tags or {}).items():
+    tags = dict(tags or {})
+    # Every file carries the tuning tags with fixed types (null where a run is no trial), so a
+    # store mixing trials and final runs reads as one table with pandas.read_parquet(runs/).
+    frame["study"] = pd.Series([tags.pop("study", None)] * len(frame), dtype="string")
+    frame["trial"] = pd.Series([tags.pop("trial", None)] * len(frame), dtype="float64")
+    for key, value in tags.items():
         frame[key] = value
     frame["config"] = json.dumps(config, sort_keys=True, default=str)
     return frame

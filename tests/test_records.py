@@ -175,3 +175,18 @@ def test_unwritable_results_dir(tmp_path):
         RunStore(blocker / "results").ensure_writable()
     RunStore(tmp_path / "fine").ensure_writable()
     assert list((tmp_path / "fine" / "runs").iterdir()) == [], "the write probe is removed"
+
+
+def test_trials_and_final_runs_read_as_one_table_with_pandas(tmp_path, compose):
+    """Tag columns exist with fixed types in every file, whichever file pyarrow reads first."""
+    from suite.run import prepare
+
+    store = RunStore(tmp_path)
+    for i, tags in enumerate([None, {"study": "cell-a", "trial": 3}, None]):
+        p = prepare(compose("budget.max_steps=3", "eval.points=2", f"seed={i}", "progress=false"))
+        store.write(make_frame(p.spec, p.task, run_config(p.spec, p.config["task_options"]), train(p.task, p.spec),
+                               tags=tags))
+    rows = pd.read_parquet(tmp_path / "runs")
+    last = rows.sort_values("step").groupby("run_id").tail(1).sort_values("seed")
+    assert last["trial"].tolist()[1] == 3 and last["trial"].isna().sum() == 2
+    assert last["study"].tolist()[1] == "cell-a" and last["study"].isna().sum() == 2
