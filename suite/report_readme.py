@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 from omegaconf import DictConfig
 
 from suite import benchjson as B
@@ -117,6 +118,10 @@ def hyperparameters(ctx: Context) -> list[str]:
     study_cfg = ctx.root / "config.yaml"
     if study_cfg.is_file():
         lines += ["The study's resolved configuration: [`config.yaml`](../config.yaml).", ""]
+        study = OmegaConf.load(study_cfg).get("study") or {}
+        if study.get("tune") is False:
+            lines += ["**Learning rates were not tuned** (`study.tune=false`): every cell ran at the optimizer "
+                      "registry's default lr (`suite/optimizers.py`).", ""]
     return lines
 
 
