@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from suite.tasks._options import take  # noqa: F401  (re-exported)
 from suite.tasks.images import build_fashion_mnist, build_mnist
 from suite.tasks.synthetic import build_regression, build_tiny_mlp
 from suite.types import ConfigError, Task
