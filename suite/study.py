@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from suite.optimizers import OPTIMIZERS
 from suite.records import RunStore, environment, make_frame
-from suite.run import prepare, set_threads
+from suite.run import prepare, resolve_device, set_threads
 from suite.tasks import TASKS, build_task
 from suite.train import train_many
 from suite.types import ConfigError
@@ -190,9 +189,7 @@ def write_context(cfg: DictConfig) -> None:
     import optuna
     import pandas
 
-    env = {**environment(str(cfg.device) if cfg.device != "auto" else
-                         ("cuda" if torch.cuda.is_available() else "cpu")),
-           "cpu_count": os.cpu_count(), "optuna_version": optuna.__version__,
+    env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(), "optuna_version": optuna.__version__,
            "pandas_version": pandas.__version__, "workers": cfg.study.workers}
     (root / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
 
