@@ -32,13 +32,13 @@ test-all: install
 
 # Benchmarks for real (tens of minutes): pytest-benchmark JSON, the loop ratios and the matmul
 # fraction, all under $(BENCH); suite-report turns bench/*.json into a throughput table and figure.
-# Narrow the grid with OPTSUITE_BENCH_TASKS/_OPTIMIZERS/_BATCHES/_DEVICE/_THREADS (suite/bench.py).
+# Narrow the grid with OPTSUITE_BENCH_TASKS/_OPTIMIZERS/_BATCHES/_DEVICE/_THREADS (suite/bench/steps.py).
 BENCH   ?= results/bench
 bench: install
 	mkdir -p $(BENCH)
 	$(BIN)/pytest -q tests/benchmarks --benchmark-only -o addopts="" -m "not slow" --benchmark-disable-gc \
 		--benchmark-json=$(BENCH)/benchmarks.json
-	$(BIN)/python -m suite.benchjson $(BENCH)/benchmarks.json $(BENCH)
+	$(BIN)/python -m suite.report.benchmarks $(BENCH)/benchmarks.json $(BENCH)
 	$(BIN)/python scripts/bench_loop.py --out $(BENCH)
 
 # CI: every step benchmark once on the tiny grid, the loop harness, and the JSON -> table step
@@ -47,7 +47,7 @@ bench-fast: install
 	mkdir -p results/tmp-bench-fast
 	OPTSUITE_BENCH=fast $(BIN)/pytest -q -o addopts="" -p no:cacheprovider --benchmark-disable-gc \
 		tests/benchmarks/test_steps.py tests/benchmarks/test_loops.py --benchmark-json=results/tmp-bench-fast/fast.json
-	$(BIN)/python -m suite.benchjson results/tmp-bench-fast/fast.json results/tmp-bench-fast
+	$(BIN)/python -m suite.report.benchmarks results/tmp-bench-fast/fast.json results/tmp-bench-fast
 
 clean:
 	rm -rf $(VENV) .pytest_cache

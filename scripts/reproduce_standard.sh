@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 out=results/standard
 .venv/bin/suite-study study=standard results_dir=$out "$@"
 # One compressed file with every stored row (runs/ itself, one file per run, stays out of git).
-.venv/bin/python -c "from suite.records import export_rows; print(export_rows('$out', '$out/rows.parquet'), 'rows -> $out/rows.parquet')"
+.venv/bin/python -c "from suite.store.runs import export_rows; print(export_rows('$out', '$out/rows.parquet'), 'rows -> $out/rows.parquet')"

@@ -1,9 +1,11 @@
-"""optsuite: benchmarks and hyperparameter studies for first-order optimizers."""
-from suite.optimizers import OPTIMIZERS, build_optimizer
-from suite.records import RunStore
-from suite.tasks import TASKS, build_task
-from suite.train import train
-from suite.types import RunResult, RunSpec, SuiteError, Task
+"""optsuite: benchmarks and hyperparameter studies for first-order optimizers.
 
-__all__ = ["OPTIMIZERS", "TASKS", "RunResult", "RunSpec", "RunStore", "SuiteError", "Task",
-           "build_optimizer", "build_task", "train"]
+The layers, from the top floor down (imports run only downward; see each package's docstring):
+``cli`` -> ``study`` -> ``tune`` -> ``run`` -> ``train`` -> ``tasks``, ``optim``, ``store`` -> ``types``,
+with ``report`` (rows to tables and figures; no torch) beside ``tune``, and ``bench`` (benchmark
+helpers) on the side. ``suite.types`` is the contract: read it first.
+
+What users call: ``suite.train.train`` / ``train_many``, ``suite.tasks.build_task``,
+``suite.optim.build.build_optimizer``, ``suite.store.runs.RunStore``; importing ``suite`` itself
+loads nothing else.
+"""

@@ -1,5 +1,7 @@
-"""Hydra entry points. Each is a thin ``@hydra.main`` wrapper around a plain function of ``cfg``
+"""Entry points. Each Hydra one is a thin ``@hydra.main`` wrapper around a plain function of ``cfg``
 (tests compose configs and call the plain function; ``@hydra.main`` would parse pytest's argv).
+Each entry point imports what its command needs when it runs, so ``suite-report`` starts without
+torch and ``suite-train`` without the report's plotting stack.
 """
 from __future__ import annotations
 
@@ -32,21 +34,21 @@ def guarded(fn):
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def train_main(cfg: DictConfig) -> None:
-    from suite.run import execute
+    from suite.run.execute import execute
 
     guarded(execute)(cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def tune_main(cfg: DictConfig) -> None:
-    from suite.tune import tune_cell
+    from suite.tune.tuner import tune_cell
 
     guarded(tune_cell)(cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="study_app", version_base="1.3")
 def study_main(cfg: DictConfig) -> None:
-    from suite.study import study_and_report
+    from suite.study.runner import study_and_report
 
     guarded(study_and_report)(cfg)
 
@@ -55,6 +57,6 @@ def report_main(argv: list[str] | None = None) -> None:
     """``suite-report <results_dir> [key=value ...]``. argparse rather than Hydra: users type the
     results dir as a positional argument, and a report composes no run config (its options come
     from conf/report.yaml, merged with OmegaConf; overrides are key=value as in Hydra)."""
-    from suite.report import main
+    from suite.report.build import main
 
     guarded(lambda _: main(argv))(None)

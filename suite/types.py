@@ -1,16 +1,20 @@
-"""The contract of the suite, in one short file: what a Task is, what a run asks for, what it returns.
+"""The contract of the suite, in one short file: what a Task is, what a run asks for and returns,
+and the columns of a stored row.
 
-Read this first. Everything else builds these objects or consumes them:
-``tasks/`` builds a :class:`Task`, ``cli`` turns a Hydra config into a :class:`RunSpec`,
-``train.train`` turns (Task, RunSpec) into a :class:`RunResult`, ``records`` stores its rows.
+Read this first. Everything else builds these objects or consumes them: ``suite.tasks`` builds
+a :class:`Task`, ``suite.run`` turns a Hydra config into a :class:`RunSpec`, ``suite.train``
+turns (Task, RunSpec) into a :class:`RunResult` and its rows (:data:`ROW_SCHEMA`), ``suite.store``
+keeps the rows, ``suite.report`` reads them. This module imports no torch, so the store and the
+report (which only read rows) start without it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-from torch import Tensor, nn
+if TYPE_CHECKING:  # annotations only: the tensors live in the tasks and the training loop
+    import torch
+    from torch import Tensor, nn
 
 
 class SuiteError(Exception):
@@ -42,7 +46,7 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "Split":
+    def to(self, device: torch.device, dtype: torch.dtype) -> Split:
         y = self.y.to(device) if not self.y.is_floating_point() else self.y.to(device, dtype)
         return Split(self.x.to(device, dtype), y)
 
@@ -53,8 +57,10 @@ class Task:
 
     ``make_model(seed)`` returns a freshly initialized model whose parameters depend only on
     ``seed``. ``loss(output, y)`` is a mean over the batch, so an accumulated mean of equal
-    micro-batches equals the big-batch loss. ``optimal_loss`` is the minimum of the training
-    loss where it is known in closed form (regression), else ``None``.
+    micro-batches equals the big-batch loss. A ``classifier``'s predicted label is
+    ``suite.tasks.losses.predicted_labels(output)``: the argmax of several logits, or
+    ``logit > 0`` for one. ``optimal_loss`` is the minimum of the training loss where it is known
+    in closed form (regression), else ``None``.
     """
 
     name: str
@@ -72,7 +78,7 @@ class Task:
     def n_train(self) -> int:
         return len(self.train)
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "Task":
+    def to(self, device: torch.device, dtype: torch.dtype) -> Task:
         moved = {s: getattr(self, s).to(device, dtype) for s in ("train", "val", "test")}
         return Task(**{**self.__dict__, **moved})
 
@@ -105,7 +111,7 @@ class RunSpec:
     batch_size: int
     seed: int = 0
     accumulation_steps: int = 1
-    accumulation_reduction: str = "mean"  # mean | sum (the seed's un-averaged variant)
+    accumulation_reduction: str = "mean"  # mean | sum (tutorial 004's un-averaged variant)
     sampling: str = "shuffle"  # shuffle | sequential | replacement
     epochs: float = 1.0
     max_steps: int | None = None
@@ -132,4 +138,42 @@ class RunResult:
     train_seconds: float
     impl: str
     pruned: bool = False  # stopped early by a tuner's pruner (``on_eval`` returned True)
-    stack_size: int = 1  # configurations trained together (suite.stacked); time_s is this run's share
+    stack_size: int = 1  # configurations trained together (stacked training); time_s is this run's share
+
+
+# --- the stored row -------------------------------------------------------------------------------
+# One row per evaluation point of a run; one parquet file per run. Declared once here: the
+# training layer builds rows with these columns and dtypes (pandas names), the store checks them
+# on read, the report's metrics use them. ``config`` (the run's identity as JSON) closes every row.
+
+# Optimizer hyperparameters with a column of their own (NaN where an optimizer has no such
+# hyperparameter); every hyperparameter, these and others, is also in ``config``.
+HPARAM_COLUMNS = ("momentum", "beta1", "beta2", "alpha", "eps", "weight_decay")
+
+# The machine and versions every row carries (the report's environment table lists them).
+ENVIRONMENT_COLUMNS = ("device", "device_name", "threads", "hostname", "torch_version", "python_version",
+                       "suite_version", "git_commit")
+
+ROW_SCHEMA: dict[str, str] = {
+    "run_id": "str", "task": "str", "model": "str", "optimizer": "str", "optimizer_impl": "str",
+    "regime": "str", "batch_size": "int64", "micro_batch": "int64", "accumulation_steps": "int64",
+    "accumulation_reduction": "str", "sampling": "str", "lr": "float64",
+    **{c: "float64" for c in HPARAM_COLUMNS},
+    "seed": "int64", "n_train": "int64",
+    # the evaluation point
+    "step": "int64", "epoch": "float64", "samples": "int64", "time_s": "float64", "train_loss": "float64",
+    "minibatch_loss": "float64", "val_loss": "float64", "test_loss": "float64", "val_accuracy": "float64",
+    "test_accuracy": "float64", "excess_loss": "float64",
+    # the run's outcome and how it ran
+    "optimal_loss": "float64", "diverged": "bool", "diverged_step": "float64", "pruned": "bool",
+    "stack_size": "int64", "warmup_steps": "int64", "dtype": "str",
+    **{c: "int64" if c == "threads" else "str" for c in ENVIRONMENT_COLUMNS},
+    "created_at": "str",
+    # tuning tags: null where a run is no trial, typed so a mixed store reads as one table
+    "study": "str", "trial": "float64",
+    "config": "str",
+}
+COLUMNS = tuple(c for c in ROW_SCHEMA if c not in ("study", "trial", "config"))  # before the tags
+EVAL_COLUMNS = ("step", "epoch", "samples", "time_s", "train_loss", "minibatch_loss", "val_loss", "test_loss",
+                "val_accuracy", "test_accuracy", "excess_loss")  # what one evaluation row of a RunResult holds
+METRICS = ("train_loss", "val_loss", "test_loss", "val_accuracy", "test_accuracy", "excess_loss")

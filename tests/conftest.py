@@ -20,7 +20,6 @@ from suite.cli import CONF_DIR
 from suite.tasks.idx import FILES, candidate_dirs
 
 
-
 def _compose(*overrides: str, config_name: str = "config"):
     """``conf/<config_name>.yaml`` composed with ``overrides``, as Hydra would for ``suite-train``."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -2,7 +2,7 @@
 
 ``accumulation_steps=k`` splits each batch of ``k·m`` samples into ``k`` micro-batches; with the
 default ``mean`` reduction the accumulated gradient, and so the parameters after the step, equal
-those of one batch of ``k·m`` (to 1e-6). ``sum`` (the seed's variant) accumulates ``k`` times
+those of one batch of ``k·m`` (to 1e-6). ``sum`` (tutorial 004's variant) accumulates ``k`` times
 the gradient. The model is captured from ``train`` by wrapping ``task.make_model``; after a run
 its ``.grad`` holds the last step's accumulated gradient (the loop clears it only before a step).
 """
@@ -13,12 +13,12 @@ import dataclasses
 import pytest
 import torch
 
-from suite.optimizers import resolve_hparams
+from suite.optim.registry import resolve_hparams
 from suite.tasks import build_task
 from suite.train import train
 from suite.types import EvalSpec, RunSpec
 
-TOL = 1e-6  # issue 2's tolerance; in float64 the runs agree to ~1e-15
+TOL = 1e-6  # the equivalence tolerance; in float64 the runs agree to ~1e-15
 
 
 @pytest.fixture

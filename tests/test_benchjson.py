@@ -17,10 +17,16 @@ import pandas as pd
 import pytest
 import torch
 
-from suite.bench import GRIDS, grid_from_env, optimizer_step, peak_step_bytes, state_bytes, training_step
-from suite.benchjson import load_benchmarks, table_markdown, throughput_figure, throughput_table, write_throughput
-from suite.benchjson import main as benchjson_main
-from suite.optimizers import OPTIMIZERS, get_spec
+from suite.bench.steps import GRIDS, grid_from_env, optimizer_step, peak_step_bytes, state_bytes, training_step
+from suite.optim.registry import OPTIMIZERS, get_spec
+from suite.report.benchmarks import (
+    load_benchmarks,
+    table_markdown,
+    throughput_figure,
+    throughput_table,
+    write_throughput,
+)
+from suite.report.benchmarks import main as benchjson_main
 from suite.tasks import build_task
 from suite.types import ConfigError, EvalSpec, RunSpec, StoreError
 
@@ -125,30 +131,24 @@ def test_results_without_step_benchmarks_are_refused_by_table_and_figure(tmp_pat
 
 # --- optimizer state bytes (exact) and peak step memory ------------------------------------------
 
-# Per parameter, in units of the parameter's own bytes; and the scalar step counters per tensor.
-STATE_MULTIPLE = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
-HAS_STEP = {"sgd": False, "momentum": False, "nesterov": False, "adagrad": True, "rmsprop": True, "adam": True,
-            "adamw": True}
-
-
-def test_every_registry_entry_has_an_expected_state_size():
-    assert set(STATE_MULTIPLE) == set(OPTIMIZERS) == set(HAS_STEP)
-
+# Each registry entry declares its state: ``state_per_param`` tensors the size of each parameter,
+# and whether it keeps a scalar ``step`` counter per parameter tensor.
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("impl", ["forloop", "foreach", "fused"])
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_optimizer_state_bytes_are_exact_multiples_of_the_parameter_bytes(name, impl, dtype):
-    if impl == "fused" and not get_spec(name).fused:
-        pytest.skip(f"torch has no fused {name}")
+    spec = get_spec(name)
+    if (impl == "fused" and not spec.fused) or (impl == "foreach" and not spec.foreach):
+        pytest.skip(f"{name} has no {impl} implementation")
     model = build_task({"name": "tiny_mlp", "n": 10, "n_val": 1, "n_test": 1}).make_model(0).to(dtype)
     step, opt, _ = optimizer_step(model, name, impl, torch.device("cpu"))
     step()
     tensors = list(model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in tensors)
     # the step counters are float32 scalars whatever the parameters' dtype
-    assert state_bytes(opt) == {"state_bytes": STATE_MULTIPLE[name] * param_bytes,
-                                "step_bytes": 4 * len(tensors) if HAS_STEP[name] else 0}
+    assert state_bytes(opt) == {"state_bytes": spec.state_per_param * param_bytes,
+                                "step_bytes": 4 * len(tensors) if spec.step_counter else 0}
 
 
 def _spec(task, batch_size: int, k: int) -> RunSpec:

@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 import torch
 
-from suite.optimizers import OPTIMIZERS
-from suite.records import COLUMNS
 from suite.cli import guarded
-from suite.run import execute, prepare
+from suite.optim.registry import OPTIMIZERS
+from suite.run.execute import execute
+from suite.run.prepare import prepare
 from suite.tasks import TASKS
+from suite.types import COLUMNS
 
-# The columns issue 2 asks every row to carry (besides the hyperparameter columns).
+# The columns every row carries (besides the hyperparameter columns).
 ISSUE_COLUMNS = (
     "run_id", "task", "model", "optimizer", "regime", "batch_size", "accumulation_steps", "sampling", "lr",
     "seed", "step", "epoch", "samples", "time_s", "train_loss", "minibatch_loss", "val_loss", "test_loss",

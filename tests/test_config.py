@@ -12,8 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from suite.cli import CONF_DIR
-from suite.optimizers import OPTIMIZERS
-from suite.run import prepare
+from suite.optim.registry import OPTIMIZERS
+from suite.run.prepare import prepare
 from suite.tasks import TASKS
 from suite.types import ConfigError, DataError
 

@@ -1,9 +1,10 @@
-"""Autograd gradients of each task's loss agree with central finite differences (float64).
+"""Autograd gradients of each task's loss agree with central finite differences (float64), for
+every small instance every task registry entry lists (``TaskEntry.examples``): a new task is
+checked with no test edit.
 
 ``torch.autograd.gradcheck`` perturbs the parameters by ±eps and compares the central
-difference with the backward pass. Image models use small widths (task options) and a few
-random inputs so the check stays fast; ReLU/max-pool kinks are avoided with probability one
-by continuous random inputs.
+difference with the backward pass. Image models read small IDX files the tests write and a few
+random inputs; ReLU/max-pool kinks are avoided with probability one by continuous random inputs.
 """
 from __future__ import annotations
 
@@ -13,28 +14,17 @@ from torch.func import functional_call
 
 from suite.tasks import TASKS, build_task
 
-SMALL = {"val_size": 20, "hidden": [6, 5], "cnn_channels": [2, 3], "cnn_dense": 8}
-CASES = {  # id -> task options (the image tasks read the fake files via data_dir)
-    "regression": {"name": "regression", "n": 16, "n_val": 4, "n_test": 4},
-    "regression-dim4": {"name": "regression", "n": 16, "n_val": 4, "n_test": 4, "dim": 4, "condition_number": 50.0},
-    "tiny_mlp": {"name": "tiny_mlp", "n": 16, "n_val": 4, "n_test": 4},
-    "tiny_mlp-cubic": {"name": "tiny_mlp", "n": 16, "n_val": 4, "n_test": 4, "target": "cubic", "hidden": 4},
-    "fashion_mnist-mlp": {"name": "fashion_mnist", **SMALL, "model": "mlp"},
-    "fashion_mnist-cnn": {"name": "fashion_mnist", **SMALL, "model": "cnn"},
-    "mnist-mlp": {"name": "mnist", **SMALL, "model": "mlp"},
-    "mnist-cnn": {"name": "mnist", **SMALL, "model": "cnn", "normalize": True},
-}
+CASES = [(name, i) for name, entry in TASKS.items() for i in range(len(entry.examples))]
 
 
-def test_every_task_has_a_case():
-    covered = {options["name"] for options in CASES.values()}
-    assert covered == set(TASKS), f"add gradcheck cases for {sorted(set(TASKS) - covered)}"
+def test_every_task_lists_small_instances():
+    assert all(TASKS[name].examples for name in TASKS), "give every task entry at least one example instance"
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_autograd_matches_finite_differences(case, fake_mnist_dir):
-    options = dict(CASES[case])
-    if options["name"] in ("fashion_mnist", "mnist"):
+@pytest.mark.parametrize("name,i", CASES)
+def test_autograd_matches_finite_differences(name, i, fake_mnist_dir):
+    options = {"name": name, **TASKS[name].examples[i]}
+    if TASKS[name].dataset:
         options["data_dir"] = str(fake_mnist_dir)  # the model and loss are under test, not the data
     task = build_task(options)
     model = task.make_model(0).to(torch.float64)

@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from suite import metrics as M
-from suite.records import COLUMNS
-from suite.types import ConfigError
+from suite.report import metrics as M
+from suite.types import COLUMNS, ConfigError
 
 TARGETS = {"regression": M.Target("excess_loss", relative=1e-3), "tiny_mlp": M.Target("val_loss", value=0.05),
            "mnist": M.Target("val_accuracy", value=0.9)}

@@ -11,10 +11,11 @@ import math
 import pytest
 import torch
 
-from suite.optimizers import (_BOUNDS, HPARAM_COLUMNS, IMPLS, OPTIMIZERS, build_optimizer, get_spec,
-                              regime, resolve_hparams)
+from suite.optim.build import build_optimizer, optimizer_class
+from suite.optim.registry import BOUNDS, IMPLS, OPTIMIZERS, get_spec, resolve_hparams
 from suite.tasks import build_task
 from suite.train import train
+from suite.train.rows import regime
 from suite.types import ConfigError, EvalSpec, RunSpec
 
 NAMES = list(OPTIMIZERS)
@@ -37,9 +38,9 @@ def curve(result) -> list[tuple]:
     return [tuple(v for k, v in sorted(row.items()) if k != "time_s") for row in result.rows]
 
 
-def out_of_range(key: str) -> list:
-    """Values just outside the registry's interval for ``key``, plus non-numbers."""
-    lo, hi, lo_in, hi_in = _BOUNDS[key]
+def out_of_range(spec, key: str) -> list:
+    """Values just outside the entry's interval for ``key``, plus non-numbers."""
+    lo, hi, lo_in, hi_in = spec.bound(key)
     bad = [math.nan, "0.5", True, [0.5]]
     bad.append(lo - 0.5 if lo_in else lo)
     bad.append(hi + 0.5 if hi_in and math.isfinite(hi) else hi)
@@ -50,27 +51,27 @@ def out_of_range(key: str) -> list:
 def test_entry_is_complete(name):
     spec = OPTIMIZERS[name]
     assert spec.name == name
-    assert issubclass(spec.torch_cls, torch.optim.Optimizer)
+    assert issubclass(optimizer_class(spec), torch.optim.Optimizer)
     assert spec.doc and "θ" in spec.doc, "the docstring states the update rule in the code's symbols"
     lo, hi = spec.lr_range
     assert 0 < lo < spec.lr_default < hi
     for key in spec.defaults:
-        assert key in _BOUNDS, f"{name}.{key} has no valid range in optimizers._BOUNDS"
-        assert key in HPARAM_COLUMNS, f"{name}.{key} has no column in the rows"
+        assert key in spec.bounds or key in BOUNDS, f"{name}.{key} has no valid range (OptimizerSpec.bounds)"
     assert resolve_hparams(name, {}) == dict(spec.defaults)
 
 
-@pytest.mark.parametrize("name,impl", [(n, i) for n in NAMES for i in IMPLS if i != "fused" or OPTIMIZERS[n].fused])
+@pytest.mark.parametrize("name,impl", [(n, i) for n in NAMES for i in IMPLS
+                                       if (i != "fused" or OPTIMIZERS[n].fused) and (i != "foreach" or OPTIMIZERS[n].foreach)])
 def test_builds_every_implementation(name, impl):
     """Every implementation torch offers (impl=fused where it has none: test_fused_flag_is_truthful)."""
     spec = OPTIMIZERS[name]
     param = torch.zeros(4, requires_grad=True)
     opt, ran = build_optimizer(name, [param], spec.lr_default, {}, impl)
-    assert type(opt) is spec.torch_cls
-    assert ran == (("fused" if spec.fused else "foreach") if impl == "auto" else impl)
+    assert type(opt) is optimizer_class(spec)
+    assert ran == (("fused" if spec.fused else "foreach" if spec.foreach else "forloop") if impl == "auto" else impl)
     group = opt.param_groups[0]
     assert group["lr"] == spec.lr_default
-    for key, value in spec.torch_kwargs(spec.defaults).items():
+    for key, value in spec.constructor_kwargs(spec.defaults).items():
         assert group[key] == value
     param.grad = torch.ones(4)
     opt.step()
@@ -83,7 +84,7 @@ def test_fused_flag_is_truthful(name):
     spec = OPTIMIZERS[name]
     param = torch.zeros(2, requires_grad=True)
     try:
-        spec.torch_cls([param], lr=0.1, fused=True)
+        optimizer_class(spec)([param], lr=0.1, fused=True)
         torch_has_fused = True
     except (TypeError, RuntimeError):
         torch_has_fused = False
@@ -91,6 +92,22 @@ def test_fused_flag_is_truthful(name):
     if not spec.fused:
         with pytest.raises(ConfigError, match="no fused .*impl=foreach"):
             build_optimizer(name, [param], 0.1, {}, "fused")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_foreach_flag_is_truthful(name):
+    """``spec.foreach`` says whether the class takes ``foreach=``; ``impl=foreach`` is refused otherwise."""
+    spec = OPTIMIZERS[name]
+    param = torch.zeros(2, requires_grad=True)
+    try:
+        optimizer_class(spec)([param], lr=0.1, foreach=True)
+        takes_foreach = True
+    except TypeError:
+        takes_foreach = False
+    assert spec.foreach == takes_foreach
+    if not spec.foreach:
+        with pytest.raises(ConfigError, match="no foreach implementation.*impl=forloop"):
+            build_optimizer(name, [param], 0.1, {}, "foreach")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -115,7 +132,7 @@ def test_rejects_unknown_and_out_of_range_hyperparameters(name):
     with pytest.raises(ConfigError, match="has no hyperparameter bogus; it takes"):
         resolve_hparams(name, {"bogus": 1.0})
     for key in spec.defaults:
-        for value in out_of_range(key):
+        for value in out_of_range(spec, key):
             with pytest.raises(ConfigError, match=rf"{key}=.* is out of range; it must lie in .*optimizer\.{key}="):
                 resolve_hparams(name, {key: value})
 
@@ -135,8 +152,8 @@ def test_rejects_unknown_impl(name):
 
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ConfigError) as err:
-        get_spec("lion")
-    assert "unknown optimizer 'lion'" in str(err.value)
+        get_spec("no_such_optimizer")
+    assert "unknown optimizer 'no_such_optimizer'" in str(err.value)
     assert all(name in str(err.value) for name in NAMES)
 
 

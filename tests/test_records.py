@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from suite.optimizers import HPARAM_COLUMNS, resolve_hparams
-from suite.records import COLUMNS, RunStore, make_frame, run_config, run_id
+from suite.optim.registry import resolve_hparams
+from suite.store.identity import run_config, run_id
+from suite.store.runs import RunStore
 from suite.tasks import build_task
 from suite.train import train
-from suite.types import EvalSpec, RunSpec, StoreError
+from suite.train.rows import make_frame
+from suite.types import COLUMNS, HPARAM_COLUMNS, EvalSpec, RunSpec, StoreError
 
 TASK_OPTIONS = {"name": "regression", "n": 64, "n_val": 16, "n_test": 16}
 
@@ -179,7 +181,7 @@ def test_unwritable_results_dir(tmp_path):
 
 def test_trials_and_final_runs_read_as_one_table_with_pandas(tmp_path, compose):
     """Tag columns exist with fixed types in every file, whichever file pyarrow reads first."""
-    from suite.run import prepare
+    from suite.run.prepare import prepare
 
     store = RunStore(tmp_path)
     for i, tags in enumerate([None, {"study": "cell-a", "trial": 3}, None]):

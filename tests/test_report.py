@@ -17,10 +17,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from suite.cli import CONF_DIR, report_main
-from suite.records import RunStore, make_frame
-from suite.report import load_config, main, write_report
-from suite.run import prepare
+from suite.report.build import load_config, main, write_report
+from suite.run.prepare import prepare
+from suite.store.runs import RunStore
 from suite.train import train
+from suite.train.rows import make_frame
 from suite.types import ConfigError, StoreError
 
 SUITE_REPORT = str(Path(sys.executable).with_name("suite-report"))
@@ -265,8 +266,8 @@ def test_study_config_report_section_and_command_line_layer(tmp_path):
 
 def test_figures_survive_degenerate_data(study, tmp_path):
     """Nothing to put on a log axis (all steps untimed, every trial diverged) is not a crash."""
-    from suite import metrics as M
-    from suite import report_figures as F
+    from suite.report import figures as F
+    from suite.report import metrics as M
 
     rows = M.annotate(study["rows"][study["rows"]["task"] == "regression"])
     opts = F.FigureOptions(formats=("png",), dpi=50)

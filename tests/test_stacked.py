@@ -14,14 +14,22 @@ import pytest
 import torch
 from torch import nn
 
-from suite.optimizers import OPTIMIZERS, resolve_hparams
-from suite.records import make_frame, run_config
-from suite.stacked import StackedRun, check_stackable, stacking_pays, train_stacked
-from suite.stacked_models import StackedCNN, StackedLinear, StackedSequential, VmapStack, stack_models, stacked_loss, \
-    unstack
-from suite.stacked_step import StackBatches
+from suite.optim.registry import OPTIMIZERS, OptimizerSpec, resolve_hparams
+from suite.store.identity import run_config
 from suite.tasks import build_task
-from suite.train import BatchStream, train, train_many
+from suite.train import train, train_many
+from suite.train.batches import BatchStream, StackBatches
+from suite.train.rows import make_frame
+from suite.train.stack_models import (
+    StackedCNN,
+    StackedLinear,
+    StackedSequential,
+    VmapStack,
+    stack_models,
+    stacked_loss,
+    unstack,
+)
+from suite.train.stacked import StackedRun, check_stackable, stacking_pays, train_stacked
 from suite.types import ConfigError, EvalSpec, RunSpec
 
 RTOL = 1e-9
@@ -87,8 +95,11 @@ def assert_same_run(got, want, got_state, want_model) -> None:
 
 # --- the core equivalence ----------------------------------------------------------------------------
 
+STACKABLE = [name for name, entry in OPTIMIZERS.items() if entry.stackable]
+
+
 @pytest.mark.parametrize("accumulation, reduction", [(1, "mean"), (2, "mean"), (2, "sum")])
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", STACKABLE)
 def test_stacked_equals_separate_runs(tiny, optimizer, accumulation, reduction):
     specs = cell(spec(optimizer, accumulation_steps=accumulation, accumulation_reduction=reduction))
     want, models = separate(tiny, specs)
@@ -99,7 +110,7 @@ def test_stacked_equals_separate_runs(tiny, optimizer, accumulation, reduction):
         assert w.rows[-1]["train_loss"] != w.rows[0]["train_loss"]  # it trained
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", STACKABLE)
 def test_one_divergence_leaves_the_others_identical(tiny, optimizer):
     lr = OPTIMIZERS[optimizer].lr_default
     # K = 5: the diverging configuration's last row is evaluated alone (few rows: no stacked eval).
@@ -303,6 +314,38 @@ def test_unknown_model_kind_trains_through_vmap(tiny):
 
 
 # --- what can and cannot be stacked -------------------------------------------------------------------
+
+class CappedSGD(torch.optim.SGD):
+    """SGD whose step is capped at 0.01 per coordinate: a subclass of SGD whose step is NOT affine in lr."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        before = [p.clone() for g in self.param_groups for p in g["params"]]
+        super().step(closure)
+        for p, b in zip((p for g in self.param_groups for p in g["params"]), before):
+            p.copy_(b + (p - b).clamp(-0.01, 0.01))
+
+
+def test_an_entry_that_does_not_declare_exactness_is_never_stacked(tiny, monkeypatch):
+    entry = OptimizerSpec("capped_sgd", f"{__name__}.CappedSGD", {"weight_decay": 0.0}, 0.5, (1e-3, 10.0),
+                          {"momentum": 0.0}, doc="θ -= clamp(lr·g, -0.01, 0.01)")
+    monkeypatch.setitem(OPTIMIZERS, entry.name, entry)
+    specs = cell(spec("capped_sgd", lr=0.5), lr_factors=(1.0, 4.0, 0.01, 2.0))
+    assert not stacking_pays(tiny, specs)
+    with pytest.raises(ConfigError, match="does not declare an lr-affine, elementwise step"):
+        train_stacked(tiny, specs)
+    got = train_many(tiny, specs)  # falls back to separate runs: exact by construction
+    want, _ = separate(tiny, specs)
+    assert all(r.stack_size == 1 for r in got)
+    for g, w in zip(got, want):
+        assert [r["train_loss"] for r in g.rows] == [r["train_loss"] for r in w.rows]
+    # Stacked anyway (as an issubclass(SGD) rule would), the cap would bind per configuration at
+    # lr = 1 and the lr scaling after it would be wrong: the declaration is what keeps it out.
+    monkeypatch.setitem(OPTIMIZERS, entry.name, dataclasses.replace(entry, lr_affine=True, elementwise=True))
+    wrong = train_stacked(tiny, specs)
+    assert any(not math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-6)
+               for g, w in zip(wrong, want) for a, b in zip(g.rows, w.rows))
+
 
 def test_not_one_cell_is_a_clear_error(tiny):
     specs = [spec(), spec(batch_size=16)]

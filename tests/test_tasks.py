@@ -1,4 +1,5 @@
-"""The synthetic tasks and the task registry: seed defaults, independent splits, the known optimum."""
+"""The synthetic tasks and the task registry: tutorial defaults, independent splits, the known optimum.
+(Every task's contract, over the registry: tests/test_task_contract.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,7 @@ def regression(**options) -> Task:
     return build_task({"name": "regression", **options})
 
 
-def test_regression_seed_defaults():
+def test_regression_tutorial_defaults():
     task = regression()
     assert (task.n_train, len(task.val), len(task.test)) == (1000, 1000, 1000)
     x, y = task.train.x.double(), task.train.y.double()
@@ -60,7 +61,7 @@ def test_condition_number_option_shapes_the_hessian():
     assert task.info["gd_max_stable_lr"] > 0
 
 
-def test_tiny_mlp_is_the_seed_network():
+def test_tiny_mlp_is_the_tutorial_network():
     task = build_task({"name": "tiny_mlp"})
     model = task.make_model(0)
     layers = list(model)
@@ -77,14 +78,6 @@ def test_tiny_mlp_targets(target, fn):
     task = build_task({"name": "tiny_mlp", "target": target, "noise": 0.0, "n": 50, "hidden": 4})
     assert torch.allclose(task.train.y, fn(task.train.x), atol=1e-5)
     assert task.model_name == "mlp1-4-1"
-
-
-@pytest.mark.parametrize("name", ["regression", "tiny_mlp"])
-def test_make_model_depends_on_seed_only(name):
-    task = build_task({"name": name})
-    a, b, c = (task.make_model(s) for s in (0, 0, 1))
-    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
-        assert torch.equal(pa, pb) and not torch.equal(pa, pc)
 
 
 @pytest.mark.parametrize("options,message", [

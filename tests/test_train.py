@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 
-from suite.optimizers import resolve_hparams
+from suite.optim.registry import resolve_hparams
 from suite.tasks import build_task
-from suite.train import BatchStream, eval_steps, total_steps, train, train_many
+from suite.train import train, train_many
+from suite.train.batches import BatchStream
+from suite.train.schedule import eval_steps, total_steps
 from suite.types import EvalSpec, RunSpec
 
 
@@ -85,7 +87,7 @@ def take(stream: BatchStream, steps: int, n: int) -> list[list[int]]:
 def test_sequential_is_the_seeds_chunking_with_wrap(n, b):
     batches = take(BatchStream(n, b, "sequential", 0, torch.device("cpu")), 9, n)
     for t, batch in enumerate(batches):
-        ix = (t * b) % n  # the seed's start index
+        ix = (t * b) % n  # tutorial 000's start index
         assert batch == [(ix + j) % n for j in range(b)]
 
 
@@ -113,7 +115,7 @@ def test_replacement_draws_iid_and_is_seeded():
 
 
 def test_sequential_loop_equals_hand_written_seed_loop(reg):
-    """Through the real loop: sequential SGD (b=30, n=200: batches wrap) equals the seed's loop."""
+    """Through the real loop: sequential SGD (b=30, n=200: batches wrap) equals tutorial 000's loop."""
     result = train(reg, spec(sampling="sequential", batch_size=30, epochs=3.0, dtype="float64",
                              eval=EvalSpec(points=2)))
     x, y = reg.train.x.double(), reg.train.y.double()
@@ -224,3 +226,43 @@ def test_gd_reaches_the_least_squares_optimum():
     assert not result.diverged
     assert last["excess_loss"] < 1e-4 * first["train_loss"], (last["excess_loss"], first["train_loss"])
     assert last["excess_loss"] > -1e-6  # nothing beats the closed-form optimum (up to float32 rounding)
+
+
+# --- the divergence check off the CPU (no host sync per step), run on the CPU -------------------
+
+def loop_results(task, specs, check_every):
+    from suite.train.loop import Loop
+    from suite.train.single import SingleEngine
+    from suite.train.stacked import StackEngine
+
+    engine = SingleEngine(task, specs[0]) if len(specs) == 1 else StackEngine(task, specs)
+    return Loop(engine, specs, check_every=check_every).run()
+
+
+def without_time(rows):
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+@pytest.mark.parametrize("check_every", [3, 8, 64])
+def test_deferred_divergence_check_finds_the_first_bad_step(reg, check_every):
+    """Reading the losses every few steps (the GPU path) stops a run at the same first bad step, with
+    that step's mini-batch loss; a run that does not diverge is unchanged, row for row."""
+    diverging = spec(lr=30.0, epochs=50.0, eval=EvalSpec(every_steps=10))
+    exact, deferred = (loop_results(reg, [diverging], every)[0] for every in (1, check_every))
+    assert exact.diverged and deferred.diverged
+    assert deferred.steps == exact.steps and [r["step"] for r in deferred.rows] == [r["step"] for r in exact.rows]
+    assert deferred.rows[-1]["minibatch_loss"] == exact.rows[-1]["minibatch_loss"]
+    assert without_time(deferred.rows[:-1]) == without_time(exact.rows[:-1])
+    calm = spec(epochs=3.0, eval=EvalSpec(every_steps=7))
+    assert without_time(loop_results(reg, [calm], 1)[0].rows) == \
+        without_time(loop_results(reg, [calm], check_every)[0].rows)
+
+
+def test_deferred_check_in_a_stack_leaves_the_others_unchanged(reg):
+    specs = [spec(lr=lr, seed=s, epochs=20.0, eval=EvalSpec(every_steps=10), dtype="float64")
+             for lr, s in ((0.05, 0), (30.0, 1), (0.1, 2))]
+    exact, deferred = loop_results(reg, specs, 1), loop_results(reg, specs, 16)
+    assert [r.diverged for r in deferred] == [False, True, False] == [r.diverged for r in exact]
+    assert deferred[1].steps == exact[1].steps
+    for i in (0, 2):
+        assert without_time(deferred[i].rows) == without_time(exact[i].rows)

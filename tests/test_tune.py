@@ -1,4 +1,4 @@
-"""Tuning (issue 3): real Optuna studies on real storages, trials trained and stored by the suite.
+"""Tuning: real Optuna studies on real storages, trials trained and stored by the suite.
 
 Budgets are tiny (regression, full batch, tens of steps) except where a test checks the quality
 of the search. Three ``suite-tune`` processes share one journal file in the concurrency test.
@@ -24,11 +24,12 @@ from hydra import initialize_config_dir
 from optuna.trial import TrialState
 
 from suite.cli import CONF_DIR
-from suite.run import execute, prepare
-from suite.search import PRUNERS, SAMPLERS, lr_grid, tune_spec
-from suite.storage import default_journal, mask_url, open_storage
-from suite.claims import claim
-from suite.tune import _open_study, cell_name, load_tuned, tune_cell
+from suite.run.execute import execute
+from suite.run.prepare import prepare
+from suite.tune.claims import claim
+from suite.tune.space import PRUNERS, SAMPLERS, lr_grid, tune_spec
+from suite.tune.storage import default_journal, mask_url, open_storage
+from suite.tune.tuner import _open_study, cell_name_of, load_tuned, tune_cell
 from suite.types import ConfigError, StoreError
 
 SUITE_TUNE = str(Path(sys.executable).with_name("suite-tune"))
@@ -41,7 +42,7 @@ def tcfg(results_dir, *overrides):
 
 
 def study_of(cfg) -> optuna.Study:
-    name = cell_name(cfg)
+    name = cell_name_of(cfg)
     url = cfg.tune.storage or default_journal(cfg.results_dir, name)
     return optuna.load_study(study_name=name, storage=open_storage(url))
 
@@ -168,7 +169,7 @@ def test_export_feeds_suite_train_lr_tuned(results_dir):
         prepare(tcfg(results_dir, "optimizer=momentum", "tune.search=[momentum]", "lr=tuned"))
     best = tune_cell(cfg, echo=quiet)
     exported = json.loads(Path(best["path"]).read_text())
-    assert Path(best["path"]).name == f"{cell_name(cfg)}.json" and exported == load_tuned(results_dir, cfg)
+    assert Path(best["path"]).name == f"{cell_name_of(cfg)}.json" and exported == load_tuned(results_dir, cfg)
     assert exported["lr"] == study_of(cfg).best_params["lr"] and exported["sampler"]["seed"] == 0
     assert exported["hparams"]["momentum"] == pytest.approx(1 - exported["params"]["one_minus_momentum"])
     run_cfg = tcfg(results_dir, "optimizer=momentum", "tune.search=[momentum]", "lr=tuned", "seed=3")
@@ -190,16 +191,16 @@ def test_searched_hyperparameters_are_on_their_log_scales(results_dir):
 
 
 def test_cell_name_is_stable_readable_and_separates_cells(tmp_path):
-    name = cell_name(tcfg(tmp_path))
+    name = cell_name_of(tcfg(tmp_path))
     assert name.startswith("regression-sgd-bfull-")
     same = [tcfg(tmp_path / "other", "lr=0.3", "seed=5", "device=cpu", "tune.n_trials=9", "threads=2")]
-    assert all(cell_name(c) == name for c in same)
-    assert cell_name(prepare(tcfg(tmp_path))) == name
+    assert all(cell_name_of(c) == name for c in same)
+    assert cell_name_of(prepare(tcfg(tmp_path))) == name
     others = ["batch_size=100", "task.sigma=0.2", "optimizer.weight_decay=0.1", "budget.epochs=21",
               "sampling=sequential", "dtype=float64"]
-    names = {cell_name(tcfg(tmp_path, o)) for o in others}
+    names = {cell_name_of(tcfg(tmp_path, o)) for o in others}
     assert len(names) == len(others) and name not in names
-    assert cell_name(tcfg(tmp_path, "batch_size=100", "accumulation_steps=4")).startswith("regression-sgd-b100-acc4-")
+    assert cell_name_of(tcfg(tmp_path, "batch_size=100", "accumulation_steps=4")).startswith("regression-sgd-b100-acc4-")
 
 
 @pytest.mark.parametrize("override, error, match", [
@@ -297,7 +298,7 @@ def test_a_trial_left_running_by_a_dead_worker_is_failed_and_redone(results_dir)
 def test_a_grid_point_lost_with_its_worker_is_still_evaluated(results_dir):
     cfg = tcfg(results_dir, "tune.sampler=grid", "tune.n_trials=5", "tune.pruner=none")
     tspec = tune_spec(cfg.tune, "sgd")
-    name = cell_name(cfg)
+    name = cell_name_of(cfg)
     study = _open_study(name, default_journal(results_dir, name), tspec, prepare(cfg))
     lost = study.ask()  # a worker took grid point 0, then died
     lost.set_user_attr("worker", f"{socket.gethostname()}:{dead_pid()}")

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from test_tune import SUITE_TUNE, TINY, check_shared_study, free_port, quiet, study_of, tcfg
-from suite.storage import mask_url
-from suite.tune import tune_cell
+
+from suite.tune.storage import mask_url
+from suite.tune.tuner import tune_cell
 from suite.types import StoreError
 
 USER, PASSWORD = "optsuite", "pg-test-s3cret"

@@ -1,26 +1,66 @@
-"""Task registry: name -> builder(options) -> :class:`suite.types.Task`.
+"""Task registry: name -> :class:`TaskEntry` (its options with defaults, its builder, a small instance).
 
-A builder takes the task's config section as a plain dict (``conf/task/<name>.yaml`` with the
-command line's overrides) and returns the task on the CPU in float32; the training loop moves
-it to the run's device and dtype. Adding a task is one builder and one YAML file.
+What lives here: the registry (this file, plain data: it imports no torch, so the report can read
+task names without loading it), the builders (``synthetic``, ``images``), the IDX reader (``idx``),
+option checks (``options``) and the parts builders share (``parts``: seeded initialization, MSE,
+predicted labels). It may import ``suite.types`` only.
+
+Adding a task is one entry below, its builder, and ``conf/task/<name>.yaml`` holding exactly the
+entry's ``defaults`` (a contract test checks it). The contract tests iterate over this registry
+(model init depends only on the seed, the loss is a batch mean, accuracy matches the output
+shape, autograd matches finite differences), so a new task needs no test edit.
 """
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from suite.tasks.images import build_fashion_mnist, build_mnist
-from suite.tasks.synthetic import build_regression, build_tiny_mlp
+from suite.tasks.options import take
 from suite.types import ConfigError, Task
 
-TASKS: dict[str, Callable[[dict[str, Any]], Task]] = {
-    "regression": build_regression,
-    "tiny_mlp": build_tiny_mlp,
-    "fashion_mnist": build_fashion_mnist,
-    "mnist": build_mnist,
-}
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    builder: str  # "module:function"; function(options) -> Task, given every option (defaults filled in)
+    defaults: Mapping[str, Any]  # every option and its default; conf/task/<name>.yaml repeats them
+    examples: tuple[Mapping[str, Any], ...] = ()  # small instances (option overrides) for the contract tests
+    dataset: str | None = None  # IDX dataset read from disk (tests point data_dir at IDX files they write)
+    doc: str = ""
+
+    def build(self, options: Mapping[str, Any]) -> Task:
+        module, _, function = self.builder.partition(":")
+        build: Callable[[dict[str, Any]], Task] = getattr(importlib.import_module(module), function)
+        return build(take(options, self.defaults, self.name))
 
 
-def check_task_name(name: str) -> str:
+_IMAGES = {"data_dir": None, "model": "mlp", "hidden": [256, 128], "cnn_channels": [32, 64], "cnn_dense": 1024,
+           "val_size": 10000, "train_size": None, "normalize": False}
+_SMALL = {"n": 16, "n_val": 4, "n_test": 4}
+_SMALL_IMAGES = {"val_size": 20, "hidden": [6, 5], "cnn_channels": [2, 3], "cnn_dense": 8}
+
+TASKS: dict[str, TaskEntry] = {e.name: e for e in [
+    TaskEntry("regression", "suite.tasks.synthetic:build_regression",
+              {"n": 1000, "n_val": 1000, "n_test": 1000, "dim": 1, "a": 3.0, "b": 2.0, "sigma": 0.1,
+               "condition_number": 1.0, "data_seed": 0},
+              examples=(_SMALL, {**_SMALL, "dim": 4, "condition_number": 50.0}),
+              doc="y = a·(x_1 + ... + x_d) + b + σ·ε (tutorial 003: y = 3x + 2 + 0.1ε); Linear(dim, 1), MSE."),
+    TaskEntry("tiny_mlp", "suite.tasks.synthetic:build_tiny_mlp",
+              {"n": 1000, "n_val": 1000, "n_test": 1000, "target": "sine", "noise": 0.1, "hidden": 10,
+               "data_seed": 0},
+              examples=(_SMALL, {**_SMALL, "target": "cubic", "hidden": 4}),
+              doc="tutorial 001's 1-H-1 tanh network on a 1-D target, MSE."),
+    TaskEntry("fashion_mnist", "suite.tasks.images:build_fashion_mnist", _IMAGES, dataset="fashion_mnist",
+              examples=({**_SMALL_IMAGES, "model": "mlp"}, {**_SMALL_IMAGES, "model": "cnn"}),
+              doc="Fashion-MNIST (real IDX files), MLP or 2c2d CNN, cross-entropy."),
+    TaskEntry("mnist", "suite.tasks.images:build_mnist", _IMAGES, dataset="mnist",
+              examples=({**_SMALL_IMAGES, "model": "mlp"}, {**_SMALL_IMAGES, "model": "cnn", "normalize": True}),
+              doc="MNIST (IDX files the user provides), MLP or 2c2d CNN, cross-entropy."),
+]}
+
+
+def check_task_name(name: Any) -> str:
     if name not in TASKS:
         raise ConfigError(f"unknown task {name!r}; valid names: {', '.join(TASKS)}. Pick one with task=<name>.")
     return name
@@ -29,6 +69,4 @@ def check_task_name(name: str) -> str:
 def build_task(options: Mapping[str, Any]) -> Task:
     """Build the task named by ``options['name']`` from the rest of ``options``."""
     opts = dict(options)
-    name = check_task_name(str(opts.pop("name", None)))
-    return TASKS[name](opts)
-
+    return TASKS[check_task_name(opts.pop("name", None))].build(opts)

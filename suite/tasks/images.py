@@ -14,15 +14,11 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.tasks._options import positive_int, take
 from suite.tasks.idx import locate, read_idx
-from suite.tasks.synthetic import seeded_model
+from suite.tasks.options import positive_int
+from suite.tasks.parts import seeded_model
 from suite.types import ConfigError, DataError, Split, Task
 
-DEFAULTS = {
-    "data_dir": None, "model": "mlp", "hidden": [256, 128], "cnn_channels": [32, 64], "cnn_dense": 1024,
-    "val_size": 10000, "train_size": None, "normalize": False,
-}
 MODELS = ("mlp", "cnn")
 
 
@@ -81,8 +77,7 @@ def _model(o: dict[str, Any], side: int):
     raise ConfigError(f"unknown model {o['model']!r}; valid: {', '.join(MODELS)} (task.model=<name>).")
 
 
-def _build(name: str, options: dict[str, Any]) -> Task:
-    o = take(options, DEFAULTS, name)
+def _build(name: str, o: dict[str, Any]) -> Task:
     model_name, make_model = _model(o, 28)
     arrays = load_idx_dataset(tuple(sorted(locate(name, o["data_dir"]).items())))
     images, labels = arrays["train_images"], arrays["train_labels"]

@@ -1,4 +1,4 @@
-"""Synthetic tasks: linear ``regression`` (closed-form optimum known) and the seed's ``tiny_mlp``.
+"""Synthetic tasks: linear ``regression`` (closed-form optimum known) and tutorial 001's ``tiny_mlp``.
 
 Train, validation and test samples are drawn one after the other from one generator seeded by
 ``data_seed``, so they are independent draws from the same distribution and never overlap:
@@ -10,41 +10,19 @@ import math
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from suite.tasks._options import positive_int, take
+from suite.tasks.options import positive_int
+from suite.tasks.parts import mse, seeded_model
 from suite.types import ConfigError, Split, Task
 
-REGRESSION_DEFAULTS = {
-    "n": 1000, "n_val": 1000, "n_test": 1000, "dim": 1,
-    "a": 3.0, "b": 2.0, "sigma": 0.1, "condition_number": 1.0, "data_seed": 0,
-}
-
-# Targets of tiny_mlp on x ~ U[-1, 1]. "linear" is the seed's y = 5x + 1; the default "sine"
+# Targets of tiny_mlp on x ~ U[-1, 1]. "linear" is tutorial 001's y = 5x + 1; the default "sine"
 # is non-linear so the hidden layer has something to learn.
 TARGETS: dict[str, Callable[[Tensor], Tensor]] = {
     "sine": lambda x: torch.sin(math.pi * x),
     "linear": lambda x: 5.0 * x + 1.0,
     "cubic": lambda x: 4.0 * x**3 - 2.0 * x,
 }
-TINY_MLP_DEFAULTS = {
-    "n": 1000, "n_val": 1000, "n_test": 1000, "target": "sine", "noise": 0.1, "hidden": 10, "data_seed": 0,
-}
-
-
-def seeded_model(build: Callable[[], nn.Module]) -> Callable[[int], nn.Module]:
-    """``make_model(seed)``: the initialization depends on ``seed`` only (torch's default init)."""
-
-    def make(seed: int) -> nn.Module:
-        torch.manual_seed(seed)
-        return build()
-
-    return make
-
-
-def mse(output: Tensor, y: Tensor) -> Tensor:
-    return F.mse_loss(output, y)
 
 
 def _feature_scales(dim: int, kappa: float) -> Tensor:
@@ -62,9 +40,8 @@ def _least_squares(x: Tensor, y: Tensor) -> tuple[float, Tensor]:
     return optimum, 2.0 * design.T @ design / len(x)
 
 
-def build_regression(options: dict[str, Any]) -> Task:
+def build_regression(o: dict[str, Any]) -> Task:
     """y = a·(x_1 + ... + x_d) + b + σ·ε, x_j ~ U[0, s_j], ε ~ N(0, 1); model ``Linear(dim, 1)``, MSE."""
-    o = take(options, REGRESSION_DEFAULTS, "regression")
     sizes = [positive_int(o, k, "regression") for k in ("n", "n_val", "n_test")]
     dim = positive_int(o, "dim", "regression")
     kappa, sigma = float(o["condition_number"]), float(o["sigma"])
@@ -90,9 +67,8 @@ def build_regression(options: dict[str, Any]) -> Task:
     )
 
 
-def build_tiny_mlp(options: dict[str, Any]) -> Task:
-    """The seed's 1-H-1 tanh network (H=10) fitting ``target(x) + noise·ε`` on x ~ U[-1, 1]."""
-    o = take(options, TINY_MLP_DEFAULTS, "tiny_mlp")
+def build_tiny_mlp(o: dict[str, Any]) -> Task:
+    """Tutorial 001's 1-H-1 tanh network (H=10) fitting ``target(x) + noise·ε`` on x ~ U[-1, 1]."""
     sizes = [positive_int(o, k, "tiny_mlp") for k in ("n", "n_val", "n_test")]
     hidden = positive_int(o, "hidden", "tiny_mlp")
     if o["target"] not in TARGETS:

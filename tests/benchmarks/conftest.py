@@ -15,9 +15,9 @@ from typing import Callable
 import pytest
 import torch
 
-from suite.bench import Cell, Grid, grid_from_env, samples_per_s
-from suite.records import environment
+from suite.bench.steps import BenchCase, Grid, grid_from_env, samples_per_s
 from suite.tasks import build_task
+from suite.train.rows import environment
 from suite.types import DataError, Task
 
 GRID = grid_from_env(os.environ)
@@ -40,11 +40,11 @@ def grid() -> Grid:
 
 
 @pytest.fixture(scope="session")
-def get_task() -> Callable[[Cell], Task]:
+def get_task() -> Callable[[BenchCase], Task]:
     """Tasks built once per session; a task whose data is missing skips its benchmarks."""
     cache: dict[str, Task] = {}
 
-    def get(cell: Cell) -> Task:
+    def get(cell: BenchCase) -> Task:
         key = repr(sorted(cell.task_options.items()))
         if key not in cache:
             try:

@@ -14,11 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from suite.loopbench import (CELLS, LOOPS, cell_spec, compare_loops, gemm_flops, main, matmul_fraction,
-                             matmul_rate, mlp_gemms)
+from suite.bench.loops import (
+    CELLS,
+    LOOPS,
+    cell_spec,
+    compare_loops,
+    gemm_flops,
+    main,
+    matmul_fraction,
+    matmul_rate,
+    mlp_gemms,
+)
 from suite.tasks import build_task
 from suite.tasks.images import MLP
-from suite.train import evaluate
+from suite.train.evaluation import evaluate
 from suite.types import DataError
 
 

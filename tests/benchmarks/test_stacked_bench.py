@@ -7,7 +7,7 @@ interleaved: 64 ordinary ``train`` runs one after another, then one ``train_stac
 ratios of their times are reported per round and as medians (``extra_info``, and printed).
 ``train`` is the training clock (warm-up and evaluation excluded; the stacked clock is the sum
 of the configurations' shares, i.e. the stack's time), ``wall`` is everything, evaluation and
-model building included. Targets (issue 4): >= 30x at batch 1 and >= 10x at batch 32 on
+model building included. Targets: >= 30x at batch 1 and >= 10x at batch 32 on
 tiny_mlp and regression. The machine may be shared, so only the ratios mean anything.
 
 Both sides run on one torch thread (the ``one_thread`` fixture below): on a shared machine a
@@ -24,10 +24,10 @@ import time
 import pytest
 import torch
 
-from suite.optimizers import OPTIMIZERS, resolve_hparams
-from suite.stacked import train_stacked
+from suite.optim.registry import OPTIMIZERS, resolve_hparams
 from suite.tasks import build_task
 from suite.train import train
+from suite.train.stacked import train_stacked
 from suite.types import DataError, EvalSpec, RunSpec
 
 K = 64

@@ -20,14 +20,21 @@ import math
 
 import torch
 
-from suite.bench import (Cell, n_params, optimizer_step, param_bytes, peak_step_bytes, state_bytes,
-                         training_step)
-from suite.optimizers import get_spec
-from suite.run import resolve_batch_size
+from suite.bench.steps import (
+    BenchCase,
+    n_params,
+    optimizer_step,
+    param_bytes,
+    peak_step_bytes,
+    state_bytes,
+    training_step,
+)
+from suite.optim.registry import get_spec
+from suite.run.prepare import resolve_batch_size
 from suite.types import EvalSpec, RunSpec, Task
 
 
-def step_spec(task: Task, cell: Cell, device: str) -> RunSpec:
+def step_spec(task: Task, cell: BenchCase, device: str) -> RunSpec:
     batch = resolve_batch_size(cell.batch_size, task.n_train)
     return RunSpec(task=task.name, optimizer=cell.optimizer, hparams={}, lr=get_spec(cell.optimizer).lr_default,
                    batch_size=batch, accumulation_steps=cell.accumulation_steps, epochs=math.inf,
@@ -42,7 +49,7 @@ def memory_info(setup, spec: RunSpec) -> dict:
             "state_bytes_per_param": state["state_bytes"] / n_params(setup.model)}
 
 
-def time_training_step(run_benchmark, task: Task, cell: Cell, device: str) -> None:
+def time_training_step(run_benchmark, task: Task, cell: BenchCase, device: str) -> None:
     spec = step_spec(task, cell, device)
     setup = training_step(task, spec)
     info = memory_info(setup, spec)

@@ -1,0 +1,210 @@
+"""The report's README: environment, fixed hyperparameters, then one section per task (tables
+inline, links to their LaTeX/CSV, figures with one-line captions), benchmarks and notes."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from suite.report import benchmarks as B
+from suite.report import tables as T
+from suite.report.style import FigureOptions
+from suite.tasks import TASKS
+from suite.types import ENVIRONMENT_COLUMNS, HPARAM_COLUMNS, StoreError
+
+
+@dataclass
+class Context:
+    root: Path
+    out: Path
+    cfg: DictConfig
+    targets: dict
+    rows: pd.DataFrame
+    runs: pd.DataFrame
+    cells: pd.DataFrame
+    trials: pd.DataFrame
+    opts: FigureOptions
+
+
+@dataclass
+class Section:
+    title: str
+    intro: list[str] = field(default_factory=list)
+    tables: list[tuple[T.Table, dict[str, Path]]] = field(default_factory=list)
+    figures: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ranking: T.Table | None = None
+
+    def add(self, table: T.Table, folder: Path) -> None:
+        self.tables.append((table, T.write(table, folder)))
+
+    def fig(self, path: Path | None, caption: str) -> None:
+        if path is not None:
+            self.figures.append((path, caption))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def task_order(runs: pd.DataFrame) -> list[str]:
+    known = {t: i for i, t in enumerate(TASKS)}
+    labels = runs[["task", "task_label"]].drop_duplicates()
+    labels = labels.assign(k=labels["task"].map(known).fillna(len(known))).sort_values(["k", "task_label"])
+    return list(labels["task_label"])
+
+
+def scaling_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """One cell per (optimizer, batch size) for the scaling figures: default sampling and
+    reduction; a plain batch wins over the same batch built by accumulation."""
+    plain = cells[(cells["sampling"] == "shuffle") & (cells["accumulation_reduction"] == "mean")]
+    return plain.sort_values("accumulation_steps").groupby(["optimizer", "batch_size"]).head(1)
+
+
+def _values(series: pd.Series) -> str:
+    vals = sorted({json.dumps(v, sort_keys=True, default=str) for v in series}, key=str)
+    return ", ".join(v.strip('"') for v in vals)
+
+
+def _kv_table(pairs: list[tuple[str, str]], head=("", "")) -> list[str]:
+    lines = [f"| {head[0]} | {head[1]} |", "|:---|:---|"]
+    return lines + [f"| {k} | {str(v).replace('|', '/')} |" for k, v in pairs]
+
+
+def environment(ctx: Context) -> list[str]:
+    pairs = [(c.replace("_", " "), _values(ctx.rows[c].drop_duplicates())) for c in ENVIRONMENT_COLUMNS]
+    env_file = ctx.root / "environment.json"
+    if env_file.is_file():
+        extra = json.loads(env_file.read_text())
+        pairs += [(k.replace("_", " "), v) for k, v in extra.items() if k not in ENVIRONMENT_COLUMNS]
+    return ["## Environment", "", *_kv_table(pairs, ("machine / software", "value")), ""]
+
+
+def hyperparameters(ctx: Context) -> list[str]:
+    """What every table holds fixed: optimizer hyperparameters, budgets, evaluation, settings."""
+    runs = ctx.runs[~ctx.runs["is_trial"]] if (~ctx.runs["is_trial"]).any() else ctx.runs
+    configs = runs.drop_duplicates("config_key")
+    parsed = [json.loads(k) for k in configs["config_key"]]
+    lines = ["## Fixed hyperparameters", "", "Optimizer hyperparameters other than the learning rate "
+             "(the lr is tuned or chosen per cell, see each task's `best_lr` table):", ""]
+    opts = pd.DataFrame([{"optimizer": c["optimizer"], "impl": c["impl"], **c["hparams"]} for c in parsed])
+    keys = ["impl", *HPARAM_COLUMNS, *sorted(set(opts) - {"optimizer", "impl", *HPARAM_COLUMNS})]
+    rows = []
+    for name in T.optimizer_order(opts["optimizer"]):
+        sub = opts[opts["optimizer"] == name]
+        rows.append((name, "; ".join(f"{k}={_values(sub[k])}" for k in keys if k in sub and sub[k].notna().any())))
+    lines += _kv_table(rows, ("optimizer", "fixed"))
+    lines += ["", "Run settings per task:", ""]
+    settings = pd.DataFrame([{
+        "task": label, "epochs": c["epochs"], "max steps": c["max_steps"], "max seconds": c["max_seconds"],
+        "evaluation": _eval(c["eval"]), "warm-up steps": c["warmup_steps"], "sampling": c["sampling"],
+        "accumulation": c["accumulation_reduction"], "dtype": c["dtype"], "device": c["device"],
+        "divergence factor": c["divergence_factor"],
+        "task options": ", ".join(f"{k}={v}" for k, v in c["task_options"].items() if k != "name"),
+    } for label, c in zip(configs["task_label"], parsed)])
+    for label in task_order(runs):
+        sub = settings[settings["task"] == label].drop(columns="task")
+        lines += [f"**{label}**: " + "; ".join(f"{k} {_values(sub[k])}" for k in sub), ""]
+    study_cfg = ctx.root / "config.yaml"
+    if study_cfg.is_file():
+        lines += ["The study's resolved configuration: [`config.yaml`](../config.yaml).", ""]
+        study = OmegaConf.load(study_cfg).get("study") or {}
+        if study.get("tune") is False:
+            lines += ["**Learning rates were not tuned** (`study.tune=false`): every cell ran at the optimizer "
+                      "registry's default lr (`suite/optim/registry.py`).", ""]
+    return lines
+
+
+def _eval(ev: dict) -> str:
+    if ev.get("every_steps"):
+        return f"every {ev['every_steps']} steps"
+    if ev.get("every_epochs"):
+        return f"every {ev['every_epochs']} epochs"
+    return f"{ev['points']} {ev['schedule']}-spaced points"
+
+
+def section(sec: Section, out: Path, level: int = 2) -> list[str]:
+    lines = [f"{'#' * level} {sec.title}", "", *[f"{line}" for line in sec.intro], ""]
+    for table, paths in sec.tables:
+        links = ", ".join(f"[{ext}]({paths[ext].relative_to(out)})" for ext in ("tex", "csv"))
+        lines += [f"{'#' * (level + 1)} {table.name.replace('_', ' ')}", "", f"{table.caption} ({links})", "",
+                  T.markdown(table)]
+    for path, caption in sec.figures:
+        rel = path.relative_to(out)
+        lines += [f"![{caption}]({rel})", "", f"*{caption}* ([pdf]({rel.with_suffix('.pdf')}))", ""]
+    lines += [f"- note: {n}" for n in sec.notes] + ([""] if sec.notes else [])
+    return lines
+
+
+def _bench_cell(v) -> str:
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    return T.fmt(v) if isinstance(v, float) else str(v)
+
+
+def benchmarks(ctx: Context) -> list[str]:
+    """pytest-benchmark JSON under ``bench/`` (``make bench``), converted by :mod:`suite.report.benchmarks`.
+    Unreadable benchmark files become a note: they must not cost the report of the training runs."""
+    bench = ctx.root / "bench"
+    files = sorted(bench.glob("*.json"))
+    if not files:
+        return []
+    sec = Section("Benchmarks")
+    try:
+        frame = B.load_benchmarks(bench)
+        table = B.throughput_table(frame)
+    except StoreError as e:
+        sec.notes.append(f"the benchmark results under `bench/` are not shown: {e}")
+        return section(sec, ctx.out)
+    table = table[[c for c in table.columns if not table[c].isna().all()]]
+    text = table.drop(columns="kind").apply(lambda col: col.map(_bench_cell))
+    text.index = pd.Index(table["kind"], name="kind")
+    sec.add(T.Table("benchmarks", f"pytest-benchmark step timings from {len(files)} file(s) under bench/: median "
+                    f"ms per step, samples/s, peak memory, optimizer state bytes per parameter, speedup over the "
+                    f"for-loop implementation; no best marked.", text,
+                    pd.DataFrame(False, index=text.index, columns=text.columns), table), ctx.out / "tables")
+    stem = ctx.out / "figures" / "benchmark_throughput"
+    try:
+        for ext in ctx.opts.formats:
+            B.throughput_figure(frame, stem.with_suffix(f".{ext}"))
+        sec.fig(stem.with_suffix(f".{ctx.opts.formats[0]}"), "Training-step throughput from the benchmarks "
+                "(pytest-benchmark, median of rounds), log-log.")
+    except StoreError as e:
+        sec.notes.append(str(e))
+    return section(sec, ctx.out)
+
+
+def readme(ctx: Context, tasks: list[Section], cross: Section) -> str:
+    runs = ctx.runs
+    n_trials = int(runs["is_trial"].sum())
+    studies = runs["study"].nunique() if "study" in runs else 0
+    reported = sum(len(ids.split(",")) for ids in ctx.cells["run_ids"]) if len(ctx.cells) else 0
+    boot = ctx.cfg.bootstrap
+    lines = [
+        f"# Report: {ctx.root.resolve().name}", "",
+        f"Generated by `suite-report` from the {len(runs)} runs stored under `runs/` ({n_trials} of them tuning "
+        f"trials{f' of {studies} studies' if studies else ''}); nothing was trained. The tables report "
+        f"{len(ctx.cells)} cells through {reported} runs of their chosen configurations (a trial whose "
+        f"configuration is a final one counts as that run). A cell shows the mean over "
+        f"seeds and, with several seeds, its {boot.confidence:.0%} bootstrap interval [lo, hi] ({boot.resamples} "
+        f"resamples, seed {boot.seed}); **bold** marks the best cell of a row among cells whose seeds all finished. "
+        f"Rows are batch sizes (`64×16` = micro-batch 64 × 16 accumulation steps; GD = full batch, SGD = batch 1). "
+        f"Every table is also written as LaTeX (booktabs, for `\\input`) and CSV.", "",
+        *environment(ctx), *hyperparameters(ctx),
+        "Targets: " + ("; ".join(f"{k}: {t.describe()}" for k, t in ctx.targets.items() if k in set(runs["task"]))
+                       or "none configured for these tasks") + " (conf/report.yaml).", "",
+        "All numbers in one place: [`cells.csv`](cells.csv) (every cell's configurations, aggregated over seeds, "
+        "with intervals: final/best losses and accuracies, steps/epochs/samples/seconds to target, throughput) "
+        "and [`runs.csv`](runs.csv) (one line per run).", "",
+    ]
+    if cross.tables:
+        lines += section(cross, ctx.out)
+    for sec in tasks:
+        lines += section(sec, ctx.out)
+    lines += benchmarks(ctx)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,59 @@
+"""One run against the store: skip it if stored (unless ``force``), else train, store, summarize."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from suite.run.prepare import prepare, set_threads
+from suite.store.runs import RunStore
+from suite.train.rows import make_frame
+from suite.train.single import train
+
+
+def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
+    """Run one config against the store: skip it if stored (unless force), else train and store.
+
+    Returns the stored rows, or ``None`` when the run was already stored and skipped.
+    """
+    set_threads(cfg.get("threads"))
+    prepared = prepare(cfg)
+    store = RunStore(cfg.results_dir)
+    store.ensure_writable()
+    rid = prepared.run_id
+    if store.has(rid) and not cfg.force:
+        echo(f"run {rid} is already stored at {store.path(rid)}; skipped (force=true re-runs it).")
+        return None
+    result = train(prepared.task, prepared.spec, progress=bool(cfg.progress))
+    frame = make_frame(prepared.spec, prepared.task, prepared.config, result)
+    path = store.write(frame)
+    echo(summary(frame, path))
+    return frame
+
+
+def summary(frame: pd.DataFrame, path) -> str:
+    """One screen: what ran, how fast, where it ended, where it is stored."""
+    first, last = frame.iloc[0], frame.iloc[-1]
+    timed_steps = max(last["step"] - first["warmup_steps"], 0)
+    throughput = timed_steps * last["batch_size"] / last["time_s"] if last["time_s"] > 0 else math.nan
+    lines = [
+        f"run {last['run_id']}  task={last['task']} model={last['model']}",
+        f"  optimizer={last['optimizer']} ({last['optimizer_impl']})  lr={last['lr']:.4g}  regime={last['regime']}  "
+        f"batch={last['batch_size']}" + (f" ({last['micro_batch']}x{last['accumulation_steps']})"
+                                          if last['accumulation_steps'] > 1 else "") +
+        f"  sampling={last['sampling']}  seed={last['seed']}",
+        f"  steps={last['step']}  epochs={last['epoch']:.3g}  train time={last['time_s']:.3f}s  "
+        f"throughput={throughput:,.0f} samples/s  device={last['device']} threads={last['threads']}",
+        f"  train loss {first['train_loss']:.5g} -> {last['train_loss']:.5g}   val loss {last['val_loss']:.5g}   "
+        f"test loss {last['test_loss']:.5g}",
+    ]
+    if not math.isnan(last["val_accuracy"]):
+        lines.append(f"  val accuracy {last['val_accuracy']:.4f}   test accuracy {last['test_accuracy']:.4f}")
+    if not math.isnan(last["excess_loss"]):
+        lines.append(f"  excess loss {last['excess_loss']:.3e} (optimum {last['optimal_loss']:.6g})")
+    if last["diverged"]:
+        lines.append(f"  DIVERGED at step {int(last['diverged_step'])}: the loss became NaN/inf or exceeded "
+                     f"the divergence limit; try a smaller lr.")
+    lines.append(f"  stored: {path}")
+    return "\n".join(lines)

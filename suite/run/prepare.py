@@ -1,0 +1,142 @@
+"""From a composed config to a validated run: every value checked, the task built, ``lr=tuned`` applied.
+
+Validation happens here, before any work, so bad input stops with one message and nothing is
+lost. (A typed ConfigStore schema cannot express ``batch_size: int | "full"`` in OmegaConf, and
+range checks need the task's size, so values are checked here with messages that name the fix.)
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from suite.optim.registry import check_lr, choose_impl, get_spec, resolve_hparams
+from suite.store.identity import cell_name, run_config, run_id
+from suite.store.tuned import read_tuned, tuned_path
+from suite.tasks import build_task, check_task_name
+from suite.train.device import DTYPES, resolve_device
+from suite.types import ConfigError, EvalSpec, RunSpec, Task
+
+SAMPLINGS = ("shuffle", "sequential", "replacement")
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass
+class Prepared:
+    spec: RunSpec
+    task: Task
+    config: dict[str, Any]  # the run's identity (hashed into run_id)
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.config)
+
+
+def resolve_batch_size(value: Any, n: int) -> int:
+    if value == "full":
+        return n
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= n:
+        raise ConfigError(
+            f"batch_size={value!r} is invalid for this task: it must be an integer from 1 to n={n}, "
+            f"or 'full' (gradient descent on all {n} samples)."
+        )
+    return value
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is invalid; valid: {', '.join(valid)}.")
+    return value
+
+
+def _eval_spec(ev: Mapping[str, Any]) -> EvalSpec:
+    spec = EvalSpec(**ev)
+    _choice("eval.schedule", spec.schedule, ("log", "linear"))
+    if spec.points < 2 or (spec.every_steps is not None and spec.every_steps < 1) or \
+            (spec.every_epochs is not None and not spec.every_epochs > 0) or spec.batch < 1 or \
+            (spec.train_subset is not None and spec.train_subset < 1):
+        raise ConfigError("eval: points must be >= 2, every_steps >= 1, every_epochs > 0, batch >= 1 "
+                          "and train_subset null or >= 1.")
+    return spec
+
+
+def _budget(b: Mapping[str, Any]) -> tuple[float, int | None, float | None]:
+    epochs, max_steps, max_seconds = b.get("epochs"), b.get("max_steps"), b.get("max_seconds")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not math.isfinite(epochs) or epochs < 0:
+        raise ConfigError(f"budget.epochs={epochs!r} is invalid; it must be a finite number >= 0 (e.g. budget.epochs=2).")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
+        raise ConfigError(f"budget.max_steps={max_steps!r} must be null or an integer >= 0.")
+    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
+        raise ConfigError(f"budget.max_seconds={max_seconds!r} must be null or a number > 0.")
+    return float(epochs), max_steps, max_seconds
+
+
+def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
+    """Validate everything and build the task; raises :class:`ConfigError`/`DataError` with a fix."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    task_options, opt_options = dict(c["task"]), dict(c["optimizer"])
+    check_task_name(task_options.get("name"))
+    opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
+    opt = get_spec(opt_name)
+    choose_impl(opt, impl)  # refuse a bad impl before any work; the spec keeps the name asked for
+    hparams = resolve_hparams(opt_name, opt_options)
+    tuned = c.get("lr") == "tuned"  # lr=tuned: the cell's best from suite-tune, applied below
+    lr = check_lr(opt.lr_default if c.get("lr") is None or tuned else c["lr"])
+    epochs, max_steps, max_seconds = _budget(c["budget"])
+    eval_spec = _eval_spec(c["eval"])
+    sampling = _choice("sampling", c["sampling"], SAMPLINGS)
+    reduction = _choice("accumulation_reduction", c["accumulation_reduction"], REDUCTIONS)
+    dtype = _choice("dtype", c["dtype"], tuple(DTYPES))
+    device = resolve_device(str(c["device"]))
+    task = build_task(task_options)
+    batch_size = resolve_batch_size(c["batch_size"], task.n_train)
+    k = c["accumulation_steps"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or batch_size % k:
+        raise ConfigError(
+            f"accumulation_steps={k!r} must be a positive integer that divides batch_size={batch_size} "
+            f"(micro_batch = batch_size / accumulation_steps)."
+        )
+    for key in ("warmup_steps", "seed"):
+        if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 0:
+            raise ConfigError(f"{key}={c[key]!r} must be an integer >= 0.")
+    if not (isinstance(c["divergence_factor"], (int, float)) and c["divergence_factor"] > 1):
+        raise ConfigError(f"divergence_factor={c['divergence_factor']!r} must be a number > 1.")
+    spec = RunSpec(
+        task=task.name, optimizer=opt_name, hparams=hparams, lr=lr, batch_size=batch_size, seed=c["seed"],
+        accumulation_steps=k, accumulation_reduction=reduction, sampling=sampling, epochs=epochs,
+        max_steps=max_steps, max_seconds=max_seconds, eval=eval_spec, warmup_steps=c["warmup_steps"],
+        divergence_factor=float(c["divergence_factor"]), impl=impl, device=device, dtype=dtype,
+    )
+    if tuned:
+        search = (c.get("tune") or {}).get("search") or ()
+        spec = apply_tuned(spec, task_options, task.n_train, search, c["results_dir"])
+    return Prepared(spec, task, run_config(spec, task_options))
+
+
+def set_threads(threads: Any) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads={threads!r} must be null or an integer >= 1.")
+    torch.set_num_threads(threads)
+
+
+def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str],
+                results_dir: str | Path) -> RunSpec:
+    """``lr=tuned``: the spec with the cell's tuned lr and searched hyperparameters."""
+    name = cell_name(spec, task_options, n_train, searched)
+    tuned = read_tuned(results_dir, name)
+    if tuned is None:
+        batch = "full" if spec.batch_size >= n_train else spec.batch_size
+        raise ConfigError(
+            f"lr=tuned: cell {name} has no tuned result under {tuned_path(results_dir, name).parent}. Tune it first "
+            f"with the same overrides, e.g.: suite-tune task={spec.task} optimizer={spec.optimizer} "
+            f"batch_size={batch} results_dir={results_dir} (plus any other overrides of this command)."
+        )
+    hparams = resolve_hparams(spec.optimizer, {**spec.hparams, **tuned["hparams"]})
+    return dataclasses.replace(spec, lr=float(tuned["lr"]), hparams=hparams)

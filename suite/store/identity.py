@@ -1,0 +1,53 @@
+"""Identities: a run's (``run_id``, a hash of everything that determines its result) and a cell's
+(the name of its tuning study and tuned export).
+
+A cell is everything that shapes a run's curve except the searched hyperparameters and the
+seed: task and its options, optimizer and its fixed hyperparameters, batch size, accumulation,
+sampling, budget, evaluation schedule, divergence limit, dtype. Device, implementation, threads
+and paths are left out: they change speed or location, not the experiment, so a study can be
+shared by CPU and GPU workers. The name is readable (``regression-sgd-bfull-<hash>``) and the
+hash covers the rest, so two cells never share a study and a cell always finds its own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Iterable, Mapping
+
+from suite.types import RunSpec
+
+CELL_FIELDS = ("task", "optimizer", "batch_size", "accumulation_steps", "accumulation_reduction", "sampling",
+               "epochs", "max_steps", "max_seconds", "divergence_factor", "dtype")
+NOT_IDENTITY_TASK_OPTIONS = ("data_dir",)  # where the files are, not what they are
+NOT_IDENTITY_EVAL = ("batch", "test")  # chunk size (memory only); the test split (never tuned on)
+
+
+def run_config(spec: RunSpec, task_options: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that determines a run's result: the identity that ``run_id`` hashes."""
+    return {"task_options": dict(task_options), **dataclasses.asdict(spec)}
+
+
+def run_id(config: Mapping[str, Any]) -> str:
+    canonical = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def cell_identity(spec: RunSpec, task_options: Mapping[str, Any], searched: Iterable[str] = ()) -> dict[str, Any]:
+    """The cell's defining values (what its name hashes)."""
+    searched = sorted(searched)
+    ident = {k: getattr(spec, k) for k in CELL_FIELDS}
+    ident["eval"] = {k: v for k, v in dataclasses.asdict(spec.eval).items() if k not in NOT_IDENTITY_EVAL}
+    ident["task_options"] = {k: v for k, v in task_options.items() if k not in NOT_IDENTITY_TASK_OPTIONS}
+    ident["hparams"] = {k: v for k, v in spec.hparams.items() if k not in searched}
+    ident["searched"] = searched
+    return ident
+
+
+def cell_name(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str] = ()) -> str:
+    """``<task>-<optimizer>-b<batch|full>[-acc<k>]-<hash of the rest>``: stable across lr, seed, machine."""
+    ident = cell_identity(spec, task_options, searched)
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    batch = "full" if spec.batch_size >= n_train else str(spec.batch_size)
+    acc = f"-acc{spec.accumulation_steps}" if spec.accumulation_steps > 1 else ""
+    return f"{spec.task}-{spec.optimizer}-b{batch}{acc}-{digest}"

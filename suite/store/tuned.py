@@ -1,0 +1,42 @@
+"""Tuned configurations: ``<results_dir>/tuned/<cell>.json``, each cell's best trial as exported by
+the tuner (``suite.tune``) and read by ``lr=tuned`` runs and studies."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from suite.types import StoreError
+
+
+def tuned_path(results_dir: str | Path, name: str) -> Path:
+    return Path(results_dir) / "tuned" / f"{name}.json"
+
+
+def read_tuned(results_dir: str | Path, name: str) -> dict[str, Any] | None:
+    """The exported best configuration of cell ``name``, or ``None`` if it has none yet."""
+    path = tuned_path(results_dir, name)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise StoreError(
+            f"{path} is not a readable tuned configuration ({e}); delete it and re-run suite-tune.") from None
+
+
+def write_tuned(results_dir: str | Path, name: str, payload: Mapping[str, Any]) -> Path:
+    """Write atomically; a concurrent worker's export built from more finished trials is kept."""
+    path = tuned_path(results_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # serializes read-compare-write among local workers
+        current = read_tuned(results_dir, name)
+        if current is not None and current.get("n_finished", 0) > payload["n_finished"]:
+            return path
+        tmp = path.parent / f".{name}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        os.replace(tmp, path)  # readers see the old export or the whole new one
+    return path

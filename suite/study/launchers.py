@@ -1,0 +1,82 @@
+"""Where a study's cells run: in this process, in N local processes, or as submitit jobs.
+
+Existing engines only: ``concurrent.futures`` for local processes and submitit (its local
+executor here, SLURM on a cluster). Each cell is one job; a job tunes its cell (Optuna storage
+shared through ``tune.storage``) and trains its final runs; the runs store is shared through
+the file system. Every worker sets its torch thread count so N workers do not oversubscribe.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from suite.study.cell import run_cell, run_cell_job
+from suite.types import ConfigError
+
+Jobs = list[tuple[str, DictConfig]]  # (cell label, cell config)
+
+
+def _in_process(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
+    for label, job_cfg in jobs:
+        bar.set_description(label)
+        yield label, run_cell(job_cfg, list(cfg.study.seeds), bool(cfg.study.tune))
+
+
+def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
+    workers = int(cfg.study.workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    seeds, tune = list(cfg.study.seeds), bool(cfg.study.tune)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_cell_job, _job_yaml(c, threads), seeds, tune): label for label, c in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _submitit(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("study.launcher=submitit needs submitit: pip install submitit "
+                          "(or pip install -e '.[cluster]').") from None
+    opts = cfg.study.submitit
+    folder = Path(str(opts.folder or Path(cfg.results_dir) / "submitit")) / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
+    params = {k: v for k, v in OmegaConf.to_container(opts.parameters, resolve=True).items() if v is not None}
+    executor.update_parameters(slurm_array_parallelism=int(cfg.study.workers), **params)
+    n = len(jobs)
+    yamls = [_job_yaml(c, params.get("cpus_per_task")) for _, c in jobs]
+    submitted = executor.map_array(run_cell_job, yamls, [list(cfg.study.seeds)] * n, [bool(cfg.study.tune)] * n)
+    labels = {job.job_id: label for job, (label, _) in zip(submitted, jobs)}
+    for job in submitit.helpers.as_completed(submitted):
+        yield labels[job.job_id], job.result()
+
+
+def _job_yaml(job_cfg: DictConfig, cores: int | None) -> str:
+    """A worker's cell config: no progress bars, and at most its share of the cores as threads."""
+    threads = job_cfg.threads if cores is None else min(job_cfg.threads or cores, cores)
+    return OmegaConf.to_yaml(OmegaConf.merge(job_cfg, {"progress": False, "threads": threads}))
+
+
+LAUNCHERS: dict[str, Callable[[Jobs, DictConfig, tqdm], Iterable[tuple[str, dict]]]] = {
+    "local": lambda jobs, cfg, bar: (_in_process if int(cfg.study.workers) == 1 else _processes)(jobs, cfg, bar),
+    "submitit": _submitit,
+}
+
+
+def launch(jobs: Jobs, cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run every job with the configured launcher; one bar over cells (with ETA)."""
+    launcher = cfg.study.launcher
+    if launcher not in LAUNCHERS:
+        raise ConfigError(f"study.launcher={launcher!r} is invalid; valid: {', '.join(LAUNCHERS)}.")
+    summaries = []
+    with tqdm(total=len(jobs), unit="cell", dynamic_ncols=True, disable=not cfg.progress) as bar:
+        for label, summary in LAUNCHERS[launcher](jobs, cfg, bar):
+            summaries.append({"cell": label, **summary})
+            bar.update()
+    return summaries

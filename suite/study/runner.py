@@ -1,0 +1,60 @@
+"""``suite-study``: a preset's cells (``presets``) run as jobs (``cell``) by a launcher
+(``launchers``), then the report. Resumable by construction: every final run is skipped when its
+``run_id`` is stored, and each cell's tuning study lives in the Optuna storage and continues to
+its trial count. A kill loses at most the runs in flight.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import pandas
+from omegaconf import DictConfig, OmegaConf
+
+from suite.report.build import write_report
+from suite.store.runs import RunStore
+from suite.study.launchers import launch
+from suite.study.presets import cell_config, expand, validate
+from suite.train.device import resolve_device
+from suite.train.rows import environment
+
+
+def write_context(cfg: DictConfig) -> None:
+    """The resolved study config and the environment, beside the results."""
+    root = Path(cfg.results_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, root / "config.yaml", resolve=True)
+    env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(), "optuna_version": optuna.__version__,
+           "pandas_version": pandas.__version__, "workers": cfg.study.workers}
+    (root / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+
+
+def run_study(cfg: DictConfig, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every cell of ``cfg.study`` (resumable); return one summary dict per cell."""
+    study = cfg.study
+    sizes = validate(study)
+    RunStore(cfg.results_dir).ensure_writable()
+    write_context(cfg)
+    cells = expand(study, sizes)
+    echo(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seed(s)"
+         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', registry-default lrs'}, "
+         f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}")
+    return launch([(cell.label, cell_config(cfg, cell)) for cell in cells], cfg)
+
+
+def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> None:
+    """``suite-study``: run the study, then write its report (suite-report's tables and figures)."""
+    started = time.perf_counter()
+    summaries = run_study(cfg, echo)
+    trained = sum(s["trained"] for s in summaries)
+    fallback = [s["cell"] for s in summaries if s["lr_source"].startswith("registry") and cfg.study.tune]
+    if fallback:
+        echo(f"{len(fallback)} cell(s) use the registry lr because every tuning trial diverged: {', '.join(fallback)}")
+    report = write_report(cfg.results_dir, echo=lambda *_: None)
+    echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
+         f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "
+         f"Report: {report}")

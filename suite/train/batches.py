@@ -1,0 +1,95 @@
+"""Batches as index slices of a stream of samples, for one run or for a stack of K.
+
+``shuffle`` concatenates a fresh permutation per epoch, ``sequential`` repeats 0..n-1 (tutorial
+000's ``ix = (t*batch_size) % n``, wrapping instead of truncating), and ``replacement`` draws
+i.i.d. indices. Every step sees exactly ``batch_size`` samples, so a batch may straddle an epoch
+boundary; an epoch is ``n`` samples seen. The order depends on the seed only.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from suite.types import RunSpec, Task
+
+Selector = slice | Tensor  # a batch: a slice (a view, no copy) or an index tensor
+
+
+class BatchStream:
+    """Yields one batch selector per step; the order depends on the seed only."""
+
+    def __init__(self, n: int, batch_size: int, sampling: str, seed: int, device: torch.device):
+        self.n, self.b, self.sampling, self.device = n, batch_size, sampling, device
+        self.gen = torch.Generator(device=device).manual_seed(1_000_003 * seed + 7)
+        self.buf = torch.empty(0, dtype=torch.long, device=device)
+        self.pos = 0  # position in the stream (sequential) or in ``buf`` (shuffle)
+
+    def __iter__(self) -> Iterator[Selector]:
+        n, b = self.n, self.b
+        if b == n and self.sampling != "replacement":
+            # Full batch: every step sees all n samples and the mean loss does not depend on
+            # their order, so skip the permutation and its copy of the whole dataset.
+            while True:
+                yield slice(None)
+        while True:
+            if self.sampling == "replacement":
+                yield torch.randint(n, (b,), generator=self.gen, device=self.device)
+            elif self.sampling == "sequential":
+                start = self.pos % n
+                self.pos += b
+                yield slice(start, start + b) if start + b <= n else \
+                    torch.arange(start, start + b, device=self.device) % n
+            else:  # shuffle
+                if self.pos + b > len(self.buf):
+                    fresh = torch.randperm(n, generator=self.gen, device=self.device)
+                    self.buf, self.pos = torch.cat([self.buf[self.pos:], fresh]), 0
+                yield self.buf[self.pos:self.pos + b]
+                self.pos += b
+
+
+def micro_batches(sel: Selector, n: int, k: int) -> list[Selector]:
+    """Split one batch into ``k`` equal micro-batches."""
+    if k == 1:
+        return [sel]
+    if isinstance(sel, slice):
+        start, stop, _ = sel.indices(n)
+        m = (stop - start) // k
+        return [slice(start + i * m, start + (i + 1) * m) for i in range(k)]
+    return list(sel.chunk(k))
+
+
+class StackBatches:
+    """Each live configuration of a stack gets its batches: one :class:`BatchStream` per seed.
+
+    Configurations with the same seed see the same batch sequence as their single runs (common
+    random numbers). When every live configuration gets the same selector (one seed, or the
+    full batch, or equal sequential slices), the batch is passed once as ``shared``; otherwise
+    it is gathered per configuration into ``(K, b, ...)``.
+    """
+
+    def __init__(self, task: Task, spec: RunSpec, seeds: Sequence[int]):
+        self.x, self.y, self.n = task.train.x, task.train.y, task.n_train
+        self.k, self.device = spec.accumulation_steps, self.x.device
+        self.streams = {s: iter(BatchStream(self.n, spec.batch_size, spec.sampling, s, self.device))
+                        for s in dict.fromkeys(seeds)}
+        self.keep(seeds)
+
+    def keep(self, seeds: Sequence[int]) -> None:
+        """Follow the live configurations' seeds (in stack order); streams no one uses are dropped."""
+        self.streams = {s: it for s, it in self.streams.items() if s in set(seeds)}
+        order = {s: i for i, s in enumerate(self.streams)}
+        self.group = torch.tensor([order[s] for s in seeds], device=self.device)
+
+    def _index(self, sel: Selector) -> Tensor:
+        return torch.arange(*sel.indices(self.n), device=self.device) if isinstance(sel, slice) else sel
+
+    def next(self) -> list[tuple[Tensor, Tensor, bool]]:
+        """The next step's micro-batches as ``(x, y, shared)``."""
+        sels = [next(it) for it in self.streams.values()]
+        first = sels[0]
+        if len(sels) == 1 or all(isinstance(s, slice) and s == first for s in sels):
+            return [(self.x[p], self.y[p], True) for p in micro_batches(first, self.n, self.k)]
+        idx = torch.stack([self._index(s) for s in sels])[self.group]  # (K, b): one gather per step
+        return [(self.x[p], self.y[p], False) for p in idx.chunk(self.k, dim=1)]

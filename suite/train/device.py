@@ -1,0 +1,47 @@
+"""Devices, dtypes and the training clock."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from suite.types import ConfigError
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda where torch sees one, else cpu; anything else is checked."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device={device!r} is invalid; use auto, cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but torch sees no CUDA device here; use device=cpu or device=auto.")
+    return str(dev)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU, whose ops run when called)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Training-time clock: the device is synchronized before every reading."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.elapsed, self.t0 = 0.0, None
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        if self.t0 is not None:
+            synchronize(self.device)
+            self.elapsed += time.perf_counter() - self.t0
+            self.t0 = None

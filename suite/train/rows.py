@@ -1,0 +1,89 @@
+"""A finished run as stored rows (``suite.types.ROW_SCHEMA``): its curve plus the static columns
+(configuration, regime, the machine and versions that ran it)."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import torch
+
+from suite.store.identity import run_id
+from suite.types import HPARAM_COLUMNS, ROW_SCHEMA, RunResult, RunSpec, Task
+
+SUITE_VERSION = "0.1.0"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def regime(batch_size: int, n_train: int) -> str:
+    """GD for the full batch, SGD for one sample, mini-batch in between."""
+    return "GD" if batch_size >= n_train else "SGD" if batch_size == 1 else "mini-batch"
+
+
+@functools.lru_cache(maxsize=None)
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Machine and versions that every row carries (``suite.types.ENVIRONMENT_COLUMNS``)."""
+    dev = torch.device(device)
+    return {
+        "device": dev.type,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "threads": torch.get_num_threads(), "hostname": socket.gethostname(),
+        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "suite_version": SUITE_VERSION, "git_commit": _git_commit(),
+    }
+
+
+def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: RunResult,
+               tags: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The run's rows, with the columns and dtypes of ``ROW_SCHEMA``.
+
+    ``tags`` (``study``, ``trial``) mark a tuning trial; every file carries both columns (null
+    where a run is no trial) with fixed types, so ``pandas.read_parquet(runs/)`` reads a store
+    that mixes trials and final runs as one table. Other tags become extra columns.
+    """
+    hp = {c: float(spec.hparams[c]) if c in spec.hparams else math.nan for c in HPARAM_COLUMNS}
+    tags = dict(tags or {})
+    static = {
+        "run_id": run_id(config), "task": task.name, "model": task.model_name, "optimizer": spec.optimizer,
+        "optimizer_impl": result.impl, "regime": regime(spec.batch_size, task.n_train),
+        "batch_size": spec.batch_size, "micro_batch": spec.micro_batch,
+        "accumulation_steps": spec.accumulation_steps, "accumulation_reduction": spec.accumulation_reduction,
+        "sampling": spec.sampling, "lr": spec.lr, **hp, "seed": spec.seed, "n_train": task.n_train,
+        "optimal_loss": task.optimal_loss if task.optimal_loss is not None else math.nan,
+        "diverged": result.diverged, "diverged_step": result.steps if result.diverged else math.nan,
+        "pruned": result.pruned, "stack_size": result.stack_size, "warmup_steps": spec.warmup_steps,
+        "dtype": spec.dtype, **environment(spec.device),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "study": tags.pop("study", None), "trial": tags.pop("trial", None),
+        "config": json.dumps(config, sort_keys=True, default=str),
+    }
+    frame = pd.DataFrame([{**static, **row} for row in result.rows], columns=list(ROW_SCHEMA)).astype(ROW_SCHEMA)
+    for key, value in tags.items():
+        frame.insert(len(frame.columns) - 1, key, value)  # extra tags before config, which closes every row
+    return frame

@@ -1,0 +1,99 @@
+"""One configuration, one ordinary model: the engine of a single run, and :func:`train`.
+
+The step (:func:`make_step`, also what the benchmarks time) reads top to bottom: take the next
+batch, zero the gradients, forward and backward each of its ``k`` micro-batches (gradients add
+up, each scaled by ``1/k`` for ``mean``), step the optimizer, return the loss without reading it
+(the loop decides when to sync).
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from suite.optim.build import build_optimizer
+from suite.train.batches import BatchStream, Selector, micro_batches
+from suite.train.device import DTYPES
+from suite.train.evaluation import Stats, eval_splits, evaluate
+from suite.train.loop import Loop, OnEval
+from suite.types import RunResult, RunSpec, Task
+
+
+def accumulate(micro_losses: Iterable[Tensor], k: int, reduction: str) -> Tensor:
+    """Backward each micro-batch's mean loss; return their sum (the loop divides by k).
+
+    ``mean`` scales each micro-batch's gradient by ``1/k`` so the update equals the big batch's;
+    ``sum`` keeps tutorial 004's un-averaged gradients (k times the big batch's). A stack's loss
+    is ``(K,)`` (each configuration's own batch mean): backpropagating its sum gives each
+    configuration the gradient of its own loss.
+    """
+    if k == 1:  # skip the scale and sum ops: they cost ~13% of a batch-1 tiny_mlp step on CPU
+        loss = next(iter(micro_losses))
+        (loss.sum() if loss.dim() else loss).backward()
+        return loss
+    scale, total = (1.0 / k if reduction == "mean" else 1.0), 0.0
+    for loss in micro_losses:
+        ((loss.sum() if loss.dim() else loss) * scale).backward()
+        total = total + loss.detach()
+    return total
+
+
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: RunSpec,
+              batches: Iterator[Selector]) -> Callable[[], Tensor]:
+    """One training step as a function: the unit a single run repeats and the benchmarks time.
+
+    Returns the batch's loss (summed over its micro-batches) as a tensor, not read (the loop
+    decides when to sync); ``task`` is already on the run's device.
+    """
+    x, y, n, k, loss_fn = task.train.x, task.train.y, task.n_train, spec.accumulation_steps, task.loss
+    reduction = spec.accumulation_reduction
+
+    def step() -> Tensor:
+        opt.zero_grad(set_to_none=True)
+        if k == 1:  # no micro-batches to split or accumulate: a few µs less per step on a tiny model
+            sel = next(batches)
+            loss = loss_fn(model(x[sel]), y[sel])
+            loss.backward()
+        else:
+            parts = micro_batches(next(batches), n, k)
+            loss = accumulate((loss_fn(model(x[p]), y[p]) for p in parts), k, reduction)
+        opt.step()
+        return loss
+
+    return step
+
+
+class SingleEngine:
+    """The loop's engine for one configuration: its model, its optimizer, its batch stream."""
+
+    def __init__(self, task: Task, spec: RunSpec):
+        device, dtype = torch.device(spec.device), DTYPES[spec.dtype]
+        self.task, self.spec = task.to(device, dtype), spec
+        self.model = self.task.make_model(spec.seed).to(device, dtype)
+        self.opt, self.impl = build_optimizer(spec.optimizer, self.model.parameters(), spec.lr, spec.hparams,
+                                              spec.impl)
+        batches = iter(BatchStream(self.task.n_train, spec.batch_size, spec.sampling, spec.seed, device))
+        self.step = make_step(self.model, self.opt, self.task, spec, batches)
+        self.splits = eval_splits(self.task, spec.eval)
+        self._live = [0]
+
+    def live(self) -> list[int]:
+        return self._live
+
+    def evaluate(self, positions: Sequence[int]) -> list[tuple[Stats, Stats, Stats]]:
+        return [tuple(evaluate(self.model, self.task, split, self.spec.eval.batch) for split in self.splits)]
+
+    def drop(self, ids: set[int]) -> None:
+        if 0 in ids:
+            self._live = []
+
+
+def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | None = None) -> RunResult:
+    """Train one configuration; return its curve (one row per evaluation point).
+
+    ``on_eval(row)`` sees every evaluation row after step 0; returning True stops the run there
+    (a tuner's pruning decision), recorded as ``pruned``.
+    """
+    callback = None if on_eval is None else (lambda i, row: on_eval(row))
+    return Loop(SingleEngine(task, spec), [spec], callback).run(progress)[0]

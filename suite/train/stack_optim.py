@@ -1,0 +1,105 @@
+"""The live stack of K configurations with its ONE real optimizer and per-configuration learning rates.
+
+Why one optimizer stepped at lr = 1 is exact
+--------------------------------------------
+An optimizer entry that declares ``lr_affine`` (``suite.optim.registry``; the tutorials' seven:
+SGD with or without (Nesterov) momentum, Adagrad, RMSprop, Adam, AdamW) makes a step of the form
+
+    θ' = θ - lr·U(θ, g, s) - lr·wd·θ      s' = S(θ, g, s)
+
+where the direction ``U`` and the state update ``S`` (momentum buffer ``v``, Adagrad's sum,
+RMSprop's ``s``, Adam's ``m``, ``s`` and step count) do not involve lr; the last term is
+AdamW's decoupled decay ``θ *= 1 - lr·wd`` (coupled decay ``g += wd·θ`` lives inside ``U`` and
+``S``). So θ' is affine in lr: ``θ' = θ + lr·Δ`` with ``Δ = -U - wd·θ``, and the new state does
+not depend on lr at all. :class:`Stack` therefore steps the torch optimizer at ``lr = 1``
+(giving ``θ₁ = θ + Δ`` and the exact new state) and then sets, per configuration k,
+
+    θ' = θ + lr_k·(θ₁ - θ)        (``torch.lerp(θ, θ₁, lr_k)``)
+
+which is the configuration's own update, exact in real arithmetic; in floating point it differs
+from the unstacked step by rounding only (the stacked-training tests check 1e-9 in float64). The
+optimizer is the real one, with the implementation the single run would use (fused where torch
+has it). Entries must also declare ``elementwise`` (no norms or factorizations across a tensor,
+state shaped like the parameter), since K configurations share each stacked tensor; entries
+that do not declare both (e.g. L-BFGS, Adafactor, Muon) are trained unstacked.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from suite.optim.build import build_optimizer
+from suite.train.stack_models import Stacked
+from suite.types import RunSpec
+
+
+def _replace_tensor(model: nn.Module, name: str, value: Tensor, parameter: bool) -> None:
+    owner, _, leaf = name.rpartition(".")
+    module = model.get_submodule(owner)
+    if parameter:
+        setattr(module, leaf, nn.Parameter(value))
+    else:
+        module.register_buffer(leaf, value)
+
+
+class Stack:
+    """The live configurations ``ids``: their stacked model and one optimizer stepped at lr = 1.
+
+    All parameters live in one flat buffer (each parameter a contiguous view of it), so the
+    per-configuration scaling of the update is one ``lerp`` over the whole model however many
+    parameter tensors it has. ``lrs`` are per configuration, in the order of ``ids``.
+    """
+
+    def __init__(self, model: Stacked, ids: Sequence[int], lrs: Sequence[float], spec: RunSpec):
+        self.model, self.ids, self.lrs, self.spec = model, list(ids), list(lrs), spec
+        params = list(model.parameters())
+        k, ref = len(self.ids), params[0]
+        self.flat = torch.empty(sum(p.numel() for p in params), dtype=ref.dtype, device=ref.device)
+        offset = 0
+        for p in params:
+            view = self.flat[offset:offset + p.numel()]
+            view.copy_(p.detach().reshape(-1))
+            p.data = view.view_as(p)  # the parameter now aliases its slice of the flat buffer
+            offset += p.numel()
+        self.snapshot = torch.empty_like(self.flat)
+        lr = torch.tensor(self.lrs, dtype=ref.dtype, device=ref.device)
+        # Configuration-major layout: each parameter's block k belongs to configuration k.
+        self.weight = torch.cat([lr.repeat_interleave(p.numel() // k) for p in params])
+        self.opt, self.impl = build_optimizer(spec.optimizer, params, 1.0, spec.hparams, spec.impl)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def step(self) -> None:
+        """One optimizer step of every configuration, each at its own lr (see the module doc)."""
+        self.snapshot.copy_(self.flat)
+        self.opt.step()  # at lr = 1: θ₁ = θ + Δ
+        torch.lerp(self.snapshot, self.flat, self.weight, out=self.flat)  # θ + lr_k·Δ
+
+    @torch.no_grad()
+    def keep(self, positions: Sequence[int]) -> "Stack":
+        """A smaller stack of the configurations at ``positions``, with their optimizer state.
+
+        Dropped configurations (diverged, pruned, finished) stop costing compute; the kept ones
+        continue exactly: their parameters and state slices are copied unchanged.
+        """
+        k, pos = len(self.ids), torch.tensor(list(positions), device=self.flat.device)
+
+        def take(t: Tensor) -> Tensor:
+            return t.reshape(k, -1)[pos].reshape(len(pos) * (t.shape[0] // k), *t.shape[1:])
+
+        states = []
+        for name, p in list(self.model.named_parameters()):
+            state = self.opt.state.get(p, {})
+            states.append({key: take(v) if torch.is_tensor(v) and v.shape == p.shape else v
+                           for key, v in state.items()})
+            _replace_tensor(self.model, name, take(p.detach()), parameter=True)
+        for name, b in list(self.model.named_buffers()):
+            _replace_tensor(self.model, name, take(b), parameter=False)
+        stack = Stack(self.model, [self.ids[i] for i in positions], [self.lrs[i] for i in positions], self.spec)
+        for p, state in zip(stack.model.parameters(), states):
+            if state:
+                stack.opt.state[p] = state
+        return stack

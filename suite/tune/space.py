@@ -1,0 +1,253 @@
+"""What a tuning study searches and how: the search space, the samplers, the pruners.
+
+Every searched hyperparameter lives on a log scale, the natural scale of its effect (Google's
+tuning playbook): ``lr`` in the optimizer registry's ``lr_range``; momentum, β1, β2 and RMSprop's
+α as ``1 − value`` (AlgoPerf's ``one_minus_beta1``), so 0.9, 0.99 and 0.999 are evenly spaced;
+eps and weight decay as themselves.
+
+Samplers are Optuna's, with every option that shapes their proposals set explicitly here or in
+``conf/tune/default.yaml``, so a study does not drift when Optuna changes a default.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from suite.optim.registry import get_spec, resolve_hparams
+from suite.types import ConfigError
+
+
+@dataclass(frozen=True)
+class Searchable:
+    param: str  # the Optuna parameter name (the searched scale)
+    default_range: tuple[float, float]
+    to_value: Callable[[float], float]  # searched value -> optimizer hyperparameter
+
+
+def _one_minus(x: float) -> float:
+    return 1.0 - x
+
+
+def _same(x: float) -> float:
+    return x
+
+
+SEARCHABLE: dict[str, Searchable] = {
+    "momentum": Searchable("one_minus_momentum", (1e-3, 0.5), _one_minus),  # μ in [0.5, 0.999]
+    "beta1": Searchable("one_minus_beta1", (1e-2, 0.5), _one_minus),  # β1 in [0.5, 0.99]
+    "beta2": Searchable("one_minus_beta2", (1e-4, 0.1), _one_minus),  # β2 in [0.9, 0.9999]
+    "alpha": Searchable("one_minus_alpha", (1e-3, 0.5), _one_minus),  # RMSprop's α in [0.5, 0.999]
+    "eps": Searchable("eps", (1e-10, 1e-4), _same),
+    "weight_decay": Searchable("weight_decay", (1e-6, 1e-1), _same),
+}
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """``cfg.tune``, validated against the cell's optimizer."""
+
+    n_trials: int
+    batch: int
+    sampler: str
+    seed: int
+    pruner: str
+    prune_after: float  # fraction of the run's steps before a trial may be pruned
+    lr_range: tuple[float, float]
+    ranges: dict[str, tuple[float, float]]  # searched hyperparameter -> range on its searched scale
+    storage: str | None
+    stale_after_s: float | None
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sampler/pruner options
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        return tuple(self.ranges)
+
+    def sampler_record(self) -> dict[str, Any]:
+        """What the study records about its sampler (continuing it with other settings is refused)."""
+        record = {"sampler": self.sampler, "seed": self.seed, **self.options.get(self.sampler, {})}
+        if self.sampler == "grid":  # the grid itself depends on these
+            record.update(lr_range=list(self.lr_range), n_trials=self.n_trials)
+        return record
+
+
+def _count(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(
+            f"tune.{name}={value!r} is invalid; it must be an integer >= {low} (e.g. tune.{name}={max(low, 1) * 4}).")
+    return value
+
+
+def _range(name: str, value: Any) -> tuple[float, float]:
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not 0 < value[0] < value[1]:
+        raise ConfigError(
+            f"tune.{name}={value!r} is invalid; it must be [low, high] with 0 < low < high "
+            f"(searched on a log scale), e.g. tune.{name}=[1e-4,1.0]."
+        )
+    return float(value[0]), float(value[1])
+
+
+def _searched_ranges(optimizer: str, search: Any, overrides: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    takes = [k for k in get_spec(optimizer).defaults if k in SEARCHABLE]
+    names = list(search or [])
+    unknown = [n for n in names if n not in takes]
+    if unknown:
+        raise ConfigError(
+            f"tune.search: optimizer {optimizer!r} has no searchable hyperparameter {', '.join(map(str, unknown))}; "
+            f"it can search: {', '.join(takes) or '(only lr)'}. E.g. tune.search=[{takes[0] if takes else ''}]."
+        )
+    by_param = {SEARCHABLE[n].param: n for n in names}
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # null: the default range
+    unknown = sorted(set(overrides) - {s.param for s in SEARCHABLE.values()})
+    if unknown:
+        raise ConfigError(f"tune.ranges: unknown {', '.join(unknown)}; valid: "
+                          f"{', '.join(s.param for s in SEARCHABLE.values())}.")
+    stray = sorted(set(overrides) - set(by_param))
+    if stray:
+        raise ConfigError(
+            f"tune.ranges has {', '.join(stray)}, which this study does not search; searched: "
+            f"{', '.join(by_param) or '(only lr: set tune.lr_range)'}. Add the hyperparameter to tune.search first."
+        )
+    ranges = {}
+    for name in names:
+        s = SEARCHABLE[name]
+        low, high = _range(f"ranges.{s.param}", overrides[s.param]) if s.param in overrides else s.default_range
+        try:  # both ends must be valid optimizer values (e.g. 1 - momentum < 1)
+            resolve_hparams(optimizer, {name: s.to_value(low)})
+            resolve_hparams(optimizer, {name: s.to_value(high)})
+        except ConfigError as e:
+            raise ConfigError(f"tune.ranges.{s.param}=[{low}, {high}] gives invalid {name} values: {e}") from None
+        ranges[name] = (low, high)
+    return ranges
+
+
+def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
+    """Validate ``cfg.tune`` for a cell whose optimizer is ``optimizer``; one clear error per mistake."""
+    t = OmegaConf.to_container(tune, resolve=True) if isinstance(tune, DictConfig) else dict(tune)
+    sampler, pruner = t.get("sampler"), t.get("pruner")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"tune.sampler={sampler!r} is invalid; valid: {', '.join(SAMPLERS)}.")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"tune.pruner={pruner!r} is invalid; valid: {', '.join(PRUNERS)}.")
+    prune_after = t.get("prune_after", 0.0)
+    if isinstance(prune_after, bool) or not isinstance(prune_after, (int, float)) or not 0 <= prune_after < 1:
+        raise ConfigError(f"tune.prune_after={prune_after!r} must be a fraction of the run in [0, 1).")
+    stale = t.get("stale_after_s")
+    if stale is not None and (isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0):
+        raise ConfigError(f"tune.stale_after_s={stale!r} must be null or a number of seconds > 0.")
+    storage = t.get("storage")
+    if storage is not None and not isinstance(storage, str):
+        raise ConfigError(f"tune.storage={storage!r} must be null or a storage URL string.")
+    lr_range = get_spec(optimizer).lr_range if t.get("lr_range") is None else _range("lr_range", t["lr_range"])
+    ranges = _searched_ranges(optimizer, t.get("search"), dict(t.get("ranges") or {}))
+    if sampler == "grid" and ranges:
+        raise ConfigError(
+            "tune.sampler=grid searches the learning rate only (a log-spaced lr grid, the DeepOBS protocol); "
+            "drop tune.search or pick tune.sampler=tpe|qmc|random."
+        )
+    options = {k: dict(t[k]) for k in (*SAMPLERS, *PRUNERS) if isinstance(t.get(k), Mapping)}
+    return TuneSpec(
+        n_trials=_count("n_trials", t.get("n_trials"), 1), batch=_count("batch", t.get("batch", 1), 1),
+        sampler=sampler, seed=_count("seed", t.get("seed", 0), 0), pruner=pruner, prune_after=float(prune_after),
+        lr_range=(float(lr_range[0]), float(lr_range[1])), ranges=ranges, storage=storage,
+        stale_after_s=None if stale is None else float(stale), options=options,
+    )
+
+
+def suggest(trial: optuna.Trial, spec: TuneSpec) -> tuple[float, dict[str, float]]:
+    """The trial's learning rate and searched hyperparameters (as optimizer values)."""
+    lr = trial.suggest_float("lr", *spec.lr_range, log=True)
+    hparams = {}
+    for name, (low, high) in spec.ranges.items():
+        s = SEARCHABLE[name]
+        hparams[name] = s.to_value(trial.suggest_float(s.param, low, high, log=True))
+    return lr, hparams
+
+
+# --- samplers: name -> builder(spec, seed). ``seed`` is the study seed mixed with the trial number
+# (see suite.tune.tuner); QMC's scrambling and the grid's order use the study seed alone, since every
+# trial must see the same sequence.
+
+def _tpe(spec: TuneSpec, seed: int) -> optuna.samplers.BaseSampler:
+    o = spec.options.get("tpe", {})
+    # gamma, weights, consider_prior, prior_weight, consider_magic_clip and consider_endpoints are
+    # deprecated since Optuna 4.9 and frozen at their defaults (best 10% up to 25 form the good
+    # density; flat weights for the newest 25 trials); passing them would only warn.
+    return optuna.samplers.TPESampler(
+        n_startup_trials=int(o.get("n_startup_trials", 5)), n_ei_candidates=int(o.get("n_ei_candidates", 24)),
+        seed=seed, multivariate=bool(o.get("multivariate", True)),
+        group=bool(o.get("group", False)), constant_liar=bool(o.get("constant_liar", True)),
+    )
+
+
+def _qmc(spec: TuneSpec, seed: int) -> optuna.samplers.BaseSampler:
+    o = spec.options.get("qmc", {})
+    with warnings.catch_warnings():  # "experimental since v3.0": a note for Optuna's users, not ours
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.QMCSampler(
+            qmc_type=str(o.get("qmc_type", "sobol")), scramble=bool(o.get("scramble", True)), seed=spec.seed,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed), warn_asynchronous_seeding=False,
+            warn_independent_sampling=False,
+        )
+
+
+def _random(spec: TuneSpec, seed: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def lr_grid(spec: TuneSpec) -> list[float]:
+    """``n_trials`` learning rates, log-spaced over the lr range, both ends included."""
+    low, high = spec.lr_range
+    return [float(v) for v in np.geomspace(low, high, spec.n_trials)]
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its end-of-grid ``study.stop()``, which only works inside
+    ``study.optimize``; here the claim loop stops at ``n_trials`` (= the grid's size)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def _grid(spec: TuneSpec, seed: int) -> optuna.samplers.BaseSampler:
+    # The seed shuffles the grid (grid id -> lr): one seed for the whole study, as with QMC.
+    return AskTellGridSampler({"lr": lr_grid(spec)}, seed=spec.seed)
+
+
+SAMPLERS: dict[str, Callable[[TuneSpec, int], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe, "qmc": _qmc, "random": _random, "grid": _grid,
+}
+
+
+# --- pruners: name -> builder(spec, total_steps); intermediate values are reported at eval steps.
+
+def _median(spec: TuneSpec, total: int) -> optuna.pruners.BasePruner:
+    o = spec.options.get("median", {})
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=int(o.get("n_startup_trials", 5)), n_warmup_steps=int(spec.prune_after * total),
+        interval_steps=int(o.get("interval_steps", 1)), n_min_trials=int(o.get("n_min_trials", 1)),
+    )
+
+
+def _hyperband(spec: TuneSpec, total: int) -> optuna.pruners.BasePruner:
+    o = spec.options.get("hyperband", {})
+    return optuna.pruners.HyperbandPruner(
+        min_resource=max(1, int(spec.prune_after * total)), max_resource=max(total, 2),
+        reduction_factor=int(o.get("reduction_factor", 3)),
+    )
+
+
+def _no_pruner(spec: TuneSpec, total: int) -> optuna.pruners.BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+PRUNERS: dict[str, Callable[[TuneSpec, int], optuna.pruners.BasePruner]] = {
+    "median": _median, "hyperband": _hyperband, "none": _no_pruner,
+}
