@@ -9,6 +9,7 @@ report (which only read rows) start without it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -100,6 +101,72 @@ class EvalSpec:
     test: bool = True  # False skips the test split (NaN): tuning trials never need it
 
 
+
+
+METRICS = ("train_loss", "val_loss", "test_loss", "val_accuracy", "test_accuracy", "excess_loss")
+
+
+@dataclass(frozen=True)
+class Target:
+    """``metric`` reaches ``value`` (absolute) or ``relative`` × its value at step 0 (``<=`` for
+    losses, ``>=`` for accuracies). Declared in a study preset before it runs, never after."""
+
+    metric: str
+    value: float | None = None
+    relative: float | None = None
+
+    def __post_init__(self):
+        where = f"target {{metric: {self.metric}, value: {self.value}, relative: {self.relative}}}"
+        if self.metric not in METRICS:
+            raise ConfigError(f"{where}: unknown metric; valid: {', '.join(METRICS)}.")
+        if (self.value is None) == (self.relative is None):
+            raise ConfigError(f"{where}: give exactly one of value (absolute) or relative (fraction of step 0).")
+        if self.relative is not None and (self.maximize or not 0 < self.relative):
+            raise ConfigError(f"{where}: relative targets are for losses and must be > 0; "
+                              f"give accuracies an absolute value.")
+
+    @property
+    def maximize(self) -> bool:
+        return self.metric.endswith("accuracy")
+
+    def thresholds(self, initial):
+        """The threshold for a run whose step-0 value is ``initial`` (a float or a pandas Series)."""
+        return initial * self.relative if self.relative is not None else initial * 0 + self.value
+
+    def met(self, value, threshold) -> bool:
+        return value >= threshold if self.maximize else value <= threshold
+
+    def describe(self) -> str:
+        op = "≥" if self.maximize else "≤"
+        return (f"{self.metric} {op} {self.relative:g} × its step-0 value" if self.relative is not None
+                else f"{self.metric} {op} {self.value:g}")
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """The learning-rate factor over a run (``torch.optim.lr_scheduler.LambdaLR``): a linear warm-up
+    from 0 over ``warmup`` steps (a fraction of the run if < 1), then ``constant``, ``cosine`` or
+    ``linear`` decay to ``final`` × lr at the last step, or ``step``: × ``step_gamma`` every
+    ``step_every`` steps (a fraction of the run if < 1). Each configuration keeps its own base lr."""
+
+    name: str = "constant"  # constant | cosine | linear | step
+    warmup: float = 0.0
+    final: float = 0.0
+    step_every: float = 0.5
+    step_gamma: float = 0.1
+
+    def describe(self) -> str:
+        """Short label for the rows: ``constant``, ``cosine(final=0,warmup=0.05)``, ``step(0.5,x0.1)``."""
+        if self.name == "step":
+            text = f"step(every={self.step_every:g},gamma={self.step_gamma:g}"
+        elif self.name == "constant":
+            text = "constant("
+        else:
+            text = f"{self.name}(final={self.final:g}"
+        text += f"{',' if not text.endswith('(') else ''}warmup={self.warmup:g})" if self.warmup else ")"
+        return text.replace("()", "")
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One run, fully resolved and validated (``batch_size`` is an int, lr a positive float)."""
@@ -122,6 +189,9 @@ class RunSpec:
     impl: str = "auto"  # auto | forloop | foreach | fused
     device: str = "cpu"
     dtype: str = "float32"
+    lr_schedule: LRSchedule = LRSchedule()
+    target: Target | None = None  # exact steps-to-target is measured when set
+    stop_at_target: bool = False  # end the run once the target's first step is located (tuning trials)
 
     @property
     def micro_batch(self) -> int:
@@ -139,10 +209,14 @@ class RunResult:
     impl: str
     pruned: bool = False  # stopped early by a tuner's pruner (``on_eval`` returned True)
     stack_size: int = 1  # configurations trained together (stacked training); time_s is this run's share
+    steps_to_target: float = math.nan  # the first step meeting spec.target, located by replay; NaN: not reached
+    to_target_bracket: float = math.nan  # width in steps of the interval it was located in (0 or 1: exact)
+    trace: dict[str, list] = field(default_factory=dict)  # every step's mini-batch loss, log-binned (train.trace)
 
 
 # --- the stored row -------------------------------------------------------------------------------
-# One row per evaluation point of a run; one parquet file per run. Declared once here: the
+# One row per evaluation point of a run; one parquet file per run (its mini-batch loss trace
+# beside it under traces/, TRACE_SCHEMA). Declared once here: the
 # training layer builds rows with these columns and dtypes (pandas names), the store checks them
 # on read, the report's metrics use them. ``config`` (the run's identity as JSON) closes every row.
 
@@ -166,6 +240,7 @@ ROW_SCHEMA: dict[str, str] = {
     "test_accuracy": "float64", "excess_loss": "float64",
     # the run's outcome and how it ran
     "optimal_loss": "float64", "diverged": "bool", "diverged_step": "float64", "pruned": "bool",
+    "steps_to_target": "float64", "to_target_bracket": "float64", "lr_schedule": "str",
     "stack_size": "int64", "warmup_steps": "int64", "dtype": "str",
     **{c: "int64" if c == "threads" else "str" for c in ENVIRONMENT_COLUMNS},
     "created_at": "str",
@@ -176,4 +251,5 @@ ROW_SCHEMA: dict[str, str] = {
 COLUMNS = tuple(c for c in ROW_SCHEMA if c not in ("study", "trial", "config"))  # before the tags
 EVAL_COLUMNS = ("step", "epoch", "samples", "time_s", "train_loss", "minibatch_loss", "val_loss", "test_loss",
                 "val_accuracy", "test_accuracy", "excess_loss")  # what one evaluation row of a RunResult holds
-METRICS = ("train_loss", "val_loss", "test_loss", "val_accuracy", "test_accuracy", "excess_loss")
+TRACE_SCHEMA: dict[str, str] = {"run_id": "str", "step_lo": "int64", "step_hi": "int64", "count": "int64",
+                                "mean": "float64", "min": "float64", "max": "float64"}

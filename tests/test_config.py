@@ -135,6 +135,13 @@ BAD = {  # override -> what the message says
     "+optimizer.momentum=0.9": "optimizer 'sgd' has no hyperparameter momentum",
     "task.n=0": "n=0 must be an integer >= 1",
     "+task.width=3": "task 'regression' has no option width",
+    "lr_schedule.name=exponential": "lr_schedule.name='exponential' is invalid; valid: constant, cosine, linear, step",
+    "lr_schedule.warmup=-1": "lr_schedule=",
+    "lr_schedule.step_gamma=2": "0 < step_gamma <= 1",
+    "+lr_schedule.decay=3": "lr_schedule: ",
+    "target={metric: val_accuracy}": "give exactly one of value (absolute) or relative",
+    "target={metric: test_accuracy, value: 0.9}": "runs and tuning never look at test",
+    "target={metric: val_acc, value: 0.9}": "unknown metric; valid: train_loss",
 }
 
 

@@ -47,8 +47,9 @@ def changed(value):
         return value + "x"
     if isinstance(value, dict):
         return {**value, "eps": 1e-6}
-    if isinstance(value, EvalSpec):
-        return dataclasses.replace(value, points=value.points + 1)
+    if dataclasses.is_dataclass(value):  # EvalSpec, LRSchedule: change its first field
+        first = dataclasses.fields(value)[0].name
+        return dataclasses.replace(value, **{first: changed(getattr(value, first))})
     if value is None:
         return 5
     raise AssertionError(f"no rule to change {value!r}; extend changed() for the new RunSpec field")

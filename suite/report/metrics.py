@@ -18,49 +18,17 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from suite.types import METRICS, ConfigError
+from suite.types import METRICS, ConfigError, Target  # noqa: F401  (Target: the report's targets)
 
 # One matrix cell; task_label separates runs of one task with different task options.
 CELL = ("task_label", "optimizer", "batch_size", "micro_batch", "accumulation_steps", "sampling",
         "accumulation_reduction")
 SAMPLING_MARK = {"shuffle": "", "sequential": " seq", "replacement": " repl"}
-
-
-@dataclass(frozen=True)
-class Target:
-    """``metric`` reaches ``value`` (absolute) or ``relative`` × its value at step 0."""
-
-    metric: str
-    value: float | None = None
-    relative: float | None = None
-
-    def __post_init__(self):
-        where = f"target {{metric: {self.metric}, value: {self.value}, relative: {self.relative}}}"
-        if self.metric not in METRICS:
-            raise ConfigError(f"{where}: unknown metric; valid: {', '.join(METRICS)}.")
-        if (self.value is None) == (self.relative is None):
-            raise ConfigError(f"{where}: give exactly one of value (absolute) or relative (fraction of step 0).")
-        if self.relative is not None and (self.maximize or not 0 < self.relative):
-            raise ConfigError(f"{where}: relative targets are for losses and must be > 0; "
-                              f"give accuracies an absolute value.")
-
-    @property
-    def maximize(self) -> bool:
-        return self.metric.endswith("accuracy")
-
-    def thresholds(self, initial: pd.Series) -> pd.Series:
-        return initial * self.relative if self.relative is not None else initial * 0 + self.value
-
-    def describe(self) -> str:
-        op = "≥" if self.maximize else "≤"
-        return (f"{self.metric} {op} {self.relative:g} × its step-0 value" if self.relative is not None
-                else f"{self.metric} {op} {self.value:g}")
 
 
 def batch_label(batch_size: int, micro_batch: int, accumulation_steps: int, regime: str,

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any, Mapping
 
 import pandas as pd
 from omegaconf import DictConfig
 
 from suite.run.prepare import prepare, set_threads
 from suite.store.runs import RunStore
-from suite.train.rows import make_frame
+from suite.train.rows import make_frame, make_trace
 from suite.train.single import train
+from suite.types import RunResult, RunSpec, Task
 
 
 def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
@@ -26,10 +29,17 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
         echo(f"run {rid} is already stored at {store.path(rid)}; skipped (force=true re-runs it).")
         return None
     result = train(prepared.task, prepared.spec, progress=bool(cfg.progress))
-    frame = make_frame(prepared.spec, prepared.task, prepared.config, result)
-    path = store.write(frame)
+    frame, path = store_run(store, prepared.spec, prepared.task, prepared.config, result)
     echo(summary(frame, path))
     return frame
+
+
+def store_run(store: RunStore, spec: RunSpec, task: Task, config: Mapping[str, Any], result: RunResult,
+              tags: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Path]:
+    """Store a finished run: its rows (``runs/<run_id>.parquet``) and its trace (``traces/``)."""
+    frame = make_frame(spec, task, config, result, tags=tags)
+    path = store.write(frame, make_trace(frame["run_id"].iloc[0], result))
+    return frame, path
 
 
 def summary(frame: pd.DataFrame, path) -> str:

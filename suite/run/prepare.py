@@ -20,7 +20,7 @@ from suite.store.identity import cell_name, run_config, run_id
 from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import build_task, check_task_name
 from suite.train.device import DTYPES, resolve_device
-from suite.types import ConfigError, EvalSpec, RunSpec, Task
+from suite.types import ConfigError, EvalSpec, LRSchedule, RunSpec, Target, Task
 
 SAMPLINGS = ("shuffle", "sequential", "replacement")
 REDUCTIONS = ("mean", "sum")
@@ -63,6 +63,39 @@ def _eval_spec(ev: Mapping[str, Any]) -> EvalSpec:
         raise ConfigError("eval: points must be >= 2, every_steps >= 1, every_epochs > 0, batch >= 1 "
                           "and train_subset null or >= 1.")
     return spec
+
+
+SCHEDULES = ("constant", "cosine", "linear", "step")
+
+
+def _lr_schedule(given: Mapping[str, Any] | None) -> LRSchedule:
+    try:
+        schedule = LRSchedule(**dict(given or {}))
+    except TypeError as e:
+        raise ConfigError(f"lr_schedule: {e}; its keys: name, warmup, final, step_every, step_gamma.") from None
+    _choice("lr_schedule.name", schedule.name, SCHEDULES)
+    numbers = {k: getattr(schedule, k) for k in ("warmup", "final", "step_every", "step_gamma")}
+    bad = [k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or
+           not math.isfinite(v) or v < 0]
+    if bad or schedule.step_every <= 0 or not 0 < schedule.step_gamma <= 1 or schedule.final > 1:
+        raise ConfigError(f"lr_schedule={numbers} is invalid: warmup >= 0 (steps, or a fraction of the run < 1), "
+                          f"0 <= final <= 1, step_every > 0, 0 < step_gamma <= 1.")
+    return LRSchedule(schedule.name, *(float(v) for v in numbers.values()))
+
+
+def _target(given: Mapping[str, Any] | None) -> Target | None:
+    if given is None:
+        return None
+    try:
+        target = Target(**dict(given))
+    except TypeError as e:
+        raise ConfigError(f"target: {e}; write target={{metric: val_accuracy, value: 0.85}} or "
+                          f"{{metric: excess_loss, relative: 0.001}}.") from None
+    if target.metric.startswith("test"):
+        raise ConfigError(f"target.metric={target.metric}: targets are measured on training or validation data "
+                          f"(runs and tuning never look at test); pick one of train_loss, excess_loss, val_loss, "
+                          f"val_accuracy.")
+    return target
 
 
 def _budget(b: Mapping[str, Any]) -> tuple[float, int | None, float | None]:
@@ -111,6 +144,8 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         accumulation_steps=k, accumulation_reduction=reduction, sampling=sampling, epochs=epochs,
         max_steps=max_steps, max_seconds=max_seconds, eval=eval_spec, warmup_steps=c["warmup_steps"],
         divergence_factor=float(c["divergence_factor"]), impl=impl, device=device, dtype=dtype,
+        lr_schedule=_lr_schedule(c.get("lr_schedule")), target=_target(c.get("target")),
+        stop_at_target=bool(c.get("stop_at_target", False)),
     )
     if tuned:
         search = (c.get("tune") or {}).get("search") or ()

@@ -15,17 +15,24 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from suite.types import RunSpec
+from suite.types import LRSchedule, RunSpec
 
 CELL_FIELDS = ("task", "optimizer", "batch_size", "accumulation_steps", "accumulation_reduction", "sampling",
                "epochs", "max_steps", "max_seconds", "divergence_factor", "dtype")
+# Fields added to RunSpec after runs were first stored: at these defaults (the behaviour before
+# them) they are left out of the identities, so a store written before them resumes unchanged.
+LATER_FIELDS = {"lr_schedule": dataclasses.asdict(LRSchedule()), "target": None, "stop_at_target": False}
+
+
+def _without_later_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 NOT_IDENTITY_TASK_OPTIONS = ("data_dir",)  # where the files are, not what they are
 NOT_IDENTITY_EVAL = ("batch", "test")  # chunk size (memory only); the test split (never tuned on)
 
 
 def run_config(spec: RunSpec, task_options: Mapping[str, Any]) -> dict[str, Any]:
     """Everything that determines a run's result: the identity that ``run_id`` hashes."""
-    return {"task_options": dict(task_options), **dataclasses.asdict(spec)}
+    return {"task_options": dict(task_options), **_without_later_defaults(dataclasses.asdict(spec))}
 
 
 def run_id(config: Mapping[str, Any]) -> str:
@@ -37,6 +44,7 @@ def cell_identity(spec: RunSpec, task_options: Mapping[str, Any], searched: Iter
     """The cell's defining values (what its name hashes)."""
     searched = sorted(searched)
     ident = {k: getattr(spec, k) for k in CELL_FIELDS}
+    ident.update(_without_later_defaults({k: dataclasses.asdict(spec)[k] for k in LATER_FIELDS}))
     ident["eval"] = {k: v for k, v in dataclasses.asdict(spec.eval).items() if k not in NOT_IDENTITY_EVAL}
     ident["task_options"] = {k: v for k, v in task_options.items() if k not in NOT_IDENTITY_TASK_OPTIONS}
     ident["hparams"] = {k: v for k, v in spec.hparams.items() if k not in searched}

@@ -23,6 +23,7 @@ class RunStore:
     def __init__(self, results_dir: str | Path):
         self.root = Path(results_dir)
         self.runs = self.root / "runs"
+        self.traces = self.root / "traces"  # each run's mini-batch loss trace, beside its rows
 
     def ensure_writable(self) -> None:
         """Fail before any training if the directory cannot take results."""
@@ -57,14 +58,20 @@ class RunStore:
         self._check(path)
         return True
 
-    def write(self, frame: pd.DataFrame) -> Path:
+    def write(self, frame: pd.DataFrame, trace: pd.DataFrame | None = None) -> Path:
+        """Store a run's rows (and its trace first: the rows' file is what marks a run as stored)."""
         rid = frame["run_id"].iloc[0]
-        final = self.path(rid)
-        tmp = self.runs / f".{rid}.{os.getpid()}.tmp"
-        self.runs.mkdir(parents=True, exist_ok=True)  # callers other than execute() skip ensure_writable
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, final)  # atomic on POSIX: readers see the old state or the whole file
-        return final
+        if trace is not None:
+            _write_atomic(trace, self.traces / f"{rid}.parquet")
+        return _write_atomic(frame, self.path(rid))
+
+    def load_traces(self, run_ids=None) -> pd.DataFrame:
+        """The stored traces (of ``run_ids``, or all) as one table; empty when none is stored."""
+        files = sorted(self.traces.glob("*.parquet")) if self.traces.is_dir() else []
+        if run_ids is not None:
+            wanted = set(run_ids)
+            files = [f for f in files if f.stem in wanted]
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
     def load(self) -> pd.DataFrame:
         """All stored rows as one table; names every damaged file instead of crashing on one."""
@@ -74,6 +81,14 @@ class RunStore:
         for path in files:
             self._check(path)
         return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+
+
+def _write_atomic(frame: pd.DataFrame, final: Path) -> Path:
+    tmp = final.parent / f".{final.stem}.{os.getpid()}.tmp"
+    final.parent.mkdir(parents=True, exist_ok=True)  # callers other than execute() skip ensure_writable
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, final)  # atomic on POSIX: readers see the old state or the whole file
+    return final
 
 
 def export_rows(results_dir: str | Path, path: str | Path) -> int:

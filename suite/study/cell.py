@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from suite.run.execute import store_run
 from suite.run.prepare import prepare, set_threads
 from suite.store.runs import RunStore
-from suite.train.rows import make_frame
 from suite.train.stacked import train_many
 from suite.tune.tuner import tune_cell
 
@@ -27,7 +27,7 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     if todo:
         results = train_many(todo[0].task, [p.spec for p in todo], progress=bool(cfg.progress))
         for p, result in zip(todo, results):
-            store.write(make_frame(p.spec, p.task, p.config, result))
+            store_run(store, p.spec, p.task, p.config, result)
     return len(todo)
 
 

@@ -18,35 +18,48 @@ Selector = slice | Tensor  # a batch: a slice (a view, no copy) or an index tens
 
 
 class BatchStream:
-    """Yields one batch selector per step; the order depends on the seed only."""
+    """An iterator of batch selectors, one per step; the order depends on the seed only.
+
+    Its state (generator, buffered permutation, position) can be copied with :meth:`clone`, so a
+    segment of a run can be replayed from a snapshot exactly.
+    """
 
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int, device: torch.device):
         self.n, self.b, self.sampling, self.device = n, batch_size, sampling, device
         self.gen = torch.Generator(device=device).manual_seed(1_000_003 * seed + 7)
         self.buf = torch.empty(0, dtype=torch.long, device=device)
         self.pos = 0  # position in the stream (sequential) or in ``buf`` (shuffle)
+        # Full batch: every step sees all n samples and the mean loss does not depend on their
+        # order, so skip the permutation and its copy of the whole dataset.
+        self.full = batch_size == n and sampling != "replacement"
 
     def __iter__(self) -> Iterator[Selector]:
+        return self
+
+    def __next__(self) -> Selector:
         n, b = self.n, self.b
-        if b == n and self.sampling != "replacement":
-            # Full batch: every step sees all n samples and the mean loss does not depend on
-            # their order, so skip the permutation and its copy of the whole dataset.
-            while True:
-                yield slice(None)
-        while True:
-            if self.sampling == "replacement":
-                yield torch.randint(n, (b,), generator=self.gen, device=self.device)
-            elif self.sampling == "sequential":
-                start = self.pos % n
-                self.pos += b
-                yield slice(start, start + b) if start + b <= n else \
-                    torch.arange(start, start + b, device=self.device) % n
-            else:  # shuffle
-                if self.pos + b > len(self.buf):
-                    fresh = torch.randperm(n, generator=self.gen, device=self.device)
-                    self.buf, self.pos = torch.cat([self.buf[self.pos:], fresh]), 0
-                yield self.buf[self.pos:self.pos + b]
-                self.pos += b
+        if self.full:
+            return slice(None)
+        if self.sampling == "replacement":
+            return torch.randint(n, (b,), generator=self.gen, device=self.device)
+        if self.sampling == "sequential":
+            start = self.pos % n
+            self.pos += b
+            return slice(start, start + b) if start + b <= n else torch.arange(start, start + b, device=self.device) % n
+        if self.pos + b > len(self.buf):  # shuffle
+            fresh = torch.randperm(n, generator=self.gen, device=self.device)
+            self.buf, self.pos = torch.cat([self.buf[self.pos:], fresh]), 0
+        sel = self.buf[self.pos:self.pos + b]
+        self.pos += b
+        return sel
+
+    def clone(self) -> BatchStream:
+        """A copy in the same state: it yields the same batches from here on."""
+        copy = BatchStream.__new__(BatchStream)
+        copy.__dict__.update(self.__dict__)
+        copy.gen = torch.Generator(device=self.device)
+        copy.gen.set_state(self.gen.get_state())
+        return copy
 
 
 def micro_batches(sel: Selector, n: int, k: int) -> list[Selector]:
@@ -72,9 +85,15 @@ class StackBatches:
     def __init__(self, task: Task, spec: RunSpec, seeds: Sequence[int]):
         self.x, self.y, self.n = task.train.x, task.train.y, task.n_train
         self.k, self.device = spec.accumulation_steps, self.x.device
-        self.streams = {s: iter(BatchStream(self.n, spec.batch_size, spec.sampling, s, self.device))
+        self.streams = {s: BatchStream(self.n, spec.batch_size, spec.sampling, s, self.device)
                         for s in dict.fromkeys(seeds)}
         self.keep(seeds)
+
+    def clone(self) -> StackBatches:
+        copy = StackBatches.__new__(StackBatches)
+        copy.__dict__.update(self.__dict__)
+        copy.streams = {s: stream.clone() for s, stream in self.streams.items()}
+        return copy
 
     def keep(self, seeds: Sequence[int]) -> None:
         """Follow the live configurations' seeds (in stack order); streams no one uses are dropped."""

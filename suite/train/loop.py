@@ -14,6 +14,13 @@ serializes a GPU queue; on other devices the losses stay on the device and are r
 (its last row is that step, with that step's mini-batch loss), but its parameters, which are
 NaN or exploded by then, were evaluated a few steps later.
 
+Steps to target (when ``RunSpec.target`` is set): the engine's state is copied at every
+evaluation; when a configuration first meets its target at an evaluation, the segment since the
+previous one is replayed from that copy (same batches, same arithmetic: the same trajectory) and
+evaluated every ``max(1, 5% of its start step)`` steps, so the first step that meets the target is
+known to within 5% (one step early on), whatever the evaluation cadence. The replay is not timed.
+Every step's mini-batch loss is kept as a compact trace (``suite.train.trace``).
+
 Timing (``time_s``, ``train_seconds``): the clock (warm-up and evaluation excluded) is
 apportioned among the configurations live while it ran: each interval's time divided by the
 number of live configurations. A single run gets all of it. A stacked configuration's ``time_s``
@@ -24,6 +31,7 @@ cost and ``max_seconds`` a per-configuration budget. It is not the time the run 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -32,12 +40,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from suite.train.device import Clock
-from suite.train.evaluation import Stats, eval_row
+from suite.train.evaluation import Stats, eval_row, eval_splits
 from suite.train.schedule import schedule
-from suite.types import RunResult, RunSpec, Task
+from suite.train.trace import bin_trace
+from suite.types import RunResult, RunSpec, Split, Task
 
 OnEval = Callable[[dict], bool]  # called with each evaluation row; True stops the run (pruned)
 DEVICE_CHECK_EVERY = 32  # steps between divergence checks (host syncs) off the CPU
+TARGET_RESOLUTION = 0.05  # a replay evaluates every 5% of its start step: steps-to-target within 5%
+SPLIT_OF = {"train_loss": 0, "excess_loss": 0, "val_loss": 1, "val_accuracy": 1, "test_loss": 2, "test_accuracy": 2}
 
 
 class Engine(Protocol):
@@ -53,11 +64,15 @@ class Engine(Protocol):
         """One training step of every live configuration: their mini-batch losses, summed over
         micro-batches, on the device (a scalar for one, ``(K,)`` for a stack); not read here."""
 
-    def evaluate(self, positions: Sequence[int]) -> list[tuple[Stats, Stats, Stats]]:
-        """(train, val, test) statistics of the live configurations at ``positions``."""
+    def evaluate(self, positions: Sequence[int], splits: Sequence[Split] | None = None) -> list[tuple[Stats, ...]]:
+        """Statistics of the live configurations at ``positions`` on ``splits`` (default: the
+        run's train, val and test splits)."""
 
     def drop(self, ids: set[int]) -> None:
         """Take finished configurations out; the others continue unchanged."""
+
+    def snapshot(self) -> Engine:
+        """An independent copy in the current state, to replay a segment from."""
 
 
 @dataclass
@@ -73,6 +88,20 @@ class Configuration:
     steps: int = 0
     diverged: bool = False
     pruned: bool = False
+    trace: array = field(default_factory=lambda: array("d"))  # every step's mini-batch loss
+    threshold: float = math.nan  # of spec.target, fixed by the step-0 row
+    steps_to_target: float = math.nan
+    bracket: float = math.nan
+
+    @property
+    def seeking(self) -> bool:
+        """Still looking for the first step that meets its target."""
+        return self.spec.target is not None and math.isnan(self.steps_to_target) and not self.diverged
+
+    def result(self, impl: str, stack_size: int) -> RunResult:
+        return RunResult(rows=self.rows, diverged=self.diverged, steps=self.steps, train_seconds=self.clock,
+                         impl=impl, pruned=self.pruned, stack_size=stack_size, steps_to_target=self.steps_to_target,
+                         to_target_bracket=self.bracket, trace=bin_trace(self.trace))
 
 
 class Loop:
@@ -87,6 +116,7 @@ class Loop:
         device = self.task.train.x.device
         self.clock = Clock(device)
         self.check_every = check_every or (1 if device.type == "cpu" else DEVICE_CHECK_EVERY)
+        self.snap: tuple[int, Engine] | None = None  # (step, engine copy) at the last evaluation
 
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
         """Evaluate (not timed) the live configurations at ``positions``; append their rows at ``steps``."""
@@ -121,6 +151,7 @@ class Loop:
         for pos, (c, loss) in enumerate(zip(configs, losses if isinstance(losses, list) else (losses,))):
             if pos not in bad:
                 c.last_loss = loss if k == 1 else loss / k  # the batch's mean over its k micro-batches
+                c.trace.append(c.last_loss)
                 if not c.last_loss <= c.limit:  # NaN, inf or exploded
                     bad[pos] = step
 
@@ -145,30 +176,86 @@ class Loop:
         return step
 
     def checkpoint(self, step: int, total: int, is_eval: bool) -> None:
-        """After a tick: rows where due, then divergence, pruning and time-outs leave."""
+        """After a tick: rows where due, targets, then divergence, pruning and time-outs leave."""
         live, cap = self.engine.live(), self.spec.max_seconds
         late = {pos for pos, i in enumerate(live) if cap is not None and self.configs[i].clock >= cap}
         due = range(len(live)) if is_eval else sorted(late)
         if not due:
             return
         self.record(due, [step] * len(due))
+        self.find_targets([live[pos] for pos in due], step)
         done = set()
         for pos in due:
             c = self.configs[live[pos]]
             row = c.rows[-1]
             c.diverged = not row["train_loss"] <= c.limit
             c.pruned = not c.diverged and c.on_eval is not None and step < total and bool(c.on_eval(row))
-            if c.diverged or c.pruned or pos in late:
+            stopped = c.spec.stop_at_target and not math.isnan(c.steps_to_target)
+            if c.diverged or c.pruned or pos in late or stopped:
                 done.add(live[pos])
         self.engine.drop(done)
+        if is_eval:
+            self.keep_snapshot(step)
+
+    def keep_snapshot(self, step: int) -> None:
+        """Copy the engine's state while a live configuration still seeks its target."""
+        seeking = any(self.configs[i].seeking for i in self.engine.live())
+        self.snap = (step, self.engine.snapshot()) if seeking else None
+
+    def find_targets(self, ids: Sequence[int], step: int) -> None:
+        """Configurations whose newest row (at ``step``) first meets their target: locate the step."""
+        crossed = [i for i in ids if self.configs[i].seeking
+                   and self.configs[i].spec.target.met(self.configs[i].rows[-1][self.configs[i].spec.target.metric],
+                                                       self.configs[i].threshold)]
+        if not crossed:
+            return
+        if step == 0 or self.snap is None:  # met at the start: exact
+            for i in crossed:
+                self.configs[i].steps_to_target, self.configs[i].bracket = float(step), 0.0
+            return
+        self.replay(crossed, step)
+
+    def replay(self, ids: list[int], stop: int) -> None:
+        """Replay the segment since the last snapshot, evaluating the target's split every
+        ``TARGET_RESOLUTION`` × its start step, to find each configuration's first step meeting it."""
+        start, engine = self.snap
+        self.snap = None  # consumed: it is advanced below
+        target = self.spec.target
+        split = eval_splits(self.task, self.spec.eval)[SPLIT_OF[target.metric]]
+        every, last, step, pending = max(1, int(TARGET_RESOLUTION * start)), start, start, list(ids)
+        while pending and step < stop:
+            for _ in range(min(every, stop - step)):
+                engine.step()
+                step += 1
+            live = engine.live()
+            stats = engine.evaluate([live.index(i) for i in pending], [split])
+            for i, (stat,) in zip(list(pending), stats):
+                c = self.configs[i]
+                if target.met(self.metric_value(target.metric, stat), c.threshold):
+                    c.steps_to_target, c.bracket = float(step), float(step - last)
+                    pending.remove(i)
+            last = step
+        for i in pending:  # the replay's last evaluation disagrees with the loop's by rounding only
+            self.configs[i].steps_to_target, self.configs[i].bracket = float(stop), float(stop - start)
+
+    def metric_value(self, metric: str, stat: Stats) -> float:
+        loss, accuracy = stat
+        if metric == "excess_loss":
+            return loss - self.task.optimal_loss if self.task.optimal_loss is not None else math.nan
+        return accuracy if metric.endswith("accuracy") else loss
 
     def start(self) -> None:
-        """Step 0: every configuration's first row; its divergence limit comes from it."""
+        """Step 0: every configuration's first row; its divergence limit and target threshold come from it."""
         self.record(range(len(self.configs)), [0] * len(self.configs))
         for c in self.configs:
             c.limit = self.spec.divergence_factor * max(c.rows[0]["train_loss"], 1e-12)
             c.diverged = not c.rows[0]["train_loss"] <= c.limit
-        self.engine.drop({i for i, c in enumerate(self.configs) if c.diverged})
+            if c.spec.target is not None:
+                c.threshold = c.spec.target.thresholds(c.rows[0][c.spec.target.metric])
+        self.find_targets(range(len(self.configs)), 0)
+        self.engine.drop({i for i, c in enumerate(self.configs)
+                          if c.diverged or (c.spec.stop_at_target and not math.isnan(c.steps_to_target))})
+        self.keep_snapshot(0)
 
     def run(self, progress: bool = False) -> list[RunResult]:
         total, evals, ticks = schedule(self.spec, self.task.n_train)
@@ -188,9 +275,7 @@ class Loop:
                 bar.set_postfix(live=len(self.engine.live()), refresh=False)
         bar.close()
         self.engine.drop(set(self.engine.live()))
-        return [RunResult(rows=c.rows, diverged=c.diverged, steps=c.steps, train_seconds=c.clock,
-                          impl=self.engine.impl, pruned=c.pruned, stack_size=len(self.configs))
-                for c in self.configs]
+        return [c.result(self.engine.impl, len(self.configs)) for c in self.configs]
 
 
 def _bind(on_eval: Callable[[int, dict], bool], i: int) -> OnEval:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from suite.store.identity import run_id
-from suite.types import HPARAM_COLUMNS, ROW_SCHEMA, RunResult, RunSpec, Task
+from suite.types import HPARAM_COLUMNS, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
 
 SUITE_VERSION = "0.1.0"
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +77,9 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
         "sampling": spec.sampling, "lr": spec.lr, **hp, "seed": spec.seed, "n_train": task.n_train,
         "optimal_loss": task.optimal_loss if task.optimal_loss is not None else math.nan,
         "diverged": result.diverged, "diverged_step": result.steps if result.diverged else math.nan,
-        "pruned": result.pruned, "stack_size": result.stack_size, "warmup_steps": spec.warmup_steps,
+        "pruned": result.pruned, "steps_to_target": result.steps_to_target,
+        "to_target_bracket": result.to_target_bracket, "lr_schedule": spec.lr_schedule.describe(),
+        "stack_size": result.stack_size, "warmup_steps": spec.warmup_steps,
         "dtype": spec.dtype, **environment(spec.device),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "study": tags.pop("study", None), "trial": tags.pop("trial", None),
@@ -87,3 +89,9 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
     for key, value in tags.items():
         frame.insert(len(frame.columns) - 1, key, value)  # extra tags before config, which closes every row
     return frame
+
+
+def make_trace(run_id: str, result: RunResult) -> pd.DataFrame:
+    """The run's mini-batch loss trace (``TRACE_SCHEMA``): one line per bin of steps."""
+    bins = result.trace or {k: [] for k in TRACE_SCHEMA if k != "run_id"}
+    return pd.DataFrame({"run_id": run_id, **bins}, columns=list(TRACE_SCHEMA)).astype(TRACE_SCHEMA)

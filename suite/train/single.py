@@ -7,17 +7,20 @@ up, each scaled by ``1/k`` for ``mean``), step the optimizer, return the loss wi
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from suite.optim.build import build_optimizer
 from suite.train.batches import BatchStream, Selector, micro_batches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate
 from suite.train.loop import Loop, OnEval
-from suite.types import RunResult, RunSpec, Task
+from suite.train.schedule import lr_factor, start_schedule, total_steps
+from suite.types import RunResult, RunSpec, Split, Task
 
 
 def accumulate(micro_losses: Iterable[Tensor], k: int, reduction: str) -> Tensor:
@@ -40,11 +43,12 @@ def accumulate(micro_losses: Iterable[Tensor], k: int, reduction: str) -> Tensor
 
 
 def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: RunSpec,
-              batches: Iterator[Selector]) -> Callable[[], Tensor]:
+              batches: Iterator[Selector], scheduler: LambdaLR | None = None) -> Callable[[], Tensor]:
     """One training step as a function: the unit a single run repeats and the benchmarks time.
 
     Returns the batch's loss (summed over its micro-batches) as a tensor, not read (the loop
-    decides when to sync); ``task`` is already on the run's device.
+    decides when to sync); ``task`` is already on the run's device. A ``scheduler`` (the lr
+    schedule) is stepped after the optimizer.
     """
     x, y, n, k, loss_fn = task.train.x, task.train.y, task.n_train, spec.accumulation_steps, task.loss
     reduction = spec.accumulation_reduction
@@ -59,6 +63,8 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: Ru
             parts = micro_batches(next(batches), n, k)
             loss = accumulate((loss_fn(model(x[p]), y[p]) for p in parts), k, reduction)
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
         return loss
 
     return step
@@ -73,20 +79,35 @@ class SingleEngine:
         self.model = self.task.make_model(spec.seed).to(device, dtype)
         self.opt, self.impl = build_optimizer(spec.optimizer, self.model.parameters(), spec.lr, spec.hparams,
                                               spec.impl)
-        batches = iter(BatchStream(self.task.n_train, spec.batch_size, spec.sampling, spec.seed, device))
-        self.step = make_step(self.model, self.opt, self.task, spec, batches)
+        factor = lr_factor(spec.lr_schedule, total_steps(spec, self.task.n_train))
+        self.scheduler = start_schedule(self.opt, factor)
+        self.batches = BatchStream(self.task.n_train, spec.batch_size, spec.sampling, spec.seed, device)
         self.splits = eval_splits(self.task, spec.eval)
         self._live = [0]
+        self._bind()
+
+    def _bind(self) -> None:
+        self.step = make_step(self.model, self.opt, self.task, self.spec, self.batches, self.scheduler)
 
     def live(self) -> list[int]:
         return self._live
 
-    def evaluate(self, positions: Sequence[int]) -> list[tuple[Stats, Stats, Stats]]:
-        return [tuple(evaluate(self.model, self.task, split, self.spec.eval.batch) for split in self.splits)]
+    def evaluate(self, positions: Sequence[int], splits: Sequence[Split] | None = None) -> list[tuple[Stats, ...]]:
+        chunk = self.spec.eval.batch
+        return [tuple(evaluate(self.model, self.task, split, chunk) for split in (splits or self.splits))]
 
     def drop(self, ids: set[int]) -> None:
         if 0 in ids:
             self._live = []
+
+    def snapshot(self) -> SingleEngine:
+        """A copy in the current state (model, optimizer, schedule, batch stream) to replay from."""
+        twin = SingleEngine.__new__(SingleEngine)
+        twin.__dict__.update(self.__dict__)
+        twin.model, twin.opt, twin.scheduler = copy.deepcopy((self.model, self.opt, self.scheduler))
+        twin.batches, twin._live = self.batches.clone(), list(self._live)
+        twin._bind()
+        return twin
 
 
 def train(task: Task, spec: RunSpec, progress: bool = False, on_eval: OnEval | None = None) -> RunResult:

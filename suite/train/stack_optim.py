@@ -25,12 +25,14 @@ that do not declare both (e.g. L-BFGS, Adafactor, Muon) are trained unstacked.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from suite.optim.build import build_optimizer
+from suite.train.schedule import start_schedule
 from suite.train.stack_models import Stacked
 from suite.types import RunSpec
 
@@ -50,11 +52,23 @@ class Stack:
     All parameters live in one flat buffer (each parameter a contiguous view of it), so the
     per-configuration scaling of the update is one ``lerp`` over the whole model however many
     parameter tensors it has. ``lrs`` are per configuration, in the order of ``ids``.
+
+    A learning-rate schedule (``factor``, common to the stack) is a ``LambdaLR`` on the one
+    optimizer: it steps at lr = f(t) instead of 1, so each configuration moves by
+    ``lr_k·f(t)·Δ``, its own scheduled step. ``steps_done`` resumes it after :meth:`keep`.
     """
 
-    def __init__(self, model: Stacked, ids: Sequence[int], lrs: Sequence[float], spec: RunSpec):
-        self.model, self.ids, self.lrs, self.spec = model, list(ids), list(lrs), spec
-        params = list(model.parameters())
+    def __init__(self, model: Stacked, ids: Sequence[int], lrs: Sequence[float], spec: RunSpec,
+                 factor: Callable[[int], float] | None = None, steps_done: int = 0):
+        self.model, self.ids, self.lrs, self.spec, self.factor = model, list(ids), list(lrs), spec, factor
+        self._flatten()
+        self.opt, self.impl = build_optimizer(spec.optimizer, list(model.parameters()), 1.0, spec.hparams, spec.impl)
+        self.scheduler = start_schedule(self.opt, factor, steps_done)
+
+    @torch.no_grad()
+    def _flatten(self) -> None:
+        """Put every parameter into one flat buffer (each a view of its slice)."""
+        params = list(self.model.parameters())
         k, ref = len(self.ids), params[0]
         self.flat = torch.empty(sum(p.numel() for p in params), dtype=ref.dtype, device=ref.device)
         offset = 0
@@ -67,7 +81,12 @@ class Stack:
         lr = torch.tensor(self.lrs, dtype=ref.dtype, device=ref.device)
         # Configuration-major layout: each parameter's block k belongs to configuration k.
         self.weight = torch.cat([lr.repeat_interleave(p.numel() // k) for p in params])
-        self.opt, self.impl = build_optimizer(spec.optimizer, params, 1.0, spec.hparams, spec.impl)
+
+    def clone(self) -> Stack:
+        """An independent copy in the same state (parameters, optimizer state, schedule)."""
+        twin = copy.deepcopy(self)  # one deepcopy: the optimizer keeps pointing at the copied parameters
+        twin._flatten()  # a deep copy does not keep the parameters' aliasing of the flat buffer
+        return twin
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,8 +94,10 @@ class Stack:
     def step(self) -> None:
         """One optimizer step of every configuration, each at its own lr (see the module doc)."""
         self.snapshot.copy_(self.flat)
-        self.opt.step()  # at lr = 1: θ₁ = θ + Δ
+        self.opt.step()  # at lr = 1 (or the schedule's factor): θ₁ = θ + Δ
         torch.lerp(self.snapshot, self.flat, self.weight, out=self.flat)  # θ + lr_k·Δ
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     @torch.no_grad()
     def keep(self, positions: Sequence[int]) -> "Stack":
@@ -98,7 +119,9 @@ class Stack:
             _replace_tensor(self.model, name, take(p.detach()), parameter=True)
         for name, b in list(self.model.named_buffers()):
             _replace_tensor(self.model, name, take(b), parameter=False)
-        stack = Stack(self.model, [self.ids[i] for i in positions], [self.lrs[i] for i in positions], self.spec)
+        done = self.scheduler.last_epoch if self.scheduler is not None else 0
+        stack = Stack(self.model, [self.ids[i] for i in positions], [self.lrs[i] for i in positions], self.spec,
+                      self.factor, done)
         for p, state in zip(stack.model.parameters(), states):
             if state:
                 stack.opt.state[p] = state

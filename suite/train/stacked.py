@@ -14,6 +14,7 @@ changing; the others continue unchanged). :func:`train_many` stacks when it is e
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Callable, Sequence
 
@@ -25,10 +26,11 @@ from suite.train.batches import StackBatches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate, evaluate_stacked
 from suite.train.loop import Loop
+from suite.train.schedule import lr_factor, total_steps
 from suite.train.single import accumulate, train
 from suite.train.stack_models import stack_models, stacked_loss, unstack
 from suite.train.stack_optim import Stack
-from suite.types import ConfigError, RunResult, RunSpec, Task
+from suite.types import ConfigError, RunResult, RunSpec, Split, Task
 
 # RunSpec fields that may differ between the configurations of one stack.
 PER_CONFIG = ("lr", "seed")
@@ -96,8 +98,9 @@ class StackEngine:
         # Each slice starts exactly like its single run: the same make_model(seed), cast the same way.
         # One model per distinct seed (an lr sweep needs one): stacking copies the weights anyway.
         made = {seed: task.make_model(seed).to(device, dtype) for seed in dict.fromkeys(s.seed for s in specs)}
+        factor = lr_factor(spec.lr_schedule, total_steps(spec, task.n_train))
         self.stack: Stack | None = Stack(stack_models([made[s.seed] for s in specs], method), range(len(specs)),
-                                         [s.lr for s in specs], spec)
+                                         [s.lr for s in specs], spec, factor)
         self.template = next(iter(made.values()))  # an ordinary model to load one configuration into
         self.impl = self.stack.impl
         self.seeds = [s.seed for s in specs]
@@ -118,18 +121,26 @@ class StackEngine:
         stack.step()
         return loss
 
-    def evaluate(self, positions: Sequence[int]) -> list[tuple[Stats, Stats, Stats]]:
+    def evaluate(self, positions: Sequence[int], splits: Sequence[Split] | None = None) -> list[tuple[Stats, ...]]:
         """Many rows (an evaluation step): one stacked evaluation of the whole stack. A few rows (a
         divergence, a time-out): each of those configurations alone as an ordinary model, like its
         single run, instead of evaluating all K for a few."""
-        stack, chunk = self.stack, self.spec.eval.batch
+        stack, chunk, splits = self.stack, self.spec.eval.batch, splits or self.splits
         if 4 * len(positions) < len(stack):
             return [tuple(evaluate(unstack(stack.model, pos, self.template), self.task, split, chunk)
-                          for split in self.splits) for pos in positions]
+                          for split in splits) for pos in positions]
         chunk = max(1, chunk // len(stack))  # the single run's eval memory, split K ways
-        stacked = [evaluate_stacked(stack.model, self.loss, self.task, split, chunk, len(stack))
-                   for split in self.splits]
+        stacked = [evaluate_stacked(stack.model, self.loss, self.task, split, chunk, len(stack)) for split in splits]
         return [tuple(s[pos] for s in stacked) for pos in positions]
+
+    def snapshot(self) -> StackEngine:
+        """A copy in the current state (the live stack, its optimizer and schedule, the batch streams)."""
+        twin = StackEngine.__new__(StackEngine)
+        twin.__dict__.update(self.__dict__)
+        twin.stack = self.stack.clone() if self.stack is not None else None
+        twin.batches, twin.final = self.batches.clone(), {}
+        twin.template = copy.deepcopy(self.template)
+        return twin
 
     def drop(self, ids: set[int]) -> None:
         if not ids or self.stack is None:

@@ -28,11 +28,11 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from suite.optim.registry import check_lr, resolve_hparams
+from suite.run.execute import store_run
 from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.identity import cell_identity, cell_name, run_config
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
-from suite.train.rows import make_frame
 from suite.train.schedule import total_steps
 from suite.train.stacked import train_many
 from suite.tune.claims import claim, fail_abandoned, open_slots, release, worker_id
@@ -133,8 +133,7 @@ def _record(cell: CellTuning, trial: optuna.Trial, spec: RunSpec, result: RunRes
     # The trial tags are part of its identity, so a trial never overwrites (or is mistaken for)
     # the plain run of the same configuration, nor another trial that drew the same lr.
     config = {**run_config(spec, cell.base.config["task_options"]), **tags}
-    frame = make_frame(spec, cell.base.task, config, result, tags=tags)
-    cell.store.write(frame)
+    frame, _ = store_run(cell.store, spec, cell.base.task, config, result, tags=tags)
     trial.set_user_attr("run_id", str(frame["run_id"].iloc[0]))
     final = result.rows[-1]["val_loss"]
     if result.pruned:
