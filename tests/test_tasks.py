@@ -2,6 +2,7 @@
 (Every task's contract, over the registry: tests/test_task_contract.py.)"""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ def test_regression_tutorial_defaults():
 
 
 def test_optimal_loss_is_the_least_squares_minimum():
-    task = regression(dim=3, condition_number=10.0)
+    task = regression(dim=3)
     x, y = task.train.x.double(), task.train.y.double()
     design = torch.cat([x, torch.ones(len(x), 1, dtype=torch.float64)], 1)
     w = torch.linalg.lstsq(design, y).solution
@@ -53,12 +54,35 @@ def test_splits_are_independent_draws_and_seeded():
     assert len(set(a.train.x.flatten().tolist()) & set(a.test.x.flatten().tolist())) == 0
 
 
-def test_condition_number_option_shapes_the_hessian():
-    conds = [regression(dim=5, condition_number=k).info["hessian_condition"] for k in (1.0, 10.0, 100.0)]
-    assert conds[0] < conds[1] < conds[2]
-    task = regression(dim=5, condition_number=100.0)
-    assert task.train.x.shape == (1000, 5) and task.model_name == "linear5"
-    assert task.info["gd_max_stable_lr"] > 0
+@pytest.mark.parametrize("dim,kappa", [(1, 10.0), (5, 1.0), (50, 100.0), (20, 1000.0)])
+def test_condition_number_is_the_loss_hessians(dim, kappa):
+    """With a condition_number, the training loss's Hessian in (weights, bias) has exactly that
+    condition number (numpy's own computation on the data the model trains on)."""
+    task = regression(dim=dim, condition_number=kappa)
+    x = task.train.x.double().numpy()
+    design = np.c_[x, np.ones(len(x))]
+    hessian = 2 * design.T @ design / len(x)
+    assert np.linalg.cond(hessian) == pytest.approx(kappa, rel=1e-5)
+    eig = np.linalg.eigvalsh(hessian)
+    assert task.info["L"] == pytest.approx(eig[-1], rel=1e-9) == pytest.approx(2 * kappa, rel=1e-5)
+    assert task.info["mu"] == pytest.approx(2.0, rel=1e-5) and task.info["gd_max_stable_lr"] == pytest.approx(2 / eig[-1])
+    assert abs(x.mean(0)).max() < 1e-5  # centred, so the bias is its own eigen-direction
+    assert task.train.x.shape == (1000, dim) and task.model_name == f"linear{dim}"
+
+
+def test_tutorial_data_reports_its_actual_condition_number():
+    task = regression()  # uncentred x ~ U[0, 1] with a bias: not 1 but ~19
+    x = task.train.x.double().numpy()
+    design = np.c_[x, np.ones(len(x))]
+    assert task.info["hessian_condition"] == pytest.approx(np.linalg.cond(design.T @ design), rel=1e-9)
+    assert 15 < task.info["hessian_condition"] < 25
+
+
+def test_a_conditioned_target_splits_its_signal_evenly_and_the_optimum_is_the_noise():
+    task = regression(dim=50, condition_number=1000.0, sigma=0.1)
+    assert task.optimal_loss == pytest.approx(0.01, rel=0.15)
+    x, y = task.train.x.double(), task.train.y.double()
+    assert float(((y - y.mean()) ** 2).mean()) == pytest.approx(9.0 + 0.01, rel=0.15)  # a² + σ²
 
 
 def test_tiny_mlp_is_the_tutorial_network():
@@ -83,7 +107,7 @@ def test_tiny_mlp_targets(target, fn):
 @pytest.mark.parametrize("options,message", [
     ({"name": "regression", "n": 0}, "n=0 must be an integer >= 1"),
     ({"name": "regression", "dim": 2.5}, "dim=2.5 must be an integer"),
-    ({"name": "regression", "condition_number": 0.5}, "condition_number must be >= 1"),
+    ({"name": "regression", "condition_number": 0.5}, "condition_number must be null .* or a number >= 1"),
     ({"name": "regression", "sigma": -1.0}, "sigma >= 0"),
     ({"name": "regression", "widht": 3}, "has no option widht; valid options: n, n_val"),
     ({"name": "tiny_mlp", "target": "relu"}, "unknown target 'relu'; valid: sine, linear, cubic"),

@@ -43,9 +43,9 @@ _SMALL_IMAGES = {"val_size": 20, "hidden": [6, 5], "cnn_channels": [2, 3], "cnn_
 TASKS: dict[str, TaskEntry] = {e.name: e for e in [
     TaskEntry("regression", "suite.tasks.synthetic:build_regression",
               {"n": 1000, "n_val": 1000, "n_test": 1000, "dim": 1, "a": 3.0, "b": 2.0, "sigma": 0.1,
-               "condition_number": 1.0, "data_seed": 0},
+               "condition_number": None, "data_seed": 0},
               examples=(_SMALL, {**_SMALL, "dim": 4, "condition_number": 50.0}),
-              doc="y = a·(x_1 + ... + x_d) + b + σ·ε (tutorial 003: y = 3x + 2 + 0.1ε); Linear(dim, 1), MSE."),
+              doc="tutorial 003's y = 3x + 2 + 0.1ε, or a d-dimensional problem of exact condition number κ; MSE."),
     TaskEntry("tiny_mlp", "suite.tasks.synthetic:build_tiny_mlp",
               {"n": 1000, "n_val": 1000, "n_test": 1000, "target": "sine", "noise": 0.1, "hidden": 10,
                "data_seed": 0},

@@ -25,43 +25,81 @@ TARGETS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def _feature_scales(dim: int, kappa: float) -> Tensor:
-    """Per-feature scales whose squared max/min ratio (feature variance ratio) is ``kappa``."""
-    if dim == 1:
-        return torch.ones(1, dtype=torch.float64)
-    return kappa ** (-torch.arange(dim, dtype=torch.float64) / (2 * (dim - 1)))
-
-
 def _least_squares(x: Tensor, y: Tensor) -> tuple[float, Tensor]:
-    """Minimum of the mean squared error of ``w·x + b`` on (x, y), and the Hessian of that loss."""
+    """Minimum of the mean squared error of ``w·x + b`` on (x, y), and the Hessian of that loss
+    (both in float64, from the data as the model sees them)."""
     design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, y).solution
-    optimum = ((design @ solution - y) ** 2).mean().item()
-    return optimum, 2.0 * design.T @ design / len(x)
+    hessian = 2.0 * design.T @ design / len(x)
+    solution = torch.linalg.solve(hessian, 2.0 * design.T @ y / len(x))  # the normal equations
+    return ((design @ solution - y) ** 2).mean().item(), hessian
+
+
+def _spectrum(dim: int, kappa: float) -> Tensor:
+    """Feature covariance eigenvalues from 1 to ``kappa``, log-spaced (with the bias's own eigenvalue
+    1, the training-loss Hessian then has eigenvalues 2·[1, kappa]: condition number kappa)."""
+    if dim == 1:
+        return torch.tensor([kappa], dtype=torch.float64)
+    return kappa ** (torch.arange(dim, dtype=torch.float64) / (dim - 1))
+
+
+def _conditioned(o: dict[str, Any], sizes: list[int], dim: int, kappa: float, gen: torch.Generator):
+    """Centred Gaussian features whose training-set covariance is exactly ``V·diag(λ)·Vᵀ`` (a random
+    rotation V, so a diagonal preconditioner cannot undo the conditioning), and a target whose every
+    eigen-direction carries an equal share ``a²/d`` of the signal."""
+    lam = _spectrum(dim, kappa)
+    rotation, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
+    n = sizes[0]
+    if n <= dim:
+        raise ConfigError(f"task 'regression': condition_number needs n > dim (n={n}, dim={dim}).")
+    z = torch.randn(n, dim, generator=gen, dtype=torch.float64)
+    u, _, _ = torch.linalg.svd(z - z.mean(0), full_matrices=False)  # orthonormal columns, each orthogonal to 1
+    train_x = (n ** 0.5) * u @ torch.diag(lam.sqrt()) @ rotation.T
+    weights = rotation @ (float(o["a"]) / (dim * lam).sqrt())
+
+    def draw(x: Tensor) -> tuple[Tensor, Tensor]:
+        y = x @ weights.unsqueeze(1) + float(o["b"])
+        return x, y + float(o["sigma"]) * torch.randn(len(x), 1, generator=gen, dtype=torch.float64)
+
+    def gaussian(m: int) -> Tensor:
+        return torch.randn(m, dim, generator=gen, dtype=torch.float64) @ torch.diag(lam.sqrt()) @ rotation.T
+
+    return [draw(train_x), draw(gaussian(sizes[1])), draw(gaussian(sizes[2]))]
+
+
+def _tutorial(o: dict[str, Any], sizes: list[int], dim: int, gen: torch.Generator):
+    """Tutorial 003's data: x_j ~ U[0, 1], y = a·(x_1 + ... + x_d) + b + σ·ε."""
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        x = torch.rand(n, dim, generator=gen, dtype=torch.float64)
+        y = float(o["a"]) * x.sum(1, keepdim=True) + float(o["b"])
+        return x, y + float(o["sigma"]) * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+
+    return [draw(n) for n in sizes]
 
 
 def build_regression(o: dict[str, Any]) -> Task:
-    """y = a·(x_1 + ... + x_d) + b + σ·ε, x_j ~ U[0, s_j], ε ~ N(0, 1); model ``Linear(dim, 1)``, MSE."""
+    """Linear regression, model ``Linear(dim, 1)``, MSE; the optimum is known in closed form.
+
+    ``condition_number: null`` is tutorial 003's problem (y = 3x + 2 + 0.1ε on x ~ U[0, 1] with the
+    defaults; uncentred x and the bias give its Hessian a condition number of ~19, reported in
+    ``info``). A number κ makes the training loss's Hessian (in the weights and the bias) have
+    condition number exactly κ: eigenvalues 2·[1, κ], so L = 2κ, μ = 2 and GD is stable below 2/L.
+    """
     sizes = [positive_int(o, k, "regression") for k in ("n", "n_val", "n_test")]
     dim = positive_int(o, "dim", "regression")
-    kappa, sigma = float(o["condition_number"]), float(o["sigma"])
-    if not kappa >= 1.0 or not sigma >= 0.0:
-        raise ConfigError("task 'regression': condition_number must be >= 1 and sigma >= 0.")
+    kappa, sigma = o["condition_number"], float(o["sigma"])
+    if (kappa is not None and not (isinstance(kappa, (int, float)) and kappa >= 1.0)) or not sigma >= 0.0:
+        raise ConfigError("task 'regression': condition_number must be null (tutorial 003's data) or a number "
+                          ">= 1, and sigma >= 0.")
     gen = torch.Generator().manual_seed(int(o["data_seed"]))
-    scales = _feature_scales(dim, kappa)
-
-    def draw(n: int) -> tuple[Tensor, Tensor]:
-        x = torch.rand(n, dim, generator=gen, dtype=torch.float64) * scales
-        y = float(o["a"]) * x.sum(1, keepdim=True) + float(o["b"])
-        return x, y + sigma * torch.randn(n, 1, generator=gen, dtype=torch.float64)
-
-    (xt, yt), (xv, yv), (xs, ys) = (draw(n) for n in sizes)
-    optimum, hessian = _least_squares(xt, yt)
+    splits = _tutorial(o, sizes, dim, gen) if kappa is None else _conditioned(o, sizes, dim, float(kappa), gen)
+    (xt, yt), (xv, yv), (xs, ys) = ((x.float(), y.float()) for x, y in splits)
+    optimum, hessian = _least_squares(xt.double(), yt.double())
     eig = torch.linalg.eigvalsh(hessian)
-    info = {"hessian_condition": (eig[-1] / eig[0]).item(), "gd_max_stable_lr": 2.0 / eig[-1].item()}
+    info = {"hessian_condition": (eig[-1] / eig[0]).item(), "L": eig[-1].item(), "mu": eig[0].item(),
+            "gd_max_stable_lr": 2.0 / eig[-1].item()}
     return Task(
         name="regression", model_name=f"linear{dim}",
-        train=Split(xt.float(), yt.float()), val=Split(xv.float(), yv.float()), test=Split(xs.float(), ys.float()),
+        train=Split(xt, yt), val=Split(xv, yv), test=Split(xs, ys),
         make_model=seeded_model(lambda: nn.Linear(dim, 1)), loss=mse, classifier=False,
         optimal_loss=optimum, info=info,
     )

@@ -70,4 +70,5 @@ def eval_row(task: Task, spec: RunSpec, step: int, time_s: float, last_loss: flo
         "train_loss": train_loss, "minibatch_loss": last_loss, "val_loss": val_loss, "test_loss": test_loss,
         "val_accuracy": val_acc, "test_accuracy": test_acc,
         "excess_loss": train_loss - task.optimal_loss if task.optimal_loss is not None else math.nan,
+        "b_simple_est": math.nan, "b_simple_exact": math.nan,
     }
