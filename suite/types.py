@@ -99,6 +99,7 @@ class EvalSpec:
     batch: int = 8192  # evaluation chunk size (memory only, not a hyperparameter)
     train_subset: int | None = None  # training loss on the first N training samples (None: all)
     test: bool = True  # False skips the test split (NaN): tuning trials never need it
+    noise_scale: bool = False  # measure the gradient noise scale at each evaluation (suite.train.noise)
 
 
 

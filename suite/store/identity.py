@@ -21,13 +21,20 @@ CELL_FIELDS = ("task", "optimizer", "batch_size", "accumulation_steps", "accumul
                "epochs", "max_steps", "max_seconds", "divergence_factor", "dtype")
 # Fields added to RunSpec after runs were first stored: at these defaults (the behaviour before
 # them) they are left out of the identities, so a store written before them resumes unchanged.
-LATER_FIELDS = {"lr_schedule": dataclasses.asdict(LRSchedule()), "target": None, "stop_at_target": False}
+LATER_FIELDS = {"lr_schedule": dataclasses.asdict(LRSchedule()), "target": None, "stop_at_target": False,
+                "eval.noise_scale": False}
 
 
-def _without_later_defaults(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
+def _without_later_defaults(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        name = prefix + key
+        if name in LATER_FIELDS and value == LATER_FIELDS[name]:
+            continue
+        out[key] = _without_later_defaults(value, f"{name}.") if isinstance(value, dict) else value
+    return out
 NOT_IDENTITY_TASK_OPTIONS = ("data_dir",)  # where the files are, not what they are
-NOT_IDENTITY_EVAL = ("batch", "test")  # chunk size (memory only); the test split (never tuned on)
+NOT_IDENTITY_EVAL = ("batch", "test", "noise_scale")  # memory; the test split; a measurement beside the curve
 
 
 def run_config(spec: RunSpec, task_options: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,7 +51,8 @@ def cell_identity(spec: RunSpec, task_options: Mapping[str, Any], searched: Iter
     """The cell's defining values (what its name hashes)."""
     searched = sorted(searched)
     ident = {k: getattr(spec, k) for k in CELL_FIELDS}
-    ident.update(_without_later_defaults({k: dataclasses.asdict(spec)[k] for k in LATER_FIELDS}))
+    fields = dataclasses.asdict(spec)
+    ident.update(_without_later_defaults({k: fields[k] for k in LATER_FIELDS if k in fields}))
     ident["eval"] = {k: v for k, v in dataclasses.asdict(spec.eval).items() if k not in NOT_IDENTITY_EVAL}
     ident["task_options"] = {k: v for k, v in task_options.items() if k not in NOT_IDENTITY_TASK_OPTIONS}
     ident["hparams"] = {k: v for k, v in spec.hparams.items() if k not in searched}

@@ -36,11 +36,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from suite.train.device import Clock
 from suite.train.evaluation import Stats, eval_row, eval_splits
+from suite.train.noise import noise_scale
 from suite.train.schedule import schedule
 from suite.train.trace import bin_trace
 from suite.types import RunResult, RunSpec, Split, Task
@@ -73,6 +74,9 @@ class Engine(Protocol):
 
     def snapshot(self) -> Engine:
         """An independent copy in the current state, to replay a segment from."""
+
+    def model_at(self, position: int) -> nn.Module:
+        """The live configuration at ``position`` as an ordinary model (read only)."""
 
 
 @dataclass
@@ -125,6 +129,9 @@ class Loop:
             c = self.configs[live[pos]]
             c.rows.append(eval_row(self.task, c.spec, step, c.clock, c.last_loss, *stats))
             c.steps = step
+            if self.spec.eval.noise_scale and math.isfinite(c.rows[-1]["train_loss"]):
+                est, exact = noise_scale(self.engine.model_at(pos), self.task, c.spec.seed, step)
+                c.rows[-1].update(b_simple_est=est, b_simple_exact=exact)
 
     def advance(self, step: int, stop: int) -> tuple[int, dict[int, int]]:
         """Train until ``stop`` or until a check finds a bad loss; return the step reached and, by

@@ -100,6 +100,9 @@ class SingleEngine:
         if 0 in ids:
             self._live = []
 
+    def model_at(self, position: int) -> nn.Module:
+        return self.model
+
     def snapshot(self) -> SingleEngine:
         """A copy in the current state (model, optimizer, schedule, batch stream) to replay from."""
         twin = SingleEngine.__new__(SingleEngine)

@@ -19,7 +19,7 @@ import dataclasses
 from typing import Callable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from suite.optim.registry import get_spec
 from suite.train.batches import StackBatches
@@ -152,6 +152,10 @@ class StackEngine:
         self.stack = self.stack.keep(kept) if kept else None
         if kept:
             self.batches.keep([self.seeds[i] for i in self.stack.ids])
+
+    def model_at(self, position: int) -> nn.Module:
+        """Configuration ``position`` as an ordinary model (the template, loaded with its weights)."""
+        return unstack(self.stack.model, position, self.template)
 
     def final_state(self, i: int) -> dict[str, Tensor]:
         if i not in self.final:
