@@ -81,7 +81,7 @@ def test_tutorial_data_reports_its_actual_condition_number():
 def test_a_conditioned_target_splits_its_signal_evenly_and_the_optimum_is_the_noise():
     task = regression(dim=50, condition_number=1000.0, sigma=0.1)
     assert task.optimal_loss == pytest.approx(0.01, rel=0.15)
-    x, y = task.train.x.double(), task.train.y.double()
+    y = task.train.y.double()
     assert float(((y - y.mean()) ** 2).mean()) == pytest.approx(9.0 + 0.01, rel=0.15)  # a² + σ²
 
 
