@@ -1,0 +1,92 @@
+"""Runs a study adds beside its cells for the report's batch-size science, tagged ``purpose``:
+
+* ``theory``: on the conditioned linear task (known Hessian, so L, μ and κ are exact), gradient
+  descent at η = 2/(L+μ) and heavy ball at its optimal (η, μ) = (4/(√L+√μ)², ((√κ−1)/(√κ+1))²),
+  full batch, float64, evaluated every step: the report fits their asymptotic linear rates and
+  sets them beside (κ−1)/(κ+1) and (√κ−1)/(√κ+1).
+* ``lr_scaling``: SGD at (B, η) with η the tuned lr of batch B, and at (kB, kη) for each factor k,
+  the same epochs for all: do they trace the same curve on an epoch axis (the linear scaling rule)?
+
+A purpose run is an ordinary run of the store whose identity carries its purpose, so it never
+collides with (or is counted as) a cell's final run; a rerun skips what is stored.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from suite.run.execute import store_run
+from suite.run.prepare import Prepared, prepare
+from suite.store.identity import run_id
+from suite.store.runs import RunStore
+from suite.study.presets import Cell, cell_config
+from suite.train.stacked import train_many
+from suite.tune.tuner import load_tuned
+from suite.types import ConfigError
+
+
+def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> int:
+    """Train the configurations not stored yet (one cell: stacked where it pays); return how many."""
+    store, todo = RunStore(cfg.results_dir), []
+    for run_cfg in configs:
+        prepared = prepare(run_cfg)
+        config = {**prepared.config, "purpose": purpose}
+        if not store.has(run_id(config)):
+            todo.append(Prepared(prepared.spec, prepared.task, config))
+    groups: dict[str, list[Prepared]] = {}
+    for p in todo:  # train_many wants one cell: group by everything but lr and seed
+        groups.setdefault(f"{p.spec.optimizer}/{p.spec.batch_size}/{p.spec.hparams}", []).append(p)
+    for group in groups.values():
+        for p, result in zip(group, train_many(group[0].task, [p.spec for p in group])):
+            store_run(store, p.spec, p.task, p.config, result, tags={"purpose": purpose})
+    return len(todo)
+
+
+def theory_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
+    """GD and heavy ball at their theoretical optima on the conditioned linear task."""
+    task, steps = options.get("task", "regression"), int(options.get("steps", 1000))
+    base = cell_config(cfg, Cell(task, "sgd", "full"))
+    info = prepare(base).task.info
+    if "L" not in info or not (base.task.get("condition_number")):
+        raise ConfigError(f"study.extras.theory needs the conditioned linear task (task={task} with "
+                          f"study.task_options.{task}.condition_number set); it has no known L and μ.")
+    big, small = info["L"], info["mu"]
+    kappa = big / small
+    fixed = {"dtype": "float64", "seed": int(cfg.study.seeds[0]), "eval": {"every_steps": 1},
+             "budget": {"epochs": steps, "max_steps": steps, "max_seconds": None}}
+    gd = OmegaConf.merge(base, fixed, {"lr": 2.0 / (big + small)})
+    momentum = ((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)) ** 2
+    heavy = OmegaConf.merge(cell_config(cfg, Cell(task, "momentum", "full")), fixed,
+                            {"lr": 4.0 / (math.sqrt(big) + math.sqrt(small)) ** 2, "optimizer": {"momentum": momentum}})
+    return _train_purpose(cfg, [gd], "theory") + _train_purpose(cfg, [heavy], "theory")
+
+
+def lr_scaling_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
+    """SGD at (B, η_tuned(B)) and (kB, kη) for each factor k, the same epochs, one seed."""
+    task, optimizer = options.get("task", "regression"), options.get("optimizer", "sgd")
+    batch, factors = int(options["batch_size"]), [int(k) for k in options.get("factors", [2, 4, 8])]
+    base = cell_config(cfg, Cell(task, optimizer, batch))
+    tuned = load_tuned(cfg.results_dir, base)
+    if tuned is None or tuned.get("lr") is None:
+        raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/b{batch} has no tuned lr yet; "
+                          f"put batch size {batch} in study.batch_sizes so the study tunes it first.")
+    epochs = float(base.budget.epochs)
+    configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch)),
+                               {"lr": k * tuned["lr"], "seed": int(cfg.study.seeds[0]), "target": None,
+                                "budget": {"epochs": epochs, "max_steps": None, "max_seconds": None}})
+               for k in [1, *factors]]
+    return _train_purpose(cfg, configs, "lr_scaling")
+
+
+EXTRAS = {"theory": theory_runs, "lr_scaling": lr_scaling_runs}
+
+
+def run_extras(cfg: DictConfig) -> int:
+    """Every extra the preset asks for (``study.extras.<name>``); returns the runs trained now."""
+    extras = OmegaConf.to_container(cfg.study.get("extras") or {}, resolve=True)
+    unknown = sorted(set(extras) - set(EXTRAS))
+    if unknown:
+        raise ConfigError(f"study.extras: unknown {', '.join(unknown)}; valid: {', '.join(EXTRAS)}.")
+    return sum(EXTRAS[name](cfg, options or {}) for name, options in extras.items())

@@ -1,0 +1,70 @@
+"""The measurement protocol's pieces on constructed cases: trial values under both protocols
+(censoring, ranking of unreached trials), and range widening (triggers and stops)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from suite.optim.registry import resolve_hparams
+from suite.tune.objective import SHORTFALL_CAP, intermediate, trial_value
+from suite.tune.widening import MAX_WIDENINGS, decide
+from suite.types import EvalSpec, RunResult, RunSpec, Target
+
+ACC = Target("val_accuracy", value=0.9)
+
+
+def spec(target=ACC, max_steps=1000) -> RunSpec:
+    return RunSpec(task="tiny_mlp", optimizer="sgd", hparams=resolve_hparams("sgd", {}), lr=0.1, batch_size=10,
+                   epochs=1e6, max_steps=max_steps, eval=EvalSpec(points=5), target=target)
+
+
+def result(first, last, steps_to_target=math.nan, diverged=False, metric="val_accuracy") -> RunResult:
+    rows = [{"val_loss": 2.0, metric: first}, {"val_loss": 0.5, metric: last}]
+    return RunResult(rows=rows, diverged=diverged, steps=1000, train_seconds=1.0, impl="foreach",
+                     steps_to_target=steps_to_target)
+
+
+def test_target_protocol_ranks_reached_before_unreached_before_diverged():
+    s = spec()
+    reached_late = trial_value(s, 100, result(0.1, 0.95, steps_to_target=990))
+    reached_early = trial_value(s, 100, result(0.1, 0.95, steps_to_target=120))
+    close = trial_value(s, 100, result(0.1, 0.89))
+    far = trial_value(s, 100, result(0.1, 0.5))
+    diverged = trial_value(s, 100, result(0.1, math.nan, diverged=True))
+    assert reached_early == 120 and reached_late == 990
+    assert reached_early < reached_late < close < far < diverged
+    assert all(math.isfinite(v) for v in (close, far, diverged))
+
+
+def test_censored_trials_are_ordered_by_their_final_shortfall_for_losses_too():
+    s = spec(Target("val_loss", value=0.1))
+    values = [trial_value(s, 100, result(2.0, last, metric="val_loss")) for last in (0.11, 0.2, 1.0, math.inf)]
+    assert values == sorted(values) and values[0] > 1000
+    assert values[-1] == 1001 + 1000 * SHORTFALL_CAP
+
+
+def test_budget_protocol_is_the_final_validation_loss():
+    s = spec(target=None)
+    assert trial_value(s, 100, result(0.1, 0.9)) == 0.5
+    assert trial_value(s, 100, result(0.1, 0.9, diverged=True)) == pytest.approx(1000 * 2.0)
+
+
+def test_intermediate_values_are_smaller_is_better():
+    assert intermediate(spec(), {"val_accuracy": 0.8, "val_loss": 0.3}) == -0.8
+    assert intermediate(spec(target=None), {"val_accuracy": 0.8, "val_loss": 0.3}) == 0.3
+
+
+def test_widening_triggers_at_either_edge_and_stops():
+    assert not decide(1e-2, (1e-4, 1.0), [], 0).widened  # interior: nothing to do
+    top = decide(0.8, (1e-4, 1.0), [], 0)
+    assert top.widened and top.lr_range == (1e-4, 10.0) and top.edge is None
+    bottom = decide(1.2e-4, (1e-4, 1.0), [], 0)
+    assert bottom.widened and bottom.lr_range == pytest.approx((1e-5, 1.0))
+    stuck = decide(0.8, (1e-4, 1.0), [], MAX_WIDENINGS)
+    assert not stuck.widened and "after 2 widenings" in stuck.edge
+
+
+def test_an_optimum_at_the_stability_limit_is_not_widened_but_named():
+    decision = decide(0.9, (1e-4, 1.0), diverged_lrs=[1.1, 3.0], widenings=0)
+    assert not decision.widened and "diverged" in decision.edge
