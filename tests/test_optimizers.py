@@ -29,7 +29,7 @@ def regression():
 def regression_spec(name: str, **kw) -> RunSpec:
     spec = OPTIMIZERS[name]
     base = dict(task="regression", optimizer=name, hparams=resolve_hparams(name, {}), lr=spec.lr_default,
-                batch_size=32, epochs=8.0, eval=EvalSpec(points=6), warmup_steps=1)
+                batch_size=512 if spec.full_batch_only else 32, epochs=8.0, eval=EvalSpec(points=6), warmup_steps=1)
     return RunSpec(**{**base, **kw})
 
 
@@ -67,14 +67,22 @@ def test_builds_every_implementation(name, impl):
     spec = OPTIMIZERS[name]
     param = torch.zeros(4, requires_grad=True)
     opt, ran = build_optimizer(name, [param], spec.lr_default, {}, impl)
-    assert type(opt) is optimizer_class(spec)
     assert ran == (("fused" if spec.fused else "foreach" if spec.foreach else "forloop") if impl == "auto" else impl)
+    assert type(opt) is optimizer_class(spec, ran)
     group = opt.param_groups[0]
     assert group["lr"] == spec.lr_default
     for key, value in spec.constructor_kwargs(spec.defaults).items():
         assert group[key] == value
-    param.grad = torch.ones(4)
-    opt.step()
+
+    def closure():
+        param.grad = torch.ones(4)
+        return (param * param.grad).sum()
+
+    if spec.closure:  # its step evaluates the loss (and gradient) itself
+        opt.step(closure)
+    else:
+        closure()
+        opt.step()
     assert not torch.equal(param.detach(), torch.zeros(4)), "one step moves the parameters"
 
 
@@ -96,11 +104,13 @@ def test_fused_flag_is_truthful(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_foreach_flag_is_truthful(name):
-    """``spec.foreach`` says whether the class takes ``foreach=``; ``impl=foreach`` is refused otherwise."""
+    """``spec.foreach`` says whether the class takes ``foreach=`` (or the entry names its foreach
+    class); ``impl=foreach`` is refused otherwise."""
     spec = OPTIMIZERS[name]
     param = torch.zeros(2, requires_grad=True)
+    flag = {} if "foreach" in spec.impl_cls else {"foreach": True}
     try:
-        optimizer_class(spec)([param], lr=0.1, foreach=True)
+        optimizer_class(spec, "foreach")([param], lr=0.1, **flag)
         takes_foreach = True
     except TypeError:
         takes_foreach = False

@@ -95,6 +95,11 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     device = resolve_device(str(c["device"]))
     task = build_task(task_options)
     batch_size = resolve_batch_size(c["batch_size"], task.n_train)
+    if opt.full_batch_only and batch_size != task.n_train:
+        raise ConfigError(
+            f"optimizer {opt_name!r} runs at batch_size=full only (its curvature estimates need the same "
+            f"function at every step), not batch_size={c['batch_size']}. Use batch_size=full (n={task.n_train})."
+        )
     k = c["accumulation_steps"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or batch_size % k:
         raise ConfigError(
