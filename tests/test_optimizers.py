@@ -1,8 +1,9 @@
 """Contract test over the optimizer registry: a new entry is tested here with no test edits.
 
 Every entry must build a real torch optimizer, lower the regression loss through the training
-loop, give an identical curve under the same seed, and reject bad hyperparameters with a
-:class:`ConfigError` that names the fix.
+loop, give an identical curve under the same seed, reject bad hyperparameters with a
+:class:`ConfigError` that names the fix, and take a short run on a small instance of every task
+at its default lr without diverging.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 
 from suite.optim.build import build_optimizer, optimizer_class
 from suite.optim.registry import BOUNDS, IMPLS, OPTIMIZERS, get_spec, resolve_hparams
-from suite.tasks import build_task
+from suite.run.conformance import short_run, short_task_options
+from suite.tasks import TASKS, build_task
 from suite.train import train
 from suite.train.rows import regime
 from suite.types import ConfigError, EvalSpec, RunSpec
@@ -126,6 +128,22 @@ def test_lowers_regression_loss(name, regression):
     first, last = result.rows[0]["train_loss"], result.rows[-1]["train_loss"]
     assert not result.diverged
     assert last < 0.9 * first, f"{name} at its default lr barely moved: {first:.4g} -> {last:.4g}"
+
+
+@pytest.fixture(scope="module")
+def small_tasks(tmp_path_factory, write_dataset):
+    """A small instance of every task (the image tasks from IDX files written here)."""
+    data = write_dataset(tmp_path_factory.mktemp("idx"), n_train=600)
+    return {t: build_task(short_task_options(t, str(data) if TASKS[t].dataset else None)) for t in TASKS}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("name", NAMES)
+def test_short_run_on_every_task_does_not_diverge(name, task, small_tasks):
+    """At the registry's default lr (full batch for a full-batch-only entry), 20 steps on each task."""
+    result = short_run(name, {}, small_tasks[task])
+    assert not result.diverged, f"{name} diverged on {task} at its default lr {OPTIMIZERS[name].lr_default}"
+    assert result.steps == 20 and math.isfinite(result.rows[-1]["train_loss"])
 
 
 @pytest.mark.parametrize("name", NAMES)
