@@ -6,9 +6,11 @@ This file is plain data (no torch import): the class is named by its import path
 when an optimizer is built (``suite.optim.build``), so the report can read the registry without
 loading torch. Entries come from ``torch.optim`` and from maintained third-party packages
 (``schedulefree``, ``lion-pytorch``: the ``optimizers`` extra); a user's own optimizer joins
-the registry for the process from its YAML file (``suite.optim.external``). Every update rule below is written in the code's symbols, with PyTorch's
-convention: ``θ`` parameters, ``g`` the (mini-batch mean) gradient, ``lr`` the learning rate,
-``t`` the step count starting at 1, ``wd`` weight decay, ``μ`` momentum.
+the registry for the process from its YAML file (``suite.optim.external``).
+
+Every update rule below is written in the code's symbols, with PyTorch's convention: ``θ``
+parameters, ``g`` the (mini-batch mean) gradient, ``lr`` the learning rate, ``t`` the step
+count starting at 1, ``wd`` weight decay, ``μ`` momentum.
 
 Notes on conventions (they matter when comparing with papers):
 
