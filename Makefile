@@ -1,5 +1,6 @@
 # Set-up and the two everyday commands. `make quick` runs the main job, `make test` the tests;
-# both create the environment first if it is missing.
+# both create the environment first if it is missing. The environment includes the optional
+# optimizer packages (the `optimizers` extra), so every registry entry is tested.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch (an unpinned torch pulls a multi-GB CUDA build).
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,optimizers]"
 	touch $(STAMP)
 
 data:

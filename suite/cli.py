@@ -53,6 +53,28 @@ def study_main(cfg: DictConfig) -> None:
     guarded(study_and_report)(cfg)
 
 
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def _check(cfg: DictConfig) -> None:
+    from suite.run.conformance import check_command
+
+    _check.ran = True
+    sys.exit(guarded(check_command)(cfg))
+
+
+def check_main() -> None:
+    """``suite-check-optimizer optimizer=<name>``: the conformance checks and a one-screen verdict;
+    exit 0 pass, 1 fail, 2 bad input (e.g. a user's optimizer YAML that names no importable class).
+    A command line Hydra refuses (an unknown optimizer name) is bad input too: its exit 1 becomes 2,
+    so 1 always means a check failed."""
+    _check.ran = False
+    try:
+        _check()
+    except SystemExit as e:
+        if not _check.ran and e.code == 1:
+            sys.exit(2)
+        raise
+
+
 def report_main(argv: list[str] | None = None) -> None:
     """``suite-report <results_dir> [key=value ...]``. argparse rather than Hydra: users type the
     results dir as a positional argument, and a report composes no run config (its options come

@@ -82,7 +82,7 @@ def launched(tmp_path_factory, env, task_args, compose, suite_train):
     damaged.write_bytes(DAMAGED)
     cases.update({
         "unknown-task": ["task=cifar10", *COMMON],
-        "unknown-optimizer": ["optimizer=lion", *COMMON],
+        "unknown-optimizer": ["optimizer=no_such_optimizer", *COMMON],
         "corrupt-parquet": ["budget.max_steps=3", f"results_dir={root / 'damaged'}", "force=true", *COMMON],
     })
     return root, damaged, run_all(suite_train, cases, env, root, workers=4)

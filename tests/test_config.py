@@ -70,14 +70,17 @@ def test_task_yaml_composes_and_prepares(name, compose, fake_mnist_dir, fashion_
 
 @pytest.mark.parametrize("name", OPTIMIZER_FILES)
 def test_optimizer_yaml_composes_and_prepares(name, compose):
-    cfg = compose(f"optimizer={name}")
-    assert cfg.optimizer.name == name
     spec = OPTIMIZERS[name]
+    cfg = compose(f"optimizer={name}", *(["batch_size=full"] if spec.full_batch_only else []))
+    assert cfg.optimizer.name == name
     values = {k: v for k, v in OmegaConf.to_container(cfg.optimizer).items() if k not in ("name", "impl")}
     assert values == dict(spec.defaults), "the YAML repeats the registry's defaults exactly"
     prepared = prepare(cfg)
     assert prepared.spec.optimizer == name and prepared.spec.lr == spec.lr_default
     assert prepared.spec.hparams == dict(spec.defaults) and prepared.spec.impl == "auto"
+    if spec.full_batch_only:  # any other batch size is refused before any work
+        with pytest.raises(ConfigError, match="runs at batch_size=full only.*Use batch_size=full"):
+            prepare(compose(f"optimizer={name}", "batch_size=32"))
 
 
 def test_overrides_reach_the_run_spec(compose):

@@ -1,8 +1,9 @@
 """Contract test over the optimizer registry: a new entry is tested here with no test edits.
 
 Every entry must build a real torch optimizer, lower the regression loss through the training
-loop, give an identical curve under the same seed, and reject bad hyperparameters with a
-:class:`ConfigError` that names the fix.
+loop, give an identical curve under the same seed, reject bad hyperparameters with a
+:class:`ConfigError` that names the fix, and take a short run on a small instance of every task
+at its default lr without diverging.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 
 from suite.optim.build import build_optimizer, optimizer_class
 from suite.optim.registry import BOUNDS, IMPLS, OPTIMIZERS, get_spec, resolve_hparams
-from suite.tasks import build_task
+from suite.run.conformance import short_run, short_task_options
+from suite.tasks import TASKS, build_task
 from suite.train import train
 from suite.train.rows import regime
 from suite.types import ConfigError, EvalSpec, RunSpec
@@ -29,7 +31,7 @@ def regression():
 def regression_spec(name: str, **kw) -> RunSpec:
     spec = OPTIMIZERS[name]
     base = dict(task="regression", optimizer=name, hparams=resolve_hparams(name, {}), lr=spec.lr_default,
-                batch_size=32, epochs=8.0, eval=EvalSpec(points=6), warmup_steps=1)
+                batch_size=512 if spec.full_batch_only else 32, epochs=8.0, eval=EvalSpec(points=6), warmup_steps=1)
     return RunSpec(**{**base, **kw})
 
 
@@ -67,14 +69,22 @@ def test_builds_every_implementation(name, impl):
     spec = OPTIMIZERS[name]
     param = torch.zeros(4, requires_grad=True)
     opt, ran = build_optimizer(name, [param], spec.lr_default, {}, impl)
-    assert type(opt) is optimizer_class(spec)
     assert ran == (("fused" if spec.fused else "foreach" if spec.foreach else "forloop") if impl == "auto" else impl)
+    assert type(opt) is optimizer_class(spec, ran)
     group = opt.param_groups[0]
     assert group["lr"] == spec.lr_default
     for key, value in spec.constructor_kwargs(spec.defaults).items():
         assert group[key] == value
-    param.grad = torch.ones(4)
-    opt.step()
+
+    def closure():
+        param.grad = torch.ones(4)
+        return (param * param.grad).sum()
+
+    if spec.closure:  # its step evaluates the loss (and gradient) itself
+        opt.step(closure)
+    else:
+        closure()
+        opt.step()
     assert not torch.equal(param.detach(), torch.zeros(4)), "one step moves the parameters"
 
 
@@ -96,11 +106,13 @@ def test_fused_flag_is_truthful(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_foreach_flag_is_truthful(name):
-    """``spec.foreach`` says whether the class takes ``foreach=``; ``impl=foreach`` is refused otherwise."""
+    """``spec.foreach`` says whether the class takes ``foreach=`` (or the entry names its foreach
+    class); ``impl=foreach`` is refused otherwise."""
     spec = OPTIMIZERS[name]
     param = torch.zeros(2, requires_grad=True)
+    flag = {} if "foreach" in spec.impl_cls else {"foreach": True}
     try:
-        optimizer_class(spec)([param], lr=0.1, foreach=True)
+        optimizer_class(spec, "foreach")([param], lr=0.1, **flag)
         takes_foreach = True
     except TypeError:
         takes_foreach = False
@@ -116,6 +128,22 @@ def test_lowers_regression_loss(name, regression):
     first, last = result.rows[0]["train_loss"], result.rows[-1]["train_loss"]
     assert not result.diverged
     assert last < 0.9 * first, f"{name} at its default lr barely moved: {first:.4g} -> {last:.4g}"
+
+
+@pytest.fixture(scope="module")
+def small_tasks(tmp_path_factory, write_dataset):
+    """A small instance of every task (the image tasks from IDX files written here)."""
+    data = write_dataset(tmp_path_factory.mktemp("idx"), n_train=600)
+    return {t: build_task(short_task_options(t, str(data) if TASKS[t].dataset else None)) for t in TASKS}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+@pytest.mark.parametrize("name", NAMES)
+def test_short_run_on_every_task_does_not_diverge(name, task, small_tasks):
+    """At the registry's default lr (full batch for a full-batch-only entry), 20 steps on each task."""
+    result = short_run(name, {}, small_tasks[task])
+    assert not result.diverged, f"{name} diverged on {task} at its default lr {OPTIMIZERS[name].lr_default}"
+    assert result.steps == 20 and math.isfinite(result.rows[-1]["train_loss"])
 
 
 @pytest.mark.parametrize("name", NAMES)

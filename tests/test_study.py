@@ -64,6 +64,28 @@ def test_quick_preset_covers_the_tutorial_optimizers_and_every_task():
     assert 1 in cfg.study.batch_sizes and "full" in cfg.study.batch_sizes
 
 
+@pytest.mark.parametrize("preset", ["modern", "full"])
+def test_modern_and_full_presets_cover_every_registry_optimizer(preset):
+    cfg = study_cfg(Path("unused"), f"study={preset}")
+    assert set(cfg.study.optimizers) == set(OPTIMIZERS)
+
+
+FULL_BATCH_ONLY = [name for name, spec in OPTIMIZERS.items() if spec.full_batch_only]
+
+
+@pytest.mark.skipif(not FULL_BATCH_ONLY, reason="no full-batch-only entry")
+def test_full_batch_only_optimizers_get_their_full_batch_cells_only(tmp_path):
+    only = FULL_BATCH_ONLY[0]
+    cfg = study_cfg(tmp_path, "study.tasks=[regression]", f"study.optimizers=[sgd,{only}]", "study.accumulation=[8x4]")
+    cells = expand(cfg.study, validate(cfg.study))
+    assert {c.batch_size for c in cells if c.optimizer == only} == {"full"}
+    assert {(c.batch_size, c.accumulation_steps) for c in cells if c.optimizer == "sgd"} == {
+        (1, 1), (32, 1), ("full", 1), (32, 4)}
+    cfg = study_cfg(tmp_path, "study.tasks=[regression]", f"study.optimizers=[sgd,{only}]", "study.batch_sizes=[1,32]")
+    with pytest.raises(ConfigError, match=rf"{only}, which run at batch_size=full only.*add full or drop them"):
+        validate(cfg.study)
+
+
 def test_shrunken_study_runs_end_to_end_and_resumes(tmp_path):
     cfg = study_cfg(tmp_path, *SMALL, "study.tune=false")
     lines: list[str] = []
@@ -131,7 +153,7 @@ def test_kill_9_then_rerun_completes_with_the_same_runs(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("study.optimizers=[adam,lbfgs]", "lbfgs"),
+    ("study.optimizers=[adam,no_such_optimizer]", "no_such_optimizer"),
     ("study.tasks=[cifar]", "cifar"),
     ("study.batch_sizes=[0,full]", "batch_sizes"),
     ("study.batch_sizes=[]", "batch_sizes"),
@@ -148,8 +170,8 @@ def test_bad_axes_are_rejected_with_the_valid_choices(tmp_path, override, messag
 
 
 def test_bad_axis_from_the_command_line_is_one_clear_line(tmp_path):
-    out = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path}", "study.optimizers=[adam,lbfgs]"],
+    out = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path}", "study.optimizers=[adam,no_such_optimizer]"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert "lbfgs" in out.stderr and "Traceback" not in out.stderr
+    assert "no_such_optimizer" in out.stderr and "Traceback" not in out.stderr
     assert "sgd" in out.stderr  # the valid names are listed

@@ -41,12 +41,27 @@ def impls(name: str) -> list[str]:
 def torch_run(name: str, hp: dict, impl: str) -> list[float]:
     theta = torch.tensor(THETA0, dtype=torch.float64, requires_grad=True)
     a, b = torch.tensor(A, dtype=torch.float64), torch.tensor(B, dtype=torch.float64)
-    opt, ran = build_optimizer(name, [theta], LR, hp, impl)
-    assert ran == impl
-    for _ in range(STEPS):
-        opt.zero_grad()
-        (0.5 * theta @ a @ theta - b @ theta).backward()  # weight decay is the optimizer's job
-        opt.step()
+    # float64 throughout: scalar state torch keeps in the default dtype (NAdam's μ product) too
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        opt, ran = build_optimizer(name, [theta], LR, hp, impl)
+        assert ran == impl
+
+        def closure():
+            opt.zero_grad()
+            loss = 0.5 * theta @ a @ theta - b @ theta
+            loss.backward()  # weight decay is the optimizer's job
+            return loss
+
+        for _ in range(STEPS):
+            if OPTIMIZERS[name].closure:  # the step re-evaluates the loss itself (L-BFGS)
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+    finally:
+        torch.set_default_dtype(default)
     return theta.detach().tolist()
 
 

@@ -6,11 +6,13 @@ times exactly what a run's clock times.
 
 Memory, in bytes:
 
-* **optimizer state** - the tensors in ``optimizer.state_dict()["state"]``. The scalar ``step``
-  counters (one per parameter tensor for Adagrad, RMSprop, Adam, AdamW; 4 bytes each in float32)
-  are reported apart as ``step_bytes``: they grow with the number of parameter *tensors*, not
-  parameters, so ``state_bytes`` (without them) is an exact multiple of the parameter bytes
-  (0x SGD, 1x momentum/Nesterov/Adagrad/RMSprop, 2x Adam/AdamW).
+* **optimizer state** - the tensors in ``optimizer.state_dict()["state"]`` (those in lists too:
+  L-BFGS keeps its curvature pairs in lists). The scalar ones - ``step`` counters (one per
+  parameter tensor for Adagrad, RMSprop, Adam, AdamW and most others; 4 bytes each in float32)
+  and NAdam's μ product - are reported apart as ``step_bytes``: they grow with the number of
+  parameter *tensors*, not parameters, so ``state_bytes`` (without them) is an exact multiple of
+  the parameter bytes (0x SGD, 1x momentum/Nesterov/Adagrad/RMSprop/Lion, 2x Adam/AdamW and
+  their relatives) or, for Adafactor's factored matrices, rows + columns.
 * **peak of a training step** - the most bytes the step holds above what was live before it
   (parameters, optimizer state and data are live before; activations, gradients and temporaries
   are the step's). CUDA: ``max_memory_allocated``. CPU: torch's own allocator events, recorded
@@ -63,13 +65,23 @@ def training_step(task: Task, spec: RunSpec) -> StepSetup:
 
 def optimizer_step(model: nn.Module, optimizer: str, impl: str, device: torch.device,
                    lr: float = 1e-3, seed: int = 0) -> tuple[Callable[[], None], torch.optim.Optimizer, str]:
-    """``opt.step()`` alone on fixed random gradients: the optimizer's state-update cost."""
+    """``opt.step()`` alone on fixed random gradients: the optimizer's state-update cost (an
+    optimizer that evaluates the loss itself gets a closure that hands it the same gradients)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     params = list(model.parameters())
-    for p in params:
-        p.grad = torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype) * 1e-3
+    grads = [torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype) * 1e-3 for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g
     opt, impl = build_optimizer(optimizer, params, lr, {}, impl)
-    return opt.step, opt, impl
+    if not get_spec(optimizer).closure:
+        return opt.step, opt, impl
+
+    def closure() -> torch.Tensor:
+        for p, g in zip(params, grads):
+            p.grad = g
+        return torch.zeros((), device=device)
+
+    return (lambda: opt.step(closure)), opt, impl
 
 
 def n_params(model: nn.Module) -> int:
@@ -81,17 +93,18 @@ def param_bytes(model: nn.Module) -> int:
 
 
 def state_bytes(opt: torch.optim.Optimizer) -> dict[str, int]:
-    """Bytes of the optimizer's state tensors, with the scalar ``step`` counters apart."""
+    """Bytes of the optimizer's state tensors, with the scalar ones (step counters) apart."""
     state, steps = 0, 0
     for per_param in opt.state_dict()["state"].values():
         for key, value in per_param.items():
-            if not isinstance(value, torch.Tensor):
-                continue  # e.g. SGD's momentum_buffer=None before its first step
-            size = value.numel() * value.element_size()
-            if key == "step" and value.numel() == 1:
-                steps += size
-            else:
-                state += size
+            for tensor in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(tensor, torch.Tensor):
+                    continue  # e.g. SGD's momentum_buffer=None before its first step
+                size = tensor.numel() * tensor.element_size()
+                if tensor.dim() == 0 or (key == "step" and tensor.numel() == 1):
+                    steps += size
+                else:
+                    state += size
     return {"state_bytes": state, "step_bytes": steps}
 
 
@@ -185,7 +198,7 @@ class Grid:
 
     def train_cells(self) -> list[BenchCase]:
         return [BenchCase("train-step", t, None, o, b) for t, bs in self.train.items() for o in self.optimizers
-                for b in bs]
+                for b in bs if b == "full" or not get_spec(o).full_batch_only]
 
     def accumulation_cells(self) -> list[BenchCase]:
         """Each batch with every accumulation count, and each micro-batch alone (k = 1)."""
@@ -200,7 +213,7 @@ class Grid:
     def opt_cells(self) -> list[BenchCase]:
         return [BenchCase("opt-step", m.split(":")[0], m.partition(":")[2] or None, o, impl=i)
                 for m in self.opt_models for o in self.optimizers for i in self.impls
-                if i != "fused" or get_spec(o).fused]
+                if (i != "fused" or get_spec(o).fused) and (i != "foreach" or get_spec(o).foreach)]
 
 
 GRIDS = {

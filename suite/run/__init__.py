@@ -1,4 +1,6 @@
 """One run from a composed Hydra config: validation into a :class:`~suite.types.RunSpec` and the
-task (``prepare``, including ``lr=tuned``), and training it against the store (``execute``).
-May import ``suite.train``, ``suite.store``, ``suite.tasks``, ``suite.optim``, ``suite.types``.
+task (``prepare``, including ``lr=tuned`` and registering a user's optimizer from its YAML), and
+training it against the store (``execute``); the optimizer conformance checks behind
+``suite-check-optimizer`` (``conformance``). May import ``suite.train``, ``suite.bench``,
+``suite.store``, ``suite.tasks``, ``suite.optim``, ``suite.types``.
 """

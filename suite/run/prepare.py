@@ -13,9 +13,13 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from suite.optim.registry import check_lr, choose_impl, get_spec, resolve_hparams
+from suite.optim.build import check_external
+from suite.optim.external import DECLARATIONS, is_external, register_external
+from suite.optim.registry import OptimizerSpec, check_lr, choose_impl, get_spec, resolve_hparams
 from suite.store.identity import cell_name, run_config, run_id
 from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import build_task, check_task_name
@@ -109,14 +113,45 @@ def _budget(b: Mapping[str, Any]) -> tuple[float, int | None, float | None]:
     return float(epochs), max_steps, max_seconds
 
 
+def optimizer_file(name: str) -> str:
+    """The YAML file Hydra composed optimizer ``name`` from (for messages), as well as this process
+    can tell: the search path's directories, the file of the chosen option or named after it."""
+    dirs, stems = [], [name]
+    if HydraConfig.initialized():  # a console script: every source of its search path (--config-dir too)
+        runtime = HydraConfig.get().runtime
+        dirs = [s.path for s in runtime.config_sources if s.schema == "file"]
+        stems.insert(0, runtime.choices.get("optimizer") or name)
+    elif GlobalHydra.instance().is_initialized():
+        dirs = [s.full_path().removeprefix("file://") for s in GlobalHydra.instance().config_loader().get_sources()
+                if s.scheme() == "file"]
+    for stem in stems:
+        for d in dirs:
+            path = Path(d) / "optimizer" / f"{stem}.yaml"
+            if path.is_file() and (OmegaConf.load(path) or {}).get("name") == name:
+                return str(path)
+    return f"optimizer/{name}.yaml (in your config directory)"
+
+
+def register_optimizer(options: Mapping[str, Any]) -> OptimizerSpec:
+    """The entry of a composed ``optimizer`` config. A user's YAML (it names ``cls``) is registered
+    for this process and its class checked (imports, is an Optimizer, takes the YAML's arguments)."""
+    if not is_external(options):
+        return get_spec(options.get("name"))
+    spec = register_external(options, optimizer_file(str(options.get("name"))))
+    check_external(spec)
+    return spec
+
+
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Validate everything and build the task; raises :class:`ConfigError`/`DataError` with a fix."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     task_options, opt_options = dict(c["task"]), dict(c["optimizer"])
     check_task_name(task_options.get("name"))
+    opt = register_optimizer(opt_options)
     opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
-    opt = get_spec(opt_name)
     choose_impl(opt, impl)  # refuse a bad impl before any work; the spec keeps the name asked for
+    if opt.external:  # the YAML's declarations are the entry, not hyperparameters
+        opt_options = {k: v for k, v in opt_options.items() if k not in DECLARATIONS}
     hparams = resolve_hparams(opt_name, opt_options)
     tuned = c.get("lr") == "tuned"  # lr=tuned: the cell's best from suite-tune, applied below
     lr = check_lr(opt.lr_default if c.get("lr") is None or tuned else c["lr"])
@@ -128,6 +163,11 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     device = resolve_device(str(c["device"]))
     task = build_task(task_options)
     batch_size = resolve_batch_size(c["batch_size"], task.n_train)
+    if opt.full_batch_only and batch_size != task.n_train:
+        raise ConfigError(
+            f"optimizer {opt_name!r} runs at batch_size=full only (its curvature estimates need the same "
+            f"function at every step), not batch_size={c['batch_size']}. Use batch_size=full (n={task.n_train})."
+        )
     k = c["accumulation_steps"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or batch_size % k:
         raise ConfigError(

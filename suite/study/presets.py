@@ -8,9 +8,11 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from suite.optim.registry import OPTIMIZERS
+from suite.optim.registry import OPTIMIZERS, get_spec
+from suite.run.prepare import register_optimizer
 from suite.study.launchers import LAUNCHERS
 from suite.tasks import TASKS, build_task
 from suite.types import ConfigError
@@ -82,6 +84,9 @@ def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
         batches = [b for b in _batch_sizes(list(study.batch_sizes)) if b == "full" or b <= n]
         accum = [(m * k, k) for m, k in _accumulation(list(study.accumulation)) if m * k <= n]
         for opt in study.optimizers:
+            if get_spec(opt).full_batch_only:  # e.g. L-BFGS: the full-batch cell only
+                cells += [Cell(task, opt, "full")] if "full" in batches else []
+                continue
             cells += [Cell(task, opt, b) for b in batches] + [Cell(task, opt, b, k) for b, k in accum]
     return cells
 
@@ -89,7 +94,14 @@ def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
 def validate(study: DictConfig) -> dict[str, int]:
     """Check every axis against the registries; return each task's training-set size."""
     _names("tasks", list(study.tasks), TASKS)
+    for name in study.optimizers:  # a user's optimizer YAML (it names cls) joins the registry first
+        if name not in OPTIMIZERS:
+            _register_external(name)
     _names("optimizers", list(study.optimizers), OPTIMIZERS)
+    only_full = [o for o in study.optimizers if get_spec(o).full_batch_only]
+    if only_full and "full" not in study.batch_sizes:
+        raise ConfigError(f"study.optimizers has {', '.join(only_full)}, which run at batch_size=full only, but "
+                          f"study.batch_sizes={list(study.batch_sizes)} has no full; add full or drop them.")
     _batch_sizes(list(study.batch_sizes))
     _accumulation(list(study.accumulation))
     seeds = list(study.seeds)
@@ -114,6 +126,17 @@ def _compose_groups(task: str, optimizer: str) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
+
+
+def _register_external(name: str) -> None:
+    """Register ``optimizer=<name>`` if Hydra finds a user's YAML for it (one that names ``cls``);
+    any other unknown name is left for the axis check, which lists the valid ones."""
+    try:
+        options = OmegaConf.to_container(_compose_groups(next(iter(TASKS)), name).optimizer, resolve=True)
+    except MissingConfigException:
+        return
+    if "cls" in options:
+        register_optimizer(options)
 
 
 def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:

@@ -1,5 +1,6 @@
 """Training: the one loop (``loop``) and the two engines it drives, one model (``single``) or a stack
-of K configurations of one cell (``stacked``, on ``stack_models`` and ``stack_optim``); batches,
+of K configurations of one cell (``stacked``, on ``stack_models`` and ``stack_optim``, and
+``parity``, the check a user's optimizer passes before it is stacked); batches,
 schedule, evaluation, device and clock; the stored rows of a finished run (``rows``).
 May import ``suite.tasks``, ``suite.optim``, ``suite.store`` and ``suite.types``.
 """

@@ -3,7 +3,9 @@
 The step (:func:`make_step`, also what the benchmarks time) reads top to bottom: take the next
 batch, zero the gradients, forward and backward each of its ``k`` micro-batches (gradients add
 up, each scaled by ``1/k`` for ``mean``), step the optimizer, return the loss without reading it
-(the loop decides when to sync).
+(the loop decides when to sync). An optimizer whose ``step`` re-evaluates the loss itself
+(L-BFGS: declared ``closure`` in its registry entry) gets a step that hands it a closure over the
+step's batch instead; which step a run uses is decided once, so the ordinary step is unchanged.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from suite.optim.build import build_optimizer
+from suite.optim.registry import get_spec
 from suite.train.batches import BatchStream, Selector, micro_batches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate
@@ -52,6 +55,8 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: Ru
     """
     x, y, n, k, loss_fn = task.train.x, task.train.y, task.n_train, spec.accumulation_steps, task.loss
     reduction = spec.accumulation_reduction
+    if get_spec(spec.optimizer).closure:
+        return _closure_step(model, opt, task, spec, batches, scheduler)
 
     def step() -> Tensor:
         opt.zero_grad(set_to_none=True)
@@ -70,6 +75,32 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: Ru
     return step
 
 
+def _closure_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: RunSpec,
+                  batches: Iterator[Selector], scheduler: LambdaLR | None) -> Callable[[], Tensor]:
+    """The step for an optimizer that calls ``closure()`` (zero the gradients, forward and backward
+    the step's batch, return its loss) as often as it needs. The step's loss is the first call's:
+    the loss at the parameters the step started from, as in the ordinary step."""
+    x, y, n, k, loss_fn = task.train.x, task.train.y, task.n_train, spec.accumulation_steps, task.loss
+
+    def step() -> Tensor:
+        parts = micro_batches(next(batches), n, k)  # one batch per step, however often it is evaluated
+        first: list[Tensor] = []
+
+        def closure() -> Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss = accumulate((loss_fn(model(x[p]), y[p]) for p in parts), k, spec.accumulation_reduction)
+            first.append(loss.detach())
+            # the objective whose gradient was just taken: the batch mean (a sum of k means for "sum")
+            return loss / k if k > 1 and spec.accumulation_reduction == "mean" else loss
+
+        opt.step(closure)
+        if scheduler is not None:
+            scheduler.step()
+        return first[0]
+
+    return step
+
+
 class SingleEngine:
     """The loop's engine for one configuration: its model, its optimizer, its batch stream."""
 
@@ -83,6 +114,7 @@ class SingleEngine:
         self.scheduler = start_schedule(self.opt, factor)
         self.batches = BatchStream(self.task.n_train, spec.batch_size, spec.sampling, spec.seed, device)
         self.splits = eval_splits(self.task, spec.eval)
+        self.eval_mode = get_spec(spec.optimizer).eval_mode
         self._live = [0]
         self._bind()
 
@@ -93,8 +125,13 @@ class SingleEngine:
         return self._live
 
     def evaluate(self, positions: Sequence[int], splits: Sequence[Split] | None = None) -> list[tuple[Stats, ...]]:
+        if self.eval_mode:  # schedule-free: evaluate the averaged point x, then train at y again
+            self.opt.eval()
         chunk = self.spec.eval.batch
-        return [tuple(evaluate(self.model, self.task, split, chunk) for split in (splits or self.splits))]
+        stats = tuple(evaluate(self.model, self.task, split, chunk) for split in (splits or self.splits))
+        if self.eval_mode:
+            self.opt.train()
+        return [stats]
 
     def drop(self, ids: set[int]) -> None:
         if 0 in ids:

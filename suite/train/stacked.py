@@ -26,6 +26,7 @@ from suite.train.batches import StackBatches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate, evaluate_stacked
 from suite.train.loop import Loop
+from suite.train.parity import stacking_parity
 from suite.train.schedule import lr_factor, total_steps
 from suite.train.single import accumulate, train
 from suite.train.stack_models import stack_models, stacked_loss, unstack
@@ -62,6 +63,12 @@ def check_stackable(specs: Sequence[RunSpec]) -> None:
             f"optimizer {entry.name!r} does not declare an lr-affine, elementwise step (lr_affine="
             f"{entry.lr_affine}, elementwise={entry.elementwise} in its registry entry), so per-configuration "
             f"learning rates cannot share one optimizer; train it with suite.train.train_many."
+        )
+    problem = stacking_parity(entry.name, specs[0].hparams) if entry.external else None
+    if problem:  # a user's optimizer is stacked on its YAML's word only once a quick check agrees
+        raise ConfigError(
+            f"optimizer {entry.name!r} declares lr_affine and elementwise in {entry.source}, but {problem}. "
+            f"Remove lr_affine: true from {entry.source} (it then trains unstacked), or fix the optimizer."
         )
 
 
