@@ -111,9 +111,12 @@ def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOpti
 
 def _trace_panel(ax, trace: pd.DataFrame, evals: pd.DataFrame, color) -> None:
     """One run: every step's mini-batch loss (bin mean, min–max band where binned) and the full
-    training-set loss at its evaluations."""
+    training-set loss at its evaluations, both against the number of updates their parameters had:
+    step s's mini-batch loss is computed before its own update (at s − 1 updates), an evaluation at
+    step s after it (at s updates). Zero updates cannot sit on the log axis."""
     t = trace.sort_values("step_lo")
-    mid = np.sqrt(t["step_lo"] * t["step_hi"])
+    t = t[t["step_lo"] > 1]
+    mid = np.sqrt((t["step_lo"] - 1) * (t["step_hi"] - 1))
     ax.plot(mid, t["mean"], color=color, lw=0.8, alpha=0.9)
     binned = t["count"] > 1
     if binned.any():
@@ -134,7 +137,7 @@ def minibatch(rows: pd.DataFrame, traces: pd.DataFrame, picks: pd.DataFrame, ste
     for ax, (_, p) in zip(axes.flat, picks.iterrows()):
         trace = traces[(traces["run_id"] == p["run_id"]) & (traces["mean"] > 0)]
         _trace_panel(ax, trace, rows[rows["run_id"] == p["run_id"]], pal[p["optimizer"]])
-        ax.set(xscale="log", yscale="log", xlabel="step", title=f"batch {p['batch_label']} · {p['optimizer']}")
+        ax.set(xscale="log", yscale="log", xlabel="updates", title=f"batch {p['batch_label']} · {p['optimizer']}")
         ax.grid(alpha=0.3)
     label_rows(axes, "loss")
     handles = [Line2D([], [], color="0.4", lw=0.8), Line2D([], [], color="0.4", lw=6, alpha=0.25),

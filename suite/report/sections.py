@@ -79,12 +79,16 @@ def _throughput(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame, 
         return
     load = P.load_text(ctx.rows[ctx.rows["task"] == name], ctx.study, ctx.env)
     sec.add(T.pivot(cells, "throughput", "throughput", f"Throughput, training samples per training-clock second "
-                    f"after warm-up (—: no timed step), {load}; {T.marks_note(ctx.alpha)}.", style="plain",
+                    f"after warm-up (—: no timed step), {load}; {T.marks_note(ctx.alpha, _seeds(cells))}.", style="plain",
                     maximize=True, runs=runs, alpha=ctx.alpha), tables)
 
 
+def _seeds(cells: pd.DataFrame) -> int:
+    return int(cells["n_seeds"].max()) if len(cells) else 0
+
+
 def _cell_tables(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame, tables) -> None:
-    conf, note = ctx.cfg.statistics.confidence, T.marks_note(ctx.alpha)
+    conf, note = ctx.cfg.statistics.confidence, T.marks_note(ctx.alpha, _seeds(cells))
     for metric in R.per_task(ctx.cfg.final_metrics, name):
         sec.add(T.pivot(cells, f"final_{metric}", f"final_{metric}", f"Final {metric} (mean over seeds "
                         f"[{conf:.0%} t-interval]); {note}.", maximize=metric.endswith("accuracy"), runs=ctx.runs,
@@ -148,7 +152,8 @@ def _cell_figures(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame
         path = F.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
         sec.fig(path, "Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
                 "loss on the full training set at the evaluations, for representative cells (the best optimizer at "
-                "batch sizes across the range, first seed); log-log.")
+                "batch sizes across the range, first seed), against the updates the parameters had (a step's "
+                "mini-batch loss is computed before its update); log-log.")
         if path is None:
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")

@@ -134,9 +134,11 @@ def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str 
     return Table(name, caption, text, bold, data.reset_index(drop=True))
 
 
-def marks_note(alpha: float) -> str:
-    return (f"bold = best mean per batch size; ≈ = tied with it (paired t-test over seeds, Holm-corrected across "
+def marks_note(alpha: float, n_seeds: int = 2) -> str:
+    note = (f"bold = best mean per batch size; ≈ = tied with it (paired t-test over seeds, Holm-corrected across "
             f"the row, α = {alpha:g})")
+    return note + ("; with one seed no difference can be tested, so every complete cell is tied" if n_seeds < 2
+                   else "")
 
 
 def _marked_pivot(cells, runs, column, style, maximize, alpha):
