@@ -214,6 +214,19 @@ def test_readme_states_protocol_targets_load_and_flags(study):
     assert "| 0.3 † |" in best_lr and "† the tuned lr still sits at an edge of its search range" in readme
 
 
+def test_a_store_of_theory_runs_alone_reports_them(study, tmp_path):
+    for folder in ("runs", "traces"):
+        (tmp_path / folder).mkdir()
+    for f in (study["root"] / "runs").glob("*.parquet"):
+        frame = pd.read_parquet(f)
+        if "purpose" in frame and (frame["purpose"] == "theory").all():
+            (tmp_path / "runs" / f.name).write_bytes(f.read_bytes())
+            (tmp_path / "traces" / f.name).write_bytes((study["root"] / "traces" / f.name).read_bytes())
+    write_report(tmp_path, FAST, echo=lambda *_: None)
+    theory = pd.read_csv(tmp_path / "report" / "tables" / "theory.csv")
+    assert sorted(theory["method"]) == ["gd", "heavy_ball"] and theory["max_stable_lr"].isna().all()  # no trials
+
+
 def test_report_imports_without_torch():
     code = "import sys, suite.report.build; assert 'torch' not in sys.modules, 'suite.report pulled in torch'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -103,6 +103,7 @@ def environment(ctx: Context) -> list[str]:
 def hyperparameters(ctx: Context) -> list[str]:
     """What every table holds fixed: optimizer hyperparameters, budgets, evaluation, settings."""
     ordinary = ctx.runs[~ctx.runs["is_extra"].astype(bool)]
+    ordinary = ordinary if len(ordinary) else ctx.runs  # a store of extra runs only describes those
     runs = ordinary[~ordinary["is_trial"]] if (~ordinary["is_trial"]).any() else ordinary
     configs = runs.drop_duplicates("config_key")
     parsed = [json.loads(k) for k in configs["config_key"]]
