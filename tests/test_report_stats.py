@@ -137,3 +137,13 @@ def test_censored_cells_say_why_and_show_their_cap():
     assert table.text.loc["10", "adam"] == "17" and bool(table.bold.loc["10", "adam"])
     assert set(table.data.columns) >= {"to_target_bracket", "n_censored", "cap_steps", "best", "tied_best"}
     assert "censored (cap 40 steps)" in markdown(table) and "censored (cap 40 steps)" in latex(table)
+
+
+def test_a_run_stopped_by_its_time_limit_is_censored_for_that_reason():
+    run = _target_run([10, 5, 1, 0.5, 0.2], target={"metric": "excess_loss", "value": None, "relative": 1e-3})
+    config = json.loads(run["config"].iloc[0])
+    run["config"] = json.dumps({**config, "max_seconds": 0.37})  # the last evaluation's clock reading
+    runs = M.summarize_runs(M.annotate(run), TARGETS)
+    assert runs["censor_reason"].iloc[0] == "time limit"
+    table = T.pivot(M.aggregate(runs), "steps_to_target", "s", "c", style="target", maximize=False, runs=runs)
+    assert table.text.loc["10", "sgd"] == "censored (time limit; at most 40 steps)"

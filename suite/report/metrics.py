@@ -121,6 +121,7 @@ def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*CELL, "config_key"), col
                     n_runs=len(g), n_seeds=g["seed"].nunique(), n_diverged=int(g["diverged"].sum()),
                     n_reached=int(g["reached"].sum()), n_censored=int(g["censored"].sum()),
                     cap_steps=g["cap_steps"].max(), to_target_bracket=g["to_target_bracket"].max(),
+                    censor_reasons=", ".join(sorted(set(g["censor_reason"]) - {""})),
                     run_ids=",".join(g["run_id"]))
         for col in columns:
             line[col], line[f"{col}_lo"], line[f"{col}_hi"] = t_interval(g[col], confidence)

@@ -46,8 +46,14 @@ def censored_text(line) -> str:
     n, d = line["n_runs"], line["n_diverged"]
     if d == n:
         return "diverged"
-    cap = line.get("cap_steps", math.nan)
-    text = "censored" + (f" (cap {fmt(cap, 'count')} steps)" if not pd.isna(cap) else "")
+    cap, why = line.get("cap_steps", math.nan), line.get("censor_reasons", "cap")
+    stopped = ", ".join(r for r in str(why).split(", ") if r not in ("cap", "diverged"))  # e.g. time limit
+    if pd.isna(cap):
+        text = "censored"
+    elif stopped:
+        text = f"censored ({stopped}; at most {fmt(cap, 'count')} steps)"
+    else:
+        text = f"censored (cap {fmt(cap, 'count')} steps)"
     return text + (f" ({d}/{n} diverged)" if d else "")
 
 
