@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from suite.report import metrics as M
 from suite.types import COLUMNS, ConfigError
@@ -92,24 +92,22 @@ def test_diverged_run_has_no_final_value_and_loses_to_a_finished_configuration()
     assert len(best) == 1 and best["lr"].iloc[0] == 0.1  # lower mean loss never beats a finished config
 
 
-def test_seeds_aggregate_to_mean_with_a_seeded_bootstrap_interval():
+def test_seeds_aggregate_to_mean_with_a_student_t_interval():
     runs = [hand_run({"train_loss": [5, 4, 3, 2, v]}, seed=i) for i, v in enumerate([1.0, 2.0, 3.0])]
-    cell = M.aggregate(summarize(*runs), resamples=500, seed=7).iloc[0]
+    cell = M.aggregate(summarize(*runs), confidence=0.9).iloc[0]
     assert cell["n_runs"] == 3 and cell["n_seeds"] == 3
     assert cell["final_train_loss"] == 2.0
-    assert 1.0 <= cell["final_train_loss_lo"] < 2.0 < cell["final_train_loss_hi"] <= 3.0
-    # The interval is the percentile bootstrap of the mean, with numpy's seeded generator.
-    x = np.array([1.0, 2.0, 3.0])
-    means = x[np.random.default_rng(7).integers(0, 3, (500, 3))].mean(axis=1)
-    assert cell["final_train_loss_lo"] == np.quantile(means, 0.025)
-    assert cell["final_train_loss_hi"] == np.quantile(means, 0.975)
-    y = np.arange(10.0)
-    assert M.bootstrap_ci(y, 200, seed=7) == M.bootstrap_ci(y, 200, seed=7) != M.bootstrap_ci(y, 200, seed=8)
+    # The interval is the Student-t interval of the mean: scipy's t.interval on the standard error.
+    lo, hi = stats.t.interval(0.9, 2, loc=2.0, scale=stats.sem([1.0, 2.0, 3.0]))
+    assert (cell["final_train_loss_lo"], cell["final_train_loss_hi"]) == pytest.approx((lo, hi), rel=1e-12)
+    assert lo < 1.0 and hi > 3.0  # three seeds: wider than their range, unlike a percentile bootstrap
 
 
-def test_bootstrap_of_one_value_or_none():
-    assert M.bootstrap_ci([4.0]) == (4.0, 4.0, 4.0)
-    assert all(math.isnan(v) for v in M.bootstrap_ci([math.nan]))
+def test_t_interval_of_one_value_or_none():
+    value, lo, hi = M.t_interval([4.0])
+    assert value == 4.0 and math.isnan(lo) and math.isnan(hi)  # one seed: no interval
+    assert all(math.isnan(v) for v in M.t_interval([math.nan]))
+    assert M.t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
 
 
 def test_throughput_counts_samples_after_warmup_per_training_second():
@@ -144,6 +142,9 @@ def test_trial_with_a_final_configuration_counts_as_that_seed():
     chosen = M.final_runs(runs)
     assert sorted(chosen["seed"]) == [0, 1] and set(chosen["lr"]) == {0.1}
     assert M.aggregate(chosen).iloc[0]["final_val_loss"] == pytest.approx(0.45)
+    # With the study's final seeds known, a trial of a tuning seed is never a final seed.
+    assert sorted(M.final_runs(runs, seeds=[1])["seed"]) == [1]
+    assert sorted(M.final_runs(runs, seeds=[0, 1])["seed"]) == [0, 1]
 
 
 def test_batch_labels_show_regime_and_accumulation():

@@ -17,12 +17,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from suite.cli import CONF_DIR, report_main
-from suite.report.build import load_config, main, write_report
+from suite.report import benchmarks as B
+from suite.report.build import main, write_report
+from suite.run.execute import store_run
 from suite.run.prepare import prepare
 from suite.store.runs import RunStore
 from suite.train import train
-from suite.train.rows import make_frame
-from suite.types import ConfigError, StoreError
+from suite.types import StoreError
 
 SUITE_REPORT = str(Path(sys.executable).with_name("suite-report"))
 LRS = {"sgd": [0.03, 0.3, 3.0], "adam": [0.01, 0.1]}  # sgd at 3.0 diverges on both tasks
@@ -50,15 +51,15 @@ def tiny_study(root: Path) -> dict:
                     for i, lr in enumerate(LRS[opt]):
                         p = prepare(compose("config", overrides=[*base, f"lr={lr}", "seed=0"]))
                         result = train(p.task, p.spec)
-                        store.write(make_frame(p.spec, p.task, p.config, result,
-                                               tags={"study": f"{task}-{opt}-{bs}", "trial": i}))
+                        store_run(store, p.spec, p.task, p.config, result,
+                                  tags={"study": f"{task}-{opt}-{bs}", "trial": i})
                         scores[lr] = math.inf if result.diverged else result.rows[-1]["val_loss"]
                     best = min(scores, key=scores.get)
                     chosen[(task, opt, bs)] = best
                     for seed in (0, 1):
                         p = prepare(compose("config", overrides=[*base, f"lr={best}", f"seed={seed}"]))
                         if not store.has(p.run_id):
-                            store.write(make_frame(p.spec, p.task, p.config, train(p.task, p.spec)))
+                            store_run(store, p.spec, p.task, p.config, train(p.task, p.spec))
     return chosen
 
 
@@ -160,13 +161,15 @@ def test_table_cells_equal_what_the_rows_say(study, task, metric):
             assert steps["steps_to_target"] == pytest.approx(sum(reached) / len(reached))
             n_reached += 1
     assert n_reached > 0  # the study is sized so that some cell reaches its target
-    # Bold marks the row's best complete cell, in Markdown and LaTeX alike.
+    # Bold marks the row's best complete cell and the cells tied with it, in Markdown and LaTeX alike.
     frame = pd.read_csv(root / "report" / "tables" / task / f"final_{metric}.csv")
     for _, row in frame.groupby("batch_label"):
         ok = row[row["n_diverged"] == 0]
         assert list(row["best"]) == list(row[f"final_{metric}"] == ok[f"final_{metric}"].min())
+        assert not (row["tied_best"] & (row["best"] | (row["n_diverged"] > 0))).any()
     md = (root / "report" / "tables" / task / f"final_{metric}.md").read_text()
-    assert md.count("**") == 2 * int(frame["best"].sum())
+    assert md.count("**") == 2 * int((frame["best"] | frame["tied_best"]).sum())
+    assert md.count("≈") == int(frame["tied_best"].sum())
 
 
 def test_reached_targets_feed_the_performance_profile(study):
@@ -213,6 +216,31 @@ def test_only_final_runs_omit_trial_figures_with_a_note(study, tmp_path):
     assert (root / "report" / "tables" / "regression" / "final_excess_loss.md").is_file()
 
 
+def test_throughput_comes_from_the_benchmarks_where_they_cover_the_cells(study, tmp_path):
+    root = tmp_path / "bench_study"
+    (root / "runs").mkdir(parents=True)
+    for f in (study["root"] / "runs").glob("*.parquet"):
+        frame = pd.read_parquet(f)
+        if frame["task"].iloc[0] == "tiny_mlp" and frame["trial"].isna().all():
+            shutil.copy(f, root / "runs")
+    bench = json.loads((Path(__file__).parent / "data" / "bench_fast.json").read_text())
+    for b in bench["benchmarks"]:  # re-label the batch-32 step benchmarks as batch 8, a batch the study ran
+        if b["extra_info"].get("kind") == "train-step" and b["extra_info"]["batch_size"] == 32:
+            b["extra_info"].update(batch_size=8, micro_batch=8)
+            b["name"] = b["fullname"] = b["name"].replace("b32", "b8")
+    (root / "bench").mkdir()
+    (root / "bench" / "steps.json").write_text(json.dumps(bench))
+    readme = write_report(root, FAST, echo=lambda *_: None).read_text()
+    table = pd.read_csv(root / "report" / "tables" / "tiny_mlp" / "throughput.csv").set_index(
+        ["optimizer", "batch_size"])
+    steps = B.throughput_table(B.load_benchmarks(root / "bench"))
+    steps = steps[(steps["kind"] == "train-step") & (steps["batch_size"] == 8)].set_index("optimizer")
+    for opt in ("sgd", "adam"):
+        assert table.loc[(opt, 8), "throughput"] == pytest.approx(steps.loc[opt, "samples_per_s"])
+    assert table.loc[("sgd", 1000), "throughput"] != table.loc[("sgd", 1000), "throughput"]  # not benchmarked: NaN
+    assert "Throughput from `bench/*.json`" in readme
+
+
 def test_only_trials_give_the_trial_figures_and_say_what_is_missing(study, tmp_path):
     root = _copy_runs(study["root"], tmp_path / "trials", lambda f: "trial" in f and f["trial"].notna().all())
     (root / "bench").mkdir()
@@ -241,27 +269,6 @@ def test_damaged_run_file_is_named(study, tmp_path):
     (root / "runs" / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(StoreError, match="broken.parquet is not a readable parquet file"):
         main([str(root)])
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["colour=red"], "unknown report option"),
-    (["targets.regression.metric=loss"], "unknown metric"),
-    (["final_metrics.regression=[accuracy]"], "unknown metric"),
-    (["figures.formats"], "key=value"),
-    (["figures.formats=[jpeg]"], "figures.formats"),
-])
-def test_bad_report_options_are_config_errors(tmp_path, overrides, message):
-    (tmp_path / "runs").mkdir()
-    with pytest.raises(ConfigError, match=message):
-        main([str(tmp_path), *overrides])
-
-
-def test_study_config_report_section_and_command_line_layer(tmp_path):
-    (tmp_path / "config.yaml").write_text("report:\n  targets:\n    tiny_mlp: {metric: val_loss, value: 0.5}\n"
-                                          "  sensitivity_tolerance: 0.2\n")
-    cfg = load_config(tmp_path, ["sensitivity_tolerance=0.3"])
-    assert cfg.targets.tiny_mlp.value == 0.5 and cfg.targets.regression.relative == 1e-3
-    assert cfg.sensitivity_tolerance == 0.3
 
 
 def test_figures_survive_degenerate_data(study, tmp_path):

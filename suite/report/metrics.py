@@ -1,28 +1,32 @@
 """Convergence metrics from stored rows only (pandas + numpy: no torch, never trains).
 
 A *run* is one ``run_id``; its rows are its evaluation points. The pipeline:
-``annotate`` (labels, configuration key, trial flag) -> ``summarize_runs`` (one line per run)
--> ``aggregate`` (the runs of one configuration, over seeds: mean and a seeded bootstrap
-interval) -> ``pick_best`` (each cell's best configuration). ``trial_stats`` reads a cell's
-tuning trials: divergence, largest stable lr, lr sensitivity. Conventions:
+``annotate`` (labels, configuration key, trial and extra-run flags) -> ``summarize_runs`` (one
+line per run) -> ``aggregate`` (the runs of one configuration, over seeds: mean and Student-t
+interval) -> ``pick_best`` (each cell's best configuration). ``trial_stats`` reads a cell's tuning
+trials: divergence, largest stable lr and the divergence boundary, lr sensitivity. Conventions:
 
 - *final* = the last evaluation row; *best* = the best value over all evaluation rows. A
   diverged run has no final value (NaN: its loss exploded) and is counted in ``n_diverged``.
-- *to-target* = the first evaluation row whose target metric meets the task's target
-  (``<=`` for losses, ``>=`` for accuracies); NaN = not reached. The resolution is the
-  evaluation schedule: the true crossing lies between that row and the one before.
+- *to-target*: :mod:`suite.report.to_target` (exact steps where the run was trained with the
+  target, else the first evaluation that meets it; unreached runs are censored, with the reason).
 - *throughput* = training samples after the warm-up steps / training-clock seconds (the
   clock excludes evaluation and the untimed warm-up steps).
+- Runs tagged with a ``purpose`` (e.g. ``theory``, ``lr_scaling``) are a study's extra
+  experiments: never a final run of a cell, never a trial.
 """
 from __future__ import annotations
 
 import json
 import math
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from suite.report import to_target as TT
+from suite.report.science import divergence_boundary
+from suite.report.stats import t_interval
 from suite.types import METRICS, ConfigError, Target  # noqa: F401  (Target: the report's targets)
 
 # One matrix cell; task_label separates runs of one task with different task options.
@@ -54,7 +58,8 @@ def _task_labels(tasks: pd.Series, options: pd.Series) -> pd.Series:
 
 
 def annotate(rows: pd.DataFrame) -> pd.DataFrame:
-    """Add ``task_label``, ``batch_label``, ``config_key`` (the config minus seed) and ``is_trial``."""
+    """Add ``task_label``, ``batch_label``, ``config_key`` (the config minus seed), ``is_trial`` and
+    ``is_extra`` (a run tagged with a ``purpose``)."""
     configs = rows.groupby("run_id", sort=False)["config"].first().map(json.loads)
     key = configs.map(lambda c: json.dumps({k: v for k, v in c.items() if k != "seed"}, sort_keys=True))
     options = configs.map(lambda c: json.dumps(c.get("task_options", {}), sort_keys=True))
@@ -62,6 +67,7 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     out["config_key"] = out["run_id"].map(key)
     out["task_label"] = _task_labels(out["task"], out["run_id"].map(options))
     out["is_trial"] = out["trial"].notna() if "trial" in out else False
+    out["is_extra"] = out["purpose"].notna() & (out["purpose"].astype(str) != "") if "purpose" in out else False
     labels = {k: batch_label(*k) for k in out.groupby(
         ["batch_size", "micro_batch", "accumulation_steps", "regime", "sampling", "accumulation_reduction"]).groups}
     out["batch_label"] = [labels[k] for k in zip(out["batch_size"], out["micro_batch"], out["accumulation_steps"],
@@ -69,19 +75,19 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-TO_TARGET = {"step": "steps_to_target", "epoch": "epochs_to_target", "samples": "samples_to_target",
-             "time_s": "seconds_to_target"}
-STATIC = (*CELL, "task", "model", "batch_label", "regime", "lr", "seed", "config_key", "is_trial",
+TO_TARGET = TT.TO_TARGET
+STATIC = (*CELL, "task", "model", "batch_label", "regime", "lr", "seed", "config_key", "is_trial", "is_extra",
           "diverged", "diverged_step", "pruned", "n_train", "warmup_steps")
+TAGS = ("study", "trial", "purpose")
 
 
 def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.DataFrame:
-    """One line per run: final/best metrics, to-target, throughput. ``rows`` from :func:`annotate`."""
-    rows = rows.sort_values(["run_id", "step"], kind="stable")
+    """One line per run: final/best metrics, to-target and censoring, throughput. ``rows`` from
+    :func:`annotate`."""
+    rows = rows.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
     groups = rows.groupby("run_id", sort=False)
     first, last = groups.head(1).set_index("run_id"), groups.tail(1).set_index("run_id")
-    extra = [c for c in ("study", "trial") if c in rows]
-    out = last[[*STATIC, *extra]].copy()
+    out = last[[*STATIC, *(c for c in TAGS if c in rows)]].copy()
     out["steps"], out["epochs"], out["time_s"] = last["step"], last["epoch"], last["time_s"]
     alive = ~last["diverged"].astype(bool)
     for m in METRICS:
@@ -90,63 +96,51 @@ def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.Data
         out[f"best_{m}"] = groups[m].max() if m.endswith("accuracy") else groups[m].min()
     timed = (last["step"] - last["warmup_steps"]).clip(lower=0) * last["batch_size"]
     out["throughput"] = (timed / last["time_s"]).where((last["time_s"] > 0) & (timed > 0))
-    hits = pd.concat([_first_hits(sub, targets[task]) for task, sub in rows.groupby("task") if task in targets]
-                     or [pd.DataFrame(columns=["step", "epoch", "samples", "time_s"])])
-    for col, name in TO_TARGET.items():
-        out[name] = hits[col].reindex(out.index).astype(float)
+    hits = [TT.task_to_target(sub, targets[task]) for task, sub in rows.groupby("task") if task in targets]
+    hits = pd.concat(hits) if hits else pd.DataFrame(columns=list(TT.COLUMNS))
+    for col in TT.COLUMNS:
+        out[col] = hits[col].reindex(out.index).astype(str if col == "target_source" else float)
     out["has_target"] = out["task"].isin(list(targets))
     out["reached"] = out["steps_to_target"].notna()
+    out = out.join(TT.censoring(last, out["reached"], out["has_target"]))
     return out.reset_index()
-
-
-def _first_hits(rows: pd.DataFrame, target: Target) -> pd.DataFrame:
-    """The first row of each run that meets ``target`` (indexed by run_id)."""
-    value = rows[target.metric]
-    initial = rows.groupby("run_id")[target.metric].transform("first")
-    limit = target.thresholds(initial)
-    meets = value >= limit if target.maximize else value <= limit
-    return rows[meets.fillna(False)].groupby("run_id").head(1).set_index("run_id")
-
-
-def bootstrap_ci(values: Iterable[float], resamples: int = 2000, confidence: float = 0.95,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """Mean and the percentile bootstrap interval of the mean (NaNs dropped; seeded, so repeatable)."""
-    x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
-    if len(x) == 0:
-        return math.nan, math.nan, math.nan
-    if len(x) == 1 or np.all(x == x[0]):
-        return float(x[0]), float(x[0]), float(x[0])
-    means = x[np.random.default_rng(seed).integers(0, len(x), (resamples, len(x)))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return float(x.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
 SUMMARY_COLUMNS = (*(f"{k}_{m}" for k in ("final", "best") for m in METRICS), "throughput", *TO_TARGET.values())
 
 
 def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*CELL, "config_key"), columns=SUMMARY_COLUMNS,
-              resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """The runs of each group over seeds: ``col`` (mean), ``col_lo``/``col_hi`` (bootstrap CI), counts."""
+              confidence: float = 0.95) -> pd.DataFrame:
+    """The runs of each group over seeds: ``col`` (mean), ``col_lo``/``col_hi`` (Student-t interval;
+    NaN with one seed), counts, and for to-target: the widest bracket and the cap of censored seeds."""
     by = list(by)
     keep = ["task", "model", "batch_label", "regime", "lr", "has_target"]
     out = []
     for key, g in runs.groupby(by, sort=False, dropna=False):
         line = dict(zip(by, key), **{k: g[k].iloc[0] for k in keep if k not in by},
                     n_runs=len(g), n_seeds=g["seed"].nunique(), n_diverged=int(g["diverged"].sum()),
-                    n_reached=int(g["reached"].sum()), run_ids=",".join(g["run_id"]))
+                    n_reached=int(g["reached"].sum()), n_censored=int(g["censored"].sum()),
+                    cap_steps=g["cap_steps"].max(), to_target_bracket=g["to_target_bracket"].max(),
+                    censor_reasons=", ".join(sorted(set(g["censor_reason"]) - {""})),
+                    run_ids=",".join(g["run_id"]))
         for col in columns:
-            line[col], line[f"{col}_lo"], line[f"{col}_hi"] = bootstrap_ci(g[col], resamples, confidence, seed)
+            line[col], line[f"{col}_lo"], line[f"{col}_hi"] = t_interval(g[col], confidence)
         out.append(line)
     return pd.DataFrame(out)
 
 
-def final_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of every configuration that has at least one final (untagged) run.
+def final_runs(runs: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.DataFrame:
+    """The runs of every configuration that has at least one final run (neither a trial nor an
+    extra run with a ``purpose``).
 
     A trial with exactly a final configuration has its run id, so it *is* that run (the study
-    skips it as stored): such trial rows count as that seed of the final configuration.
+    skips it as stored): such a trial counts as that seed of the final configuration, provided its
+    seed is one of the study's final ``seeds`` (when known): tuning seeds are never final seeds.
     """
-    return runs[runs["config_key"].isin(runs.loc[~runs["is_trial"], "config_key"])]
+    ordinary = runs[~runs["is_extra"].astype(bool)]
+    if seeds is not None:
+        ordinary = ordinary[~ordinary["is_trial"] | ordinary["seed"].isin(list(seeds))]
+    return ordinary[ordinary["config_key"].isin(ordinary.loc[~ordinary["is_trial"], "config_key"])]
 
 
 def pick_best(configs: pd.DataFrame, select: str = "final_val_loss") -> pd.DataFrame:
@@ -176,8 +170,11 @@ def sensitivity(lrs: pd.Series, losses: pd.Series, diverged: pd.Series, toleranc
     return math.log10(high / low), low, high
 
 
-def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1) -> pd.DataFrame:
-    """Per cell, from its tuning trials: divergence, largest stable lr, best trial, lr sensitivity.
+def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1,
+                metric: str | Callable[[str], str] = "val_loss") -> pd.DataFrame:
+    """Per cell, from its tuning trials: divergence, largest stable lr, the divergence boundary, the
+    best trial (least final validation loss: the tuner's objective), and the lr sensitivity on the
+    final ``metric`` (a name, or a function of the task name giving it).
 
     Pruned trials stopped early, so they are counted but not used for the loss-based numbers.
     """
@@ -188,15 +185,20 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1) -> pd.DataFrame:
         lrs_div = done.groupby("lr")["diverged"].any()
         finished = done[~div]
         best = finished.loc[finished["final_val_loss"].idxmin()] if finished["final_val_loss"].notna().any() else None
-        width, low, high = sensitivity(done["lr"], done["final_val_loss"], div, tolerance)
+        name = metric(g["task"].iloc[0]) if callable(metric) else metric
+        width, low, high = sensitivity(done["lr"], done[f"final_{name}"], div, tolerance)
+        smallest_diverged, boundary = divergence_boundary(done["lr"], div)
         out.append(dict(zip(CELL, key), task=g["task"].iloc[0], batch_label=g["batch_label"].iloc[0],
+                        study=g["study"].iloc[0] if "study" in g else None,
                         n_trials=len(g), n_pruned=int((g["pruned"].astype(bool) & ~g["diverged"]).sum()),
                         n_diverged=int(div.sum()), n_lrs=int(g["lr"].nunique()),
                         frac_lrs_diverged=float(lrs_div.mean()) if len(lrs_div) else math.nan,
                         largest_stable_lr=float(finished["lr"].max()) if len(finished) else math.nan,
+                        smallest_diverged_lr=smallest_diverged, divergence_boundary=boundary,
                         best_trial_lr=float(best["lr"]) if best is not None else math.nan,
                         best_trial_val_loss=float(best["final_val_loss"]) if best is not None else math.nan,
-                        sensitivity_decades=width, sensitivity_low_lr=low, sensitivity_high_lr=high))
+                        sensitivity_metric=name, sensitivity_decades=width, sensitivity_low_lr=low,
+                        sensitivity_high_lr=high))
     return pd.DataFrame(out)
 
 

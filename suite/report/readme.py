@@ -1,5 +1,6 @@
-"""The report's README: environment, fixed hyperparameters, then one section per task (tables
-inline, links to their LaTeX/CSV, figures with one-line captions), benchmarks and notes."""
+"""The report's README: the protocol and statistics, environment, fixed hyperparameters, flags,
+then the cross-task section, one section per task (tables inline, links to their LaTeX/CSV,
+figures with one-line captions), the batch-size science, benchmarks and notes."""
 from __future__ import annotations
 
 import json
@@ -9,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from suite.report import benchmarks as B
+from suite.report import protocol as P
 from suite.report import tables as T
-from suite.report.style import FigureOptions
+from suite.report.figures import FigureOptions
 from suite.tasks import TASKS
 from suite.types import ENVIRONMENT_COLUMNS, HPARAM_COLUMNS, StoreError
 
@@ -29,6 +31,12 @@ class Context:
     cells: pd.DataFrame
     trials: pd.DataFrame
     opts: FigureOptions
+    study: P.Study = field(default_factory=P.Study)
+    env: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # task -> where its target came from
+    configs: pd.DataFrame | None = None  # every final configuration, aggregated over seeds
+    notes: list[str] = field(default_factory=list)  # report-wide notes (e.g. unreadable tuner exports)
+    alpha: float = 0.05
 
 
 @dataclass
@@ -48,13 +56,19 @@ class Section:
             self.figures.append((path, caption))
 
 
+def per_task(section, task: str):
+    """A per-task report option: the task's entry, else ``default``."""
+    return section[task] if task in section else section["default"]
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def task_order(runs: pd.DataFrame) -> list[str]:
+    """Task labels in registry order; labels holding only extra (``purpose``) runs get no section."""
     known = {t: i for i, t in enumerate(TASKS)}
-    labels = runs[["task", "task_label"]].drop_duplicates()
+    labels = runs.loc[~runs["is_extra"].astype(bool), ["task", "task_label"]].drop_duplicates()
     labels = labels.assign(k=labels["task"].map(known).fillna(len(known))).sort_values(["k", "task_label"])
     return list(labels["task_label"])
 
@@ -78,16 +92,19 @@ def _kv_table(pairs: list[tuple[str, str]], head=("", "")) -> list[str]:
 
 def environment(ctx: Context) -> list[str]:
     pairs = [(c.replace("_", " "), _values(ctx.rows[c].drop_duplicates())) for c in ENVIRONMENT_COLUMNS]
-    env_file = ctx.root / "environment.json"
-    if env_file.is_file():
-        extra = json.loads(env_file.read_text())
-        pairs += [(k.replace("_", " "), v) for k, v in extra.items() if k not in ENVIRONMENT_COLUMNS]
+    for key, value in ctx.env.items():
+        if key == "wall_seconds" and isinstance(value, (int, float)):
+            pairs.append(("study wall time", f"{value / 60:.1f} min ({value:,.0f} s)"))
+        elif key not in ENVIRONMENT_COLUMNS:
+            pairs.append((key.replace("_", " "), value))
     return ["## Environment", "", *_kv_table(pairs, ("machine / software", "value")), ""]
 
 
 def hyperparameters(ctx: Context) -> list[str]:
     """What every table holds fixed: optimizer hyperparameters, budgets, evaluation, settings."""
-    runs = ctx.runs[~ctx.runs["is_trial"]] if (~ctx.runs["is_trial"]).any() else ctx.runs
+    ordinary = ctx.runs[~ctx.runs["is_extra"].astype(bool)]
+    ordinary = ordinary if len(ordinary) else ctx.runs  # a store of extra runs only describes those
+    runs = ordinary[~ordinary["is_trial"]] if (~ordinary["is_trial"]).any() else ordinary
     configs = runs.drop_duplicates("config_key")
     parsed = [json.loads(k) for k in configs["config_key"]]
     lines = ["## Fixed hyperparameters", "", "Optimizer hyperparameters other than the learning rate "
@@ -110,11 +127,9 @@ def hyperparameters(ctx: Context) -> list[str]:
     for label in task_order(runs):
         sub = settings[settings["task"] == label].drop(columns="task")
         lines += [f"**{label}**: " + "; ".join(f"{k} {_values(sub[k])}" for k in sub), ""]
-    study_cfg = ctx.root / "config.yaml"
-    if study_cfg.is_file():
+    if (ctx.root / "config.yaml").is_file():
         lines += ["The study's resolved configuration: [`config.yaml`](../config.yaml).", ""]
-        study = OmegaConf.load(study_cfg).get("study") or {}
-        if study.get("tune") is False:
+        if not ctx.study.tune:
             lines += ["**Learning rates were not tuned** (`study.tune=false`): every cell ran at the optimizer "
                       "registry's default lr (`suite/optim/registry.py`).", ""]
     return lines
@@ -179,32 +194,65 @@ def benchmarks(ctx: Context) -> list[str]:
     return section(sec, ctx.out)
 
 
-def readme(ctx: Context, tasks: list[Section], cross: Section) -> str:
+SCIENCE_INTRO = ("Where perfect batch scaling ends and why, how the best learning rate moves with the batch, and "
+                 "checks against theory where it is exact; every line states a fit with its interval.")
+
+
+def statistics_text(ctx: Context) -> str:
+    conf = ctx.cfg.statistics.confidence
+    return (f"A cell shows the mean over seeds and, with several seeds, its {conf:.0%} Student-t interval [lo, hi]. "
+            f"**Bold** marks the best mean of a row among cells whose seeds all finished; a cell that a paired "
+            f"t-test over seeds (same seed = same data order and initialization for every optimizer) against that "
+            f"best, Holm-corrected across the row at α = {ctx.alpha:g}, cannot separate from it is marked tied "
+            f"(**≈ bold**); the CSVs carry `best` and `tied_best`. Figures draw every seed where there are fewer "
+            f"than {ctx.opts.individual_below}, else the mean with its t-interval band.")
+
+
+def flags(ctx: Context) -> list[str]:
+    """Cells whose lr is not an interior optimum of its search range, or not tuned at all."""
+    t = ctx.trials
+    if not len(t):
+        return []
+    edge, fallback = t[t["edge"].astype(bool)], t[t["lr_fallback"].astype(bool)]
+    lines = [f"- **edge of range**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: {r['edge']}"
+             for _, r in edge.iterrows()]
+    lines += [f"- **registry-default lr**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: "
+              f"{r['lr_source']}" for _, r in fallback.iterrows()]
+    head = "## Flags" if lines else None
+    return [head, "", "Cells compared at an lr that is not an interior tuned optimum (marked † and ‡ in the "
+            "tables):", "", *lines, ""] if head else []
+
+
+def readme(ctx: Context, tasks: list[Section], cross: Section, science: list[Section]) -> str:
     runs = ctx.runs
-    n_trials = int(runs["is_trial"].sum())
+    n_trials, n_extra = int(runs["is_trial"].sum()), int(runs["is_extra"].astype(bool).sum())
     studies = runs["study"].nunique() if "study" in runs else 0
     reported = sum(len(ids.split(",")) for ids in ctx.cells["run_ids"]) if len(ctx.cells) else 0
-    boot = ctx.cfg.bootstrap
+    extra = f", {n_extra} extra runs with a purpose (theory, lr scaling)" if n_extra else ""
     lines = [
         f"# Report: {ctx.root.resolve().name}", "",
         f"Generated by `suite-report` from the {len(runs)} runs stored under `runs/` ({n_trials} of them tuning "
-        f"trials{f' of {studies} studies' if studies else ''}); nothing was trained. The tables report "
+        f"trials{f' of {studies} studies' if studies else ''}{extra}); nothing was trained. The tables report "
         f"{len(ctx.cells)} cells through {reported} runs of their chosen configurations (a trial whose "
-        f"configuration is a final one counts as that run). A cell shows the mean over "
-        f"seeds and, with several seeds, its {boot.confidence:.0%} bootstrap interval [lo, hi] ({boot.resamples} "
-        f"resamples, seed {boot.seed}); **bold** marks the best cell of a row among cells whose seeds all finished. "
-        f"Rows are batch sizes (`64×16` = micro-batch 64 × 16 accumulation steps; GD = full batch, SGD = batch 1). "
-        f"Every table is also written as LaTeX (booktabs, for `\\input`) and CSV.", "",
-        *environment(ctx), *hyperparameters(ctx),
-        "Targets: " + ("; ".join(f"{k}: {t.describe()}" for k, t in ctx.targets.items() if k in set(runs["task"]))
-                       or "none configured for these tasks") + " (conf/report.yaml).", "",
+        f"configuration is a final one counts as that run). Rows are batch sizes (`64×16` = micro-batch 64 × 16 "
+        f"accumulation steps; GD = full batch, SGD = batch 1). Every table is also written as LaTeX (booktabs, "
+        f"for `\\input`) and CSV.", "",
+        *P.protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"])),
+        statistics_text(ctx), "",
+        *environment(ctx), *hyperparameters(ctx), *flags(ctx),
         "All numbers in one place: [`cells.csv`](cells.csv) (every cell's configurations, aggregated over seeds, "
-        "with intervals: final/best losses and accuracies, steps/epochs/samples/seconds to target, throughput) "
-        "and [`runs.csv`](runs.csv) (one line per run).", "",
+        "with t-intervals: final/best losses and accuracies, steps/epochs/samples/seconds to target, throughput) "
+        "and [`runs.csv`](runs.csv) (one line per run, with its steps to target, `to_target_bracket` = the width "
+        "in steps of the interval it was located in, and why an unreached run is censored).", "",
+        *[f"- note: {n}" for n in ctx.notes], *([""] if ctx.notes else []),
     ]
     if cross.tables:
         lines += section(cross, ctx.out)
     for sec in tasks:
         lines += section(sec, ctx.out)
+    if science:
+        lines += ["## Batch-size science", "", SCIENCE_INTRO, ""]
+        for sec in science:
+            lines += section(sec, ctx.out, level=3)
     lines += benchmarks(ctx)
     return "\n".join(lines).rstrip() + "\n"

@@ -1,42 +1,26 @@
-"""Report tables: optimizer × batch-size pivots, rankings, the cross-task summary; each rendered
-as Markdown, LaTeX (booktabs; a bare ``tabular`` ready for ``\\input``) and CSV.
+"""Report tables: optimizer × batch-size pivots, rankings, the cross-task summary and the tuning
+table, built from :mod:`suite.report.metrics` frames only (rendered by :mod:`suite.report.render`).
 
-Tables are built from :mod:`suite.report.metrics` frames only. Orientation: one row per batch size,
-one column per optimizer, so "best cell per row" is the best optimizer at that batch size.
-A cell shows the mean over seeds and, with more than one seed, its bootstrap 95% interval
-``[lo, hi]``; a cell is only eligible for *best* when every seed finished (no divergence, and
-for to-target tables every seed reached the target). CSV files hold the numbers in tidy form
-(one line per cell, with the interval, the counts and the ``best`` flag), not display strings.
+Orientation: one row per batch size, one column per optimizer, so "best cell per row" is the best
+optimizer at that batch size. A cell shows the mean over seeds and, with more than one seed, its
+Student-t interval ``[lo, hi]``. A cell is eligible for *best* only when every seed finished (no
+divergence, and for to-target tables every seed reached the target). Among the eligible cells of a
+row, the best mean is **bold**; a cell a paired t-test over seeds (Holm-corrected across the row)
+cannot separate from it is *tied* (bold, "≈"). CSV files hold the numbers in tidy form (one line
+per cell, with the interval, the counts and the ``best``/``tied_best`` flags).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from suite.optim.registry import OPTIMIZERS
-from suite.report.metrics import performance_profile, ranks
+from suite.report.metrics import performance_profile
+from suite.report.render import Table, fmt, interval, latex, markdown, plain_table, tex_escape, write  # noqa: F401
+from suite.report.stats import compare_to_best, tied_ranks
 
-
-@dataclass
-class Table:
-    name: str  # file stem
-    caption: str  # one line: README caption and a LaTeX comment
-    text: pd.DataFrame  # display strings; the index holds the row labels
-    bold: pd.DataFrame  # same shape: True marks a best cell
-    data: pd.DataFrame  # tidy numbers for the CSV
-
-
-def fmt(x: float, kind: str = "num") -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "—"
-    if kind == "accuracy":
-        return f"{x:.3f}"
-    if kind == "count":
-        return f"{x:,.0f}" if float(x).is_integer() or abs(x) >= 100 else f"{x:,.1f}"
-    return f"{x:.3g}"
+EDGE_MARK, FALLBACK_MARK = " †", " ‡"
 
 
 def kind_of(column: str) -> str:
@@ -46,11 +30,7 @@ def kind_of(column: str) -> str:
 
 
 def with_ci(line, column: str) -> str:
-    kind = kind_of(column)
-    mean, lo, hi = line[column], line[f"{column}_lo"], line[f"{column}_hi"]
-    if math.isnan(lo) or lo == hi:
-        return fmt(mean, kind)
-    return f"{fmt(mean, kind)} [{fmt(lo, kind)}, {fmt(hi, kind)}]"
+    return interval(line[column], line[f"{column}_lo"], line[f"{column}_hi"], kind_of(column))
 
 
 def _final_cell(line, column: str) -> tuple[str, bool]:
@@ -61,10 +41,26 @@ def _final_cell(line, column: str) -> tuple[str, bool]:
     return (text, True) if d == 0 else (f"{text} ({d}/{n} diverged)", False)
 
 
+def censored_text(line) -> str:
+    """A cell none of whose seeds reached the target: why, and within how many steps."""
+    n, d = line["n_runs"], line["n_diverged"]
+    if d == n:
+        return "diverged"
+    cap, why = line.get("cap_steps", math.nan), line.get("censor_reasons", "cap")
+    stopped = ", ".join(r for r in str(why).split(", ") if r not in ("cap", "diverged"))  # e.g. time limit
+    if pd.isna(cap):
+        text = "censored"
+    elif stopped:
+        text = f"censored ({stopped}; at most {fmt(cap, 'count')} steps)"
+    else:
+        text = f"censored (cap {fmt(cap, 'count')} steps)"
+    return text + (f" ({d}/{n} diverged)" if d else "")
+
+
 def _target_cell(line, column: str) -> tuple[str, bool]:
     n, k = line["n_runs"], line["n_reached"]
     if k == 0:
-        return ("diverged" if line["n_diverged"] == n else "not reached"), False
+        return censored_text(line), False
     text = with_ci(line, column)
     return (text, True) if k == n else (f"{text} ({k}/{n} reached)", False)
 
@@ -87,46 +83,90 @@ def batch_order(cells: pd.DataFrame) -> list[str]:
     return list(cells.sort_values(keys)["batch_label"].drop_duplicates())
 
 
+def seed_values(cells: pd.DataFrame, runs: pd.DataFrame, column: str) -> dict:
+    """Per cell (by index): its runs' ``column`` indexed by seed."""
+    ids = cells["run_ids"].str.split(",").explode()
+    values = runs.set_index("run_id").loc[ids.to_numpy(), ["seed", column]].assign(cell=ids.index.to_numpy())
+    grouped = values.groupby(["cell", "seed"])[column].mean()
+    return {i: grouped.xs(i, level="cell") for i in cells.index}
+
+
+def mark_cells(cells: pd.DataFrame, runs: pd.DataFrame | None, column: str, style: str,
+               maximize: bool | None, alpha: float = 0.05) -> pd.DataFrame:
+    """Per cell: ``eligible``, ``best`` (the best mean of its row among eligible cells) and
+    ``tied_best`` (a paired t-test over seeds, Holm-corrected across the row, cannot separate it
+    from the best). ``maximize=None`` marks nothing; without ``runs`` only the best is marked."""
+    eligible = pd.Series([CELL_STYLES[style](line, column)[1] for _, line in cells.iterrows()], index=cells.index,
+                         dtype=bool)
+    out = pd.DataFrame({"eligible": eligible, "best": False, "tied_best": False}, index=cells.index)
+    if maximize is None or not eligible.any():
+        return out
+    samples = seed_values(cells[eligible], runs, column) if runs is not None else \
+        {i: pd.Series([v]) for i, v in cells.loc[eligible, column].items()}
+    for _, row in cells[eligible].groupby("batch_label", sort=False):
+        flags = compare_to_best({i: samples[i] for i in row.index}, maximize, alpha)
+        out.loc[flags.index, "best"] = flags["best"].to_numpy()
+        out.loc[flags.index, "tied_best"] = (flags["tied_best"] & ~flags["best"]).to_numpy() & (runs is not None)
+    return out
+
+
+def _flag(line) -> str:
+    return (EDGE_MARK if line.get("edge") else "") + (FALLBACK_MARK if line.get("lr_fallback") else "")
+
+
 def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str = "final",
-          maximize: bool | None = None) -> Table:
+          maximize: bool | None = None, runs: pd.DataFrame | None = None, alpha: float = 0.05) -> Table:
     """Rows = batch sizes, columns = optimizers; ``maximize=None`` marks no best cell."""
     rows, cols = batch_order(cells), optimizer_order(cells["optimizer"])
     text = pd.DataFrame("—", index=pd.Index(rows, name="batch size"), columns=cols)
-    score = pd.DataFrame(math.nan, index=text.index, columns=cols)
-    for _, line in cells.iterrows():
-        cell, eligible = CELL_STYLES[style](line, column)
-        text.loc[line["batch_label"], line["optimizer"]] = cell
-        if eligible:
-            score.loc[line["batch_label"], line["optimizer"]] = line[column]
-    bold = _best(score, maximize)
+    bold = pd.DataFrame(False, index=text.index, columns=cols)
+    marks = mark_cells(cells, runs, column, style, maximize, alpha)
+    for i, line in cells.iterrows():
+        cell = CELL_STYLES[style](line, column)[0] + _flag(line)
+        at = (line["batch_label"], line["optimizer"])
+        text.loc[at] = f"≈ {cell}" if marks.loc[i, "tied_best"] else cell
+        bold.loc[at] = bool(marks.loc[i, "best"] or marks.loc[i, "tied_best"])
     data = cells[["batch_label", "batch_size", "micro_batch", "accumulation_steps", "optimizer", "lr", "n_runs",
                   "n_diverged", "n_reached"]].copy()
-    for suffix in ("", "_lo", "_hi"):
-        if f"{column}{suffix}" in cells:
-            data[f"{column}{suffix}"] = cells[f"{column}{suffix}"]
-    data["best"] = [bool(bold.loc[b, o]) for b, o in zip(data["batch_label"], data["optimizer"])]
+    for extra in (f"{column}", f"{column}_lo", f"{column}_hi", *(("to_target_bracket", "n_censored", "cap_steps")
+                                                                 if style == "target" else ())):
+        if extra in cells:
+            data[extra] = cells[extra]
+    data["best"], data["tied_best"] = marks["best"], marks["tied_best"]
+    if "edge" in cells and cells["edge"].fillna("").astype(bool).any():
+        caption += " † the tuned lr still sits at an edge of its search range (see the tuning table)."
+    if "lr_fallback" in cells and cells["lr_fallback"].fillna(False).astype(bool).any():
+        caption += " ‡ registry-default lr: every tuning trial diverged."
     return Table(name, caption, text, bold, data.reset_index(drop=True))
 
 
-def _best(score: pd.DataFrame, maximize: bool | None) -> pd.DataFrame:
-    if maximize is None:
-        return score.notna() & False
-    target = score.max(axis=1) if maximize else score.min(axis=1)
-    return score.eq(target, axis=0) & score.notna()
+def marks_note(alpha: float, n_seeds: int = 2) -> str:
+    note = (f"bold = best mean per batch size; ≈ = tied with it (paired t-test over seeds, Holm-corrected across "
+            f"the row, α = {alpha:g})")
+    return note + ("; with one seed no difference can be tested, so every complete cell is tied" if n_seeds < 2
+                   else "")
 
 
-def ranking(cells: pd.DataFrame, primary: str, maximize: bool, trials: pd.DataFrame | None) -> Table:
-    """Per optimizer: mean rank over batch sizes (primary final metric; steps-to-target), wins."""
-    complete = cells["n_diverged"] == 0
-    score = cells.assign(v=cells[primary].where(complete)).pivot(index="batch_label", columns="optimizer", values="v")
-    r = ranks(score, maximize)
-    reached = cells["n_reached"] == cells["n_runs"]
-    steps = cells.assign(v=cells["steps_to_target"].where(reached)).pivot(
-        index="batch_label", columns="optimizer", values="v")
+def _marked_pivot(cells, runs, column, style, maximize, alpha):
+    """The eligible values and the best-or-tied flags as batch size × optimizer frames."""
+    marks = mark_cells(cells, runs, column, style, maximize, alpha)
+    frame = cells.assign(v=cells[column].where(marks["eligible"]), t=marks["best"] | marks["tied_best"])
+    return (frame.pivot(index="batch_label", columns="optimizer", values="v"),
+            frame.pivot(index="batch_label", columns="optimizer", values="t"))
+
+
+def ranking(cells: pd.DataFrame, primary: str, maximize: bool, trials: pd.DataFrame | None,
+            runs: pd.DataFrame | None = None, alpha: float = 0.05) -> Table:
+    """Per optimizer: mean rank over batch sizes (primary final metric; steps-to-target), wins.
+    Cells tied with a row's best share its rank 1."""
+    score, tied = _marked_pivot(cells, runs, primary, "final", maximize, alpha)
+    r = tied_ranks(score, tied, maximize)
+    steps, steps_tied = _marked_pivot(cells, runs, "steps_to_target", "target", False, alpha)
     label = primary.replace("_", " ")
     data = pd.DataFrame({
         f"mean rank ({label})": r.mean(), "wins": (r == 1).sum(),
-        "mean rank (steps to target)": ranks(steps).mean() if steps.notna().any().any() else math.nan,
+        "mean rank (steps to target)": tied_ranks(steps, steps_tied).mean() if steps.notna().any().any()
+        else math.nan,
         "cells": cells.groupby("optimizer").size(),
         "diverged final runs": cells.groupby("optimizer")["n_diverged"].sum(),
     })
@@ -142,8 +182,9 @@ def ranking(cells: pd.DataFrame, primary: str, maximize: bool, trials: pd.DataFr
     for c in marked:
         best = data[c].max() if best_is_max.get(c) else data[c].min()
         bold[c] = data[c].eq(best) & data[c].notna()
-    caption = (f"Optimizers by mean rank over batch sizes on {label} (1 = best; a cell with "
-               f"a diverged seed ranks last) and on steps to target; wins = batch sizes where it ranks first; "
+    caption = (f"Optimizers by mean rank over batch sizes on {label} (1 = best; cells tied with a row's best by a "
+               f"paired t-test over seeds with Holm correction, α = {alpha:g}, share rank 1; a cell with a diverged "
+               f"seed ranks last) and on steps to target; wins = batch sizes where it is best or tied with the best; "
                f"bold = best in each column.")
     return Table("ranking", caption, text, bold, data.reset_index())
 
@@ -156,10 +197,16 @@ def summary(rank_tables: dict[str, Table], primary: dict[str, str]) -> Table:
     data.loc["mean over tasks"] = data.mean()
     data.index.name = "task"
     text = data.apply(lambda col: col.map(fmt))
-    bold = _best(data, maximize=False)
+    bold = _lowest(data)
     caption = ("Mean rank of each optimizer over batch sizes per task, on each task's primary final metric "
-               "(1 = best); bold = best optimizer per task.")
+               "(1 = best; ties with a row's best share its rank); bold = lowest mean rank per task (a summary, "
+               "not a test).")
     return Table("summary_ranks", caption, text, bold, data.reset_index())
+
+
+def _lowest(data: pd.DataFrame, maximize: bool = False) -> pd.DataFrame:
+    target = data.max(axis=1) if maximize else data.min(axis=1)
+    return data.eq(target, axis=0) & data.notna()
 
 
 def profile(problems: pd.DataFrame, taus=(1, 1.25, 1.5, 2, 4, 8, 16)) -> tuple[Table, pd.DataFrame]:
@@ -171,75 +218,9 @@ def profile(problems: pd.DataFrame, taus=(1, 1.25, 1.5, 2, 4, 8, 16)) -> tuple[T
     text = data.apply(lambda col: col.map(lambda x: f"{x:.2f}"))
     text.index = [f"τ = {t:g}" for t in data.index]
     text.index.name = "τ"
-    bold = _best(data, maximize=True)
+    bold = _lowest(data, maximize=True)
     bold.index = text.index
     caption = (f"Performance profile on steps-to-target over {len(cost)} (task, batch size) problems: the fraction "
-               f"of problems an optimizer solves within τ × the best optimizer's steps; bold = best per row.")
+               f"of problems an optimizer solves within τ × the best optimizer's steps (censored cells count as "
+               f"unsolved); bold = highest per row.")
     return Table("performance_profile", caption, text, bold, data.reset_index()), cost
-
-
-def tuning(trials: pd.DataFrame, tolerance: float) -> Table:
-    """Per cell: what its tuning trials say (long table: one line per optimizer and batch size)."""
-    rank_b = {b: i for i, b in enumerate(batch_order(trials))}
-    rank_o = {o: i for i, o in enumerate(optimizer_order(trials["optimizer"]))}
-    t = trials.assign(_o=trials["optimizer"].map(rank_o), _b=trials["batch_label"].map(rank_b))
-    t = t.sort_values(["_o", "_b"]).drop(columns=["_o", "_b"]).reset_index(drop=True)
-    lr_range = [f"{fmt(lo)}–{fmt(hi)}" if not math.isnan(lo) else "—"
-                for lo, hi in zip(t["sensitivity_low_lr"], t["sensitivity_high_lr"])]
-    text = pd.DataFrame({
-        "batch size": t["batch_label"], "trials": t["n_trials"].map(str), "pruned": t["n_pruned"].map(str),
-        "lrs diverged": t["frac_lrs_diverged"].map(lambda x: f"{x:.0%}" if not math.isnan(x) else "—"),
-        "largest stable lr": t["largest_stable_lr"].map(fmt), "best trial lr": t["best_trial_lr"].map(fmt),
-        f"within {tolerance:.0%} (decades)": t["sensitivity_decades"].map(fmt), "lr range": lr_range,
-    })
-    text.index = pd.Index(t["optimizer"], name="optimizer")
-    caption = (f"Tuning trials per cell: fraction of tried lrs that diverged, the largest lr that did not, the best "
-               f"trial's lr, and the width (decades) of the contiguous lr range whose final validation loss is within "
-               f"{tolerance:.0%} of the best (resolution = trial spacing).")
-    return Table("tuning", caption, text, pd.DataFrame(False, index=text.index, columns=text.columns), t)
-
-
-# --- rendering --------------------------------------------------------------------------------
-
-def markdown(t: Table) -> str:
-    def cell(s: str, b: bool) -> str:
-        s = str(s).replace("|", "\\|")
-        return f"**{s}**" if b else s
-
-    head = [t.text.index.name or "", *map(str, t.text.columns)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([":---"] + ["---:"] * len(t.text.columns)) + "|"]
-    for (label, row), (_, brow) in zip(t.text.iterrows(), t.bold.iterrows()):
-        lines.append("| " + " | ".join([str(label)] + [cell(v, b) for v, b in zip(row, brow)]) + " |")
-    return "\n".join(lines) + "\n"
-
-
-LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
-         "τ": r"$\tau$", "—": "---", "–": "--"}
-
-
-def tex_escape(s: str) -> str:
-    return "".join(LATEX.get(ch, ch) for ch in s)
-
-
-def latex(t: Table) -> str:
-    def cell(s: str, b: bool) -> str:
-        return rf"\textbf{{{tex_escape(str(s))}}}" if b else tex_escape(str(s))
-
-    head = [t.text.index.name or "", *map(str, t.text.columns)]
-    lines = [f"% {tex_escape(t.caption)}", "% needs \\usepackage{booktabs}",
-             r"\begin{tabular}{l" + "r" * len(t.text.columns) + "}", r"\toprule",
-             " & ".join(tex_escape(h) for h in head) + r" \\", r"\midrule"]
-    for (label, row), (_, brow) in zip(t.text.iterrows(), t.bold.iterrows()):
-        lines.append(" & ".join([tex_escape(str(label))] + [cell(v, b) for v, b in zip(row, brow)]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def write(t: Table, folder: Path) -> dict[str, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {ext: folder / f"{t.name}.{ext}" for ext in ("md", "tex", "csv")}
-    paths["md"].write_text(markdown(t))
-    paths["tex"].write_text(latex(t))
-    t.data.to_csv(paths["csv"], index=False)
-    return paths

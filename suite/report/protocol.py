@@ -1,0 +1,109 @@
+"""What the study declared before it ran (``<results_dir>/config.yaml``) and where it ran
+(``environment.json``): its measurement protocol, its targets, seeds and load. The report states
+these; it never changes them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from suite.types import Target
+
+PROTOCOLS = {
+    "target": ("**Protocol: target** (time to result, as in Shallue et al. 2019 and AlgoPerf): each task has a fixed "
+               "target, declared in the study before it ran; tuning trials are ranked by their steps to reach it, "
+               "and a trial that does not reach it within its step cap ranks behind every trial that does (among "
+               "themselves by their final distance to the target). The tables compare steps to target; a cell whose "
+               "seeds do not reach it within the cap is shown as censored, with the cap."),
+    "budget": ("**Protocol: budget** (fixed compute, as in DeepOBS): every batch size of a task trains the same "
+               "number of epochs (full batch gets as many steps as epochs); tuning trials are ranked by their final "
+               "validation metric, and the tables compare the end of training. Steps to target are shown where a "
+               "task has a target, as a secondary reading."),
+}
+
+
+@dataclass
+class Study:
+    """The parts of a study's resolved config the report states (empty when there is none)."""
+
+    protocol: str | None = None
+    targets: dict[str, Any] = field(default_factory=dict)
+    report: Any = None  # the study's report: section (report options)
+    seeds: list = field(default_factory=list)
+    tune_seeds: list = field(default_factory=list)
+    workers: int | None = None
+    threads: dict[str, Any] = field(default_factory=dict)
+    tune: bool = True
+
+
+def _plain(node) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def read_study(root: Path) -> Study:
+    path = root / "config.yaml"
+    if not path.is_file():
+        return Study()
+    cfg = OmegaConf.load(path)
+    study = cfg.get("study") or {}
+    get = (lambda k: _plain(study.get(k))) if study else (lambda k: None)
+    return Study(protocol=get("protocol"), targets=get("targets") or {}, report=cfg.get("report"),
+                 seeds=list(get("seeds") or []), tune_seeds=list(get("tune_seeds") or []),
+                 workers=get("workers"), threads=get("threads") or {}, tune=get("tune") is not False)
+
+
+def read_environment(root: Path) -> dict[str, Any]:
+    path = root / "environment.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def target_source(task: str, study: Study, overrides: list[str]) -> str:
+    """Where a task's target came from, for the README."""
+    if any(o.startswith(f"targets.{task}") for o in overrides):
+        return "set on the suite-report command line, not declared by the study"
+    if task in study.targets:
+        return "declared in the study before it ran (config.yaml study.targets)"
+    if study.report is not None and task in (study.report.get("targets") or {}):
+        return "the study's report options (config.yaml report.targets)"
+    return "conf/report.yaml"
+
+
+def protocol_lines(study: Study, targets: dict[str, Target], sources: dict[str, str], tasks: set[str]) -> list[str]:
+    """The README's statement of the protocol, the targets and the seeds."""
+    if study.protocol in PROTOCOLS:
+        lines = [PROTOCOLS[study.protocol]]
+    elif study.protocol:
+        lines = [f"**Protocol: {study.protocol}** (not one the report knows: target or budget)."]
+    else:
+        lines = ["**Protocol: not declared** (no `study.protocol` in config.yaml): the tables compare each run at the "
+                 "end of its own budget, and steps to target use the report's targets."]
+    shown = [t for t in targets if t in tasks]
+    lines += ["", "Targets: " + ("; ".join(f"{t}: {targets[t].describe()} ({sources[t]})" for t in shown)
+                                 if shown else "none for these tasks") + "."]
+    if study.seeds:
+        tune = f"; tuning trials used seed(s) {_seeds(study.tune_seeds)}" if study.tune_seeds else ""
+        lines += ["", f"Final runs: seed(s) {_seeds(study.seeds)}{tune}."]
+    return lines + [""]
+
+
+def _seeds(seeds: list) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def load_text(rows: pd.DataFrame, study: Study, env: dict[str, Any]) -> str:
+    """Under which load the runs' throughput was measured (their timings share the machine)."""
+    threads = sorted({int(t) for t in rows["threads"].dropna().unique()})
+    workers = env.get("workers", study.workers)
+    cores = env.get("cpu_count")
+    parts = [f"{workers} worker(s) at once" if workers else None,
+             f"{'/'.join(map(str, threads))} torch thread(s) per run" if threads else None,
+             f"{cores} CPU core(s)" if cores else None]
+    return "measured during the study with " + ", ".join(p for p in parts if p) + \
+        " (shared-machine figures; the authoritative ones come from `make bench`)"

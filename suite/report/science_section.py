@@ -1,0 +1,166 @@
+"""The README's "Batch-size science": per task the critical-batch fit, the lr-scaling slopes, the
+noise scale and tunability (tables, figures and one line per fit); across tasks the theory checks
+on the quadratic. Everything from stored rows and traces."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from suite.report import readme as R
+from suite.report import science_figures as XF
+from suite.report import science_tables as ST
+from suite.report.render import fmt, interval
+from suite.store.runs import RunStore
+
+RULES = {"linear rule (slope 1; Goyal et al. 2017)": 1.0, "square-root rule (slope 0.5; Malladi et al. 2022)": 0.5}
+EXPECTED = {"sgd": "linear", "momentum": "linear", "nesterov": "linear", "adam": "square-root",
+            "adamw": "square-root", "rmsprop": "square-root", "adagrad": "square-root"}
+
+
+def science_section(ctx: R.Context) -> list[R.Section]:
+    """One sub-section per task with something to say, then the theory checks."""
+    out = [_task(ctx, task) for task in R.task_order(ctx.runs)]
+    out.append(_theory(ctx))
+    return [s for s in out if s.tables or s.figures or s.intro]
+
+
+def _scaling_lines(fits: pd.DataFrame, sizes: dict[str, list[float]]) -> list[str]:
+    lines = []
+    for _, f in fits.iterrows():
+        if math.isnan(f["b_crit"]):
+            lines.append(f"- {f['optimizer']}: no critical-batch fit ({f['n_batch_sizes']} uncensored batch sizes, "
+                         f"{f['censored']} censored; the fit needs 3).")
+            continue
+        lines.append(f"- {f['optimizer']}: B_crit = {interval(f['b_crit'], f['b_crit_lo'], f['b_crit_hi'])}"
+                     f"{_outside(f['b_crit'], sizes.get(f['optimizer'], ()))}, S_min = "
+                     f"{interval(f['s_min'], f['s_min_lo'], f['s_min_hi'], 'count')} steps, E_min = "
+                     f"{fmt(f['e_min'], 'count')} samples ({f['n_batch_sizes']} batch sizes fitted, {f['censored']} "
+                     f"censored; RMSE {f['fit_rmse_log']:.2g} in log steps).")
+    return lines
+
+
+def _outside(b_crit: float, sizes) -> str:
+    """Say so where the fitted B_crit lies outside the batch sizes measured (an extrapolation)."""
+    if not len(sizes):
+        return ""
+    if b_crit < min(sizes):
+        return " (below the smallest batch measured: steps fell less than proportionally from the start)"
+    if b_crit > max(sizes):
+        return " (above the largest batch measured: scaling was still near-perfect there)"
+    return ""
+
+
+def _verdict(slope: float, lo: float, hi: float) -> str:
+    if math.isnan(lo):
+        return "no interval (fewer than 3 batch sizes), so no rule can be told apart"
+    within = [r for r, v in RULES.items() if lo <= v <= hi]
+    return ("consistent with the " + " and the ".join(within)) if within else "consistent with neither rule"
+
+
+def _lr_line(s: pd.Series) -> str:
+    if math.isnan(s["slope"]):
+        return (f"- {s['optimizer']}: no slope ({s['n_batch_sizes']} usable batch size(s) up to its B_crit; lrs at an "
+                f"edge of their range or registry defaults are left out).")
+    rule = EXPECTED.get(s["optimizer"])
+    proposed = f" (the {rule} rule is the one proposed for it)" if rule else ""
+    return (f"- {s['optimizer']}: lr ∝ B^{interval(s['slope'], s['slope_lo'], s['slope_hi'])} over batch sizes ≤ "
+            f"{fmt(s['b_max_used'], 'count')} ({s['n_batch_sizes']} used): "
+            f"{_verdict(s['slope'], s['slope_lo'], s['slope_hi'])}{proposed}.")
+
+
+def _noise_lines(fits: pd.DataFrame, at_target: pd.DataFrame) -> list[str]:
+    lines = []
+    for _, f in fits.iterrows():
+        if f["optimizer"] not in at_target.index or math.isnan(f["b_crit"]):
+            continue
+        exact, est = at_target.loc[f["optimizer"], "b_simple_exact"], at_target.loc[f["optimizer"], "b_simple_est"]
+        lines.append(f"- {f['optimizer']}: B_crit = {interval(f['b_crit'], f['b_crit_lo'], f['b_crit_hi'])} vs the "
+                     f"noise scale at the target B_simple = {fmt(exact)} (exact) / {fmt(est)} (estimate), median over "
+                     f"the reported runs at their first evaluation at or after the target.")
+    return lines
+
+
+def _caps(cells: pd.DataFrame) -> dict[str, dict[float, float]]:
+    out: dict[str, dict[float, float]] = {}
+    for _, c in cells.iterrows():
+        out.setdefault(c["optimizer"], {})[float(c["batch_size"])] = c["cap_steps"]
+    return out
+
+
+def _batch_science(ctx: R.Context, sec: R.Section, name: str, plain: pd.DataFrame, tables, figures) -> pd.DataFrame:
+    sc, conf = ctx.cfg.science, ctx.cfg.statistics.confidence
+    fits = ST.batch_scaling(plain, ctx.runs, int(sc.resamples), conf, int(sc.seed))
+    sec.add(ST.batch_scaling_table(fits, conf, int(sc.resamples)), tables)
+    sec.intro += ["Critical batch size, S(B) = S_min·(1 + B_crit/B) (McCandlish et al. 2018):", "",
+                  *_scaling_lines(fits, {o: list(v) for o, v in ST.seed_steps(plain, ctx.runs).items()}), ""]
+    sec.fig(XF.batch_scaling(ST.seed_steps(plain, ctx.runs), _caps(plain), fits, figures / "batch_scaling", ctx.opts),
+            "Steps to target vs batch size per optimizer (log-log; Shallue et al. 2019): medians over seeds, the "
+            "fitted S(B), perfect scaling (dashed) from the smallest uncensored batch, ▲ censored medians at the cap.")
+    return fits
+
+
+def _task(ctx: R.Context, task: str) -> R.Section:
+    sec = R.Section(task)
+    cells = ctx.cells[ctx.cells["task_label"] == task] if len(ctx.cells) else ctx.cells
+    rows = ctx.rows[ctx.rows["task_label"] == task]
+    name = rows["task"].iloc[0]
+    tables, figures = ctx.out / "tables" / R.slug(task), ctx.out / "figures" / R.slug(task)
+    plain = R.scaling_cells(cells) if len(cells) else cells
+    fits = pd.DataFrame(columns=list(ST.BATCH_SCALING))
+    if len(plain) and name in ctx.targets:
+        fits = _batch_science(ctx, sec, name, plain, tables, figures)
+    if len(plain):
+        slopes = ST.lr_scaling(plain, fits, ctx.cfg.statistics.confidence)
+        sec.add(ST.lr_scaling_table(slopes, ctx.cfg.statistics.confidence), tables)
+        sec.intro += ["Learning-rate scaling, slope of log(reported lr) on log B:", "",
+                      *(_lr_line(s) for _, s in slopes.iterrows()), ""]
+    extra = rows[rows["purpose"].astype(str) == "lr_scaling"] if "purpose" in rows else rows.iloc[:0]
+    curve = R.per_task(ctx.cfg.curve_metric, name)
+    sec.fig(XF.lr_scaling_curves(extra, curve, figures / "lr_scaling_curves", ctx.opts) if len(extra) else None,
+            "Runs at (B, η) and (kB, kη) (purpose lr_scaling) on an epoch axis: where a scaling rule holds, "
+            "configurations with the same η/B trace the same curve.")
+    _noise(ctx, sec, rows, plain, fits, tables, figures)
+    trials = ctx.runs[(ctx.runs["task_label"] == task) & ctx.runs["is_trial"]]
+    if len(trials):
+        curves = ST.tunability(trials, ctx.cfg.select)
+        sec.add(ST.tunability_table(curves, ctx.cfg.select), tables)
+        sec.fig(XF.tunability(curves, ctx.cfg.select, figures / "tunability", ctx.opts),
+                f"Expected best final {ctx.cfg.select} after k tuning trials (exact over each cell's finished trials).")
+    return sec
+
+
+def _noise(ctx: R.Context, sec: R.Section, rows, plain, fits, tables, figures) -> None:
+    noise = ST.noise_scale(rows)
+    if noise.empty:
+        return
+    sec.add(ST.noise_scale_table(noise), tables)
+    sec.fig(XF.noise_scale(noise, figures / "noise_scale", ctx.opts),
+            "Gradient noise scale B_simple against the training loss (log-log; training proceeds to the right): "
+            "exact (lines) and the two-batch-size estimate (points).")
+    lines = _noise_lines(fits, ST.noise_at_target(plain, ctx.runs, rows)) if len(fits) else []
+    if lines:
+        sec.intro += ["Critical batch vs the gradient noise scale at the target (McCandlish et al. predict "
+                      "B_crit ≈ B_noise):", "", *lines, ""]
+
+
+def _theory(ctx: R.Context) -> R.Section:
+    sec = R.Section("Theory on the quadratic")
+    runs = ctx.runs[ctx.runs["purpose"].astype(str) == "theory"] if "purpose" in ctx.runs else ctx.runs.iloc[:0]
+    if runs.empty:
+        return sec
+    traces = RunStore(ctx.root).load_traces(runs["run_id"])
+    table = ST.theory_table(ctx.rows[ctx.rows["run_id"].isin(runs["run_id"])], runs, traces, ctx.trials)
+    sec.add(table, ctx.out / "tables")
+    for _, t in table.data.iterrows():
+        dev = t["rate_measured"] / t["rate_theory"] - 1 if t["rate_theory"] else math.nan
+        sec.intro.append(f"- {t['method']} (κ = {t['kappa']:g}, lr = {t['lr']:.4g}, momentum = {t['momentum']:.4g}): "
+                         f"measured rate {t['rate_measured']:.5f} vs theory {t['rate_theory']:.5f} ({dev:+.1%}).")
+    bounds = table.data.drop_duplicates("two_over_L")
+    for _, t in bounds[bounds["max_stable_lr"].notna()].iterrows():
+        sec.intro.append(f"- Largest stable full-batch SGD lr (tuning trials' divergence boundary) "
+                         f"{t['max_stable_lr']:.4g} vs 2/L = {t['two_over_L']:.4g} "
+                         f"({t['max_stable_lr'] / t['two_over_L'] - 1:+.1%}).")
+    if not traces.empty or sec.intro:
+        sec.intro.append("")
+    return sec

@@ -1,0 +1,124 @@
+"""What tuning says about each cell: the tuner's exports (``tuned/<cell>.json``), edge-of-range and
+fallback flags, and the tuning table.
+
+A tuned optimum should be interior to its search range: the tuner widens a range whose optimum
+sits within :data:`EDGE_DECADES` of a boundary and records why one still does (``edge``). Exports
+written before that key existed are checked here against their recorded ``lr_range``. A cell whose
+every tuning trial diverged runs at the optimizer registry's default lr (``lr_source``); both are
+flagged wherever the cell is shown.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from suite.report.metrics import CELL
+from suite.report.render import Table, fmt, plain_table
+from suite.report.tables import batch_order, optimizer_order
+
+EDGE_DECADES = 0.25
+FALLBACK = "registry default (every tuning trial diverged)"
+TUNED_COLUMNS = ("study", "tuned_lr", "objective", "lr_range", "lr_range_initial", "edge", "lr_source")
+
+
+def edge_reason(lr: float, lo: float, hi: float, decades: float = EDGE_DECADES) -> str:
+    """Why ``lr`` sits at an edge of [lo, hi] (within ``decades`` of a bound), or "" if interior."""
+    for side, bound in (("upper", hi), ("lower", lo)):
+        if abs(math.log10(bound / lr)) < decades:
+            return (f"optimum lr {fmt(lr)} within {decades:g} decade of the {side} bound {fmt(bound)} of the "
+                    f"search range")
+    return ""
+
+
+def _range_text(r) -> str:
+    return f"{fmt(float(r[0]))}–{fmt(float(r[1]))}" if isinstance(r, (list, tuple)) and len(r) == 2 else ""
+
+
+def _tuned_line(path: Path, data: dict) -> dict:
+    lr, lr_range = data.get("lr"), data.get("lr_range")
+    if "edge" in data:
+        edge = data["edge"] or ""
+    elif lr and _range_text(lr_range):
+        edge = edge_reason(float(lr), float(lr_range[0]), float(lr_range[1]))
+    else:
+        edge = ""
+    initial = data.get("lr_range_initial")
+    return {"study": data.get("cell") or path.stem, "tuned_lr": lr, "objective": data.get("objective") or "",
+            "lr_range": _range_text(lr_range),
+            "lr_range_initial": _range_text(initial) if initial != lr_range else "",
+            "edge": edge, "lr_source": data.get("lr_source") or ("tuned" if lr else FALLBACK)}
+
+
+def load_tuned(root: Path, notes: list[str]) -> pd.DataFrame:
+    """One line per ``tuned/*.json`` (:data:`TUNED_COLUMNS`); an unreadable file becomes a note."""
+    lines = []
+    for path in sorted((root / "tuned").glob("*.json")):
+        try:
+            lines.append(_tuned_line(path, json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            notes.append(f"`tuned/{path.name}` is not a readable tuner export ({type(e).__name__}); its flags "
+                         f"are not shown.")
+    return pd.DataFrame(lines, columns=list(TUNED_COLUMNS))
+
+
+def attach(trials: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
+    """The trial statistics of each cell with its export's range, ``edge`` and ``lr_source``."""
+    if trials.empty:
+        return trials
+    out = trials.merge(tuned, on="study", how="left") if "study" in trials else trials.assign(
+        **{c: math.nan for c in TUNED_COLUMNS[1:]})
+    out["edge"] = out["edge"].fillna("").astype(str)
+    none_finished = out["best_trial_lr"].isna() & (out["n_diverged"] > 0)
+    out["lr_source"] = out["lr_source"].where(out["lr_source"].notna(), none_finished.map({True: FALLBACK,
+                                                                                           False: "tuned"}))
+    out["lr_fallback"] = out["lr_source"].astype(str).str.startswith("registry")
+    return out
+
+
+def flag_cells(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """``edge`` (reason or "") and ``lr_fallback`` of each final cell, from its tuning trials."""
+    if cells.empty:
+        return cells
+    if trials.empty:
+        return cells.assign(edge="", lr_fallback=False)
+    flags = trials[[*CELL, "edge", "lr_fallback"]].drop_duplicates(list(CELL))
+    out = cells.merge(flags, on=list(CELL), how="left")
+    return out.assign(edge=out["edge"].fillna(""), lr_fallback=out["lr_fallback"].fillna(False).astype(bool))
+
+
+def flags(cells: pd.DataFrame, column: str) -> pd.Series:
+    """A cell flag as booleans (``edge`` holds a reason or "", ``lr_fallback`` a bool); False if absent."""
+    if column not in cells:
+        return pd.Series(False, index=cells.index)
+    return cells[column].fillna("" if column == "edge" else False).astype(bool)
+
+
+def tuning_table(trials: pd.DataFrame, tolerance: float) -> Table:
+    """Per cell: what its tuning trials say (long table: one line per optimizer and batch size)."""
+    rank_b = {b: i for i, b in enumerate(batch_order(trials))}
+    rank_o = {o: i for i, o in enumerate(optimizer_order(trials["optimizer"]))}
+    t = trials.assign(_o=trials["optimizer"].map(rank_o), _b=trials["batch_label"].map(rank_b))
+    t = t.sort_values(["_o", "_b"]).drop(columns=["_o", "_b"]).reset_index(drop=True)
+    good = [f"{fmt(lo)}–{fmt(hi)}" if not math.isnan(lo) else "—"
+            for lo, hi in zip(t["sensitivity_low_lr"], t["sensitivity_high_lr"])]
+    searched = [f"{r} (from {i})" if i else (r or "—") for r, i in zip(t["lr_range"].fillna(""),
+                                                                   t["lr_range_initial"].fillna(""))]
+    metrics = ", ".join(sorted(set(t["sensitivity_metric"])))
+    text = pd.DataFrame({
+        "batch size": t["batch_label"], "trials": t["n_trials"].map(str), "pruned": t["n_pruned"].map(str),
+        "lrs diverged": t["frac_lrs_diverged"].map(lambda x: f"{x:.0%}" if not math.isnan(x) else "—"),
+        "largest stable lr": t["largest_stable_lr"].map(fmt), "best trial lr": t["best_trial_lr"].map(fmt),
+        f"within {tolerance:.0%} (decades)": t["sensitivity_decades"].map(fmt), "good lr range": good,
+        "search range": searched, "lr source": t["lr_source"],
+        "edge of range": t["edge"].map(lambda e: f"yes: {e}" if e else "no"),
+    })
+    text.index = pd.Index(t["optimizer"], name="optimizer")
+    caption = (f"Tuning trials per cell: fraction of tried lrs that diverged, the largest lr that did not, the best "
+               f"trial's lr (least final validation loss), and the width (decades) of the contiguous lr range whose "
+               f"final {metrics} is within {tolerance:.0%} of the best (resolution = trial spacing); the final search "
+               f"range (widened from the initial one where shown), where the lr came from, and whether the optimum "
+               f"still sits within {EDGE_DECADES:g} decade of a bound.")
+    return plain_table("tuning", caption, text, t)
