@@ -30,6 +30,7 @@ from suite.report import sections as SEC
 from suite.report import tuning as TU
 from suite.report.figures import FigureOptions
 from suite.report.science_section import science_section
+from suite.report.tutorials import tutorial_section
 from suite.store.runs import RunStore
 from suite.types import COLUMNS, ConfigError, StoreError
 
@@ -160,7 +161,8 @@ def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: C
         ctx.configs.to_csv(out / "cells.csv", index=False)
         ctx.runs.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
         tasks = [SEC.task_section(ctx, task) for task in R.task_order(ctx.runs)]
-        text = R.readme(ctx, tasks, SEC.cross_task(ctx), science_section(ctx))
+        tutorials = tutorial_section(ctx)
+        text = R.readme(ctx, [tutorials, *tasks] if tutorials else tasks, SEC.cross_task(ctx), science_section(ctx))
         (out / "README.md").write_text(text)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)

@@ -30,6 +30,7 @@ PROTOCOLS = {
 class Study:
     """The parts of a study's resolved config the report states (empty when there is none)."""
 
+    name: str | None = None
     protocol: str | None = None
     targets: dict[str, Any] = field(default_factory=dict)
     report: Any = None  # the study's report: section (report options)
@@ -51,7 +52,7 @@ def read_study(root: Path) -> Study:
     cfg = OmegaConf.load(path)
     study = cfg.get("study") or {}
     get = (lambda k: _plain(study.get(k))) if study else (lambda k: None)
-    return Study(protocol=get("protocol"), targets=get("targets") or {}, report=cfg.get("report"),
+    return Study(name=get("name"), protocol=get("protocol"), targets=get("targets") or {}, report=cfg.get("report"),
                  seeds=list(get("seeds") or []), tune_seeds=list(get("tune_seeds") or []),
                  workers=get("workers"), threads=get("threads") or {}, tune=get("tune") is not False)
 

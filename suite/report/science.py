@@ -26,7 +26,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats as sps
+from scipy import optimize
+from scipy import stats as sps
 
 FLOAT_EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.report.readme import Context, Section
 from suite.report.style import FigureOptions, plt, save
+from suite.store.runs import RunStore
 
 REGIMES = {"GD": "batch (GD, all 1000)", "SGD": "stochastic (batch 1)", "mini-batch": "mini-batch"}
 
@@ -93,3 +95,21 @@ def accumulation(rows: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | 
     ax.set_ylabel("training loss (whole training set)")
     ax.legend(frameon=False)
     return save(fig, stem, opts)
+
+
+def tutorial_section(ctx: Context) -> Section | None:
+    """The tutorials' pictures, for a study named ``tutorials`` (``conf/study/tutorials.yaml``)."""
+    if ctx.study.name != "tutorials":
+        return None
+    sec, figures = Section("The tutorials' pictures"), ctx.out / "figures" / "tutorials"
+    traces = RunStore(ctx.root).load_traces(set(ctx.rows["run_id"]))
+    sec.fig(batch_vs_stochastic(ctx.rows, figures / "batch_vs_stochastic", ctx.opts),
+            "Tutorial 003: batch (GD), stochastic (batch 1) and mini-batch gradient descent on y = 3x + 2 + 0.1ε, "
+            "lr 0.01: the training loss on the whole training set after every epoch (log scale).")
+    sec.fig(every_step(ctx.rows, traces, figures / "minibatch_every_step", ctx.opts),
+            "Tutorial 000: the mini-batch loss of every step (grey; noisy, so not what to monitor) beside the loss "
+            "on the whole training set at each epoch (red).")
+    sec.fig(accumulation(ctx.rows, figures / "accumulation", ctx.opts),
+            "Tutorial 004: gradient accumulation. Micro-batches whose gradients are averaged (mean) retrace the "
+            "one big batch they emulate; summed (the tutorial's code), every update is k times larger.")
+    return sec if sec.figures else None
