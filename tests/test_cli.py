@@ -201,15 +201,18 @@ def test_bad_input_one_line_exit_2(case, compose, results_dir, capsys):
 
 
 def test_missing_idx_files(compose, tmp_path, monkeypatch, capsys):
-    if Path("/usr/share/datasets/mnist").is_dir():
-        pytest.skip("MNIST is installed system-wide, so nothing is missing")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("OPTSUITE_DATA_DIR", raising=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     err = run_guarded(compose("task=mnist", f"task.data_dir={empty}", f"results_dir={tmp_path / 'r'}"), capsys)
-    assert "dataset 'mnist' not found" in err  # one message; it lists the directories searched, one a line
-    for searched in (empty, tmp_path / "cache" / "optsuite" / "mnist", Path("/usr/share/datasets/mnist")):
+    assert f"task.data_dir={empty}: the directory lacks train-images-idx3-ubyte" in err  # one message
+    assert "task.data_dir" in err and "python -m suite.tasks.idx mnist" in err and len(err.splitlines()) == 1
+    if Path("/usr/share/datasets/mnist").is_dir():
+        return  # MNIST is installed system-wide, so nothing is missing without a data_dir
+    err = run_guarded(compose("task=mnist", f"results_dir={tmp_path / 'r'}"), capsys)
+    assert "dataset 'mnist' not found" in err  # it lists the directories searched, one a line
+    for searched in (tmp_path / "cache" / "optsuite" / "mnist", Path("/usr/share/datasets/mnist")):
         assert f"  {searched}\n" in err
     assert "task.data_dir=<dir>" in err
 

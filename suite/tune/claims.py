@@ -15,33 +15,15 @@ neither changes which points a seeded study evaluates nor leaves a hole in a gri
 """
 from __future__ import annotations
 
-import os
-import socket
 from datetime import datetime
 from typing import Any, Callable
 
 import optuna
 from optuna.trial import TrialState
 
+from suite.store.locks import alive, worker_id  # noqa: F401  (worker_id: re-exported for the tuner)
+
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def alive(worker: str) -> bool:
-    """False only for a process of this host that no longer exists (others cannot be checked)."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)  # signal 0: an existence check, nothing is sent
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    return True
 
 
 def fail_abandoned(study: optuna.Study, stale_after_s: float | None, echo: Callable[[str], object]) -> int:

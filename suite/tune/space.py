@@ -76,6 +76,57 @@ class TuneSpec:
         return record
 
 
+TUNE_KEYS = ("n_trials", "batch", "sampler", "seed", "pruner", "prune_after", "lr_range", "search", "ranges", "storage",
+             "stale_after_s", "tpe", "qmc", "median", "hyperband")
+
+
+def _int_at_least(low: int):
+    return f"an integer >= {low}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+_BOOL = ("true or false", lambda v: isinstance(v, bool))
+# Sampler and pruner options (conf/tune/default.yaml): option -> (what it must be, check).
+OPTION_CHECKS: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
+    "tpe": {"n_startup_trials": _int_at_least(0), "n_ei_candidates": _int_at_least(1), "multivariate": _BOOL,
+            "group": _BOOL, "constant_liar": _BOOL},
+    "qmc": {"qmc_type": ("sobol or halton", lambda v: v in ("sobol", "halton")), "scramble": _BOOL},
+    "median": {"n_startup_trials": _int_at_least(0), "interval_steps": _int_at_least(1),
+               "n_min_trials": _int_at_least(1)},
+    "hyperband": {"reduction_factor": _int_at_least(2)},
+}
+
+
+def _check_options(t: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every sampler and pruner option has its type (``tune.tpe.multivariate=abc`` is refused)."""
+    unknown = sorted(str(k) for k in set(t) - set(TUNE_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown config key {', '.join(f'tune.{k}' for k in unknown)}; valid tune keys: "
+                          f"{', '.join(TUNE_KEYS)}.")
+    options = {}
+    for section, checks in OPTION_CHECKS.items():
+        given = t.get(section)
+        if given is None:
+            continue
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"tune.{section}={given!r} must be a mapping of options: {', '.join(checks)}.")
+        for key, value in given.items():
+            if key not in checks:
+                raise ConfigError(f"unknown config key tune.{section}.{key}; valid: {', '.join(checks)}.")
+            what, ok = checks[key]
+            if not ok(value):
+                raise ConfigError(f"tune.{section}.{key}={value!r} is invalid; it must be {what}.")
+        options[section] = dict(given)
+    return options
+
+
+def _search_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"tune.search={value!r} must be a list of hyperparameter names, e.g. tune.search=[momentum].")
+    return list(value)
+
+
 def _count(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ConfigError(
@@ -131,10 +182,11 @@ def _searched_ranges(optimizer: str, search: Any, overrides: Mapping[str, Any]) 
 def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     """Validate ``cfg.tune`` for a cell whose optimizer is ``optimizer``; one clear error per mistake."""
     t = OmegaConf.to_container(tune, resolve=True) if isinstance(tune, DictConfig) else dict(tune)
+    options = _check_options(t)
     sampler, pruner = t.get("sampler"), t.get("pruner")
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ConfigError(f"tune.sampler={sampler!r} is invalid; valid: {', '.join(SAMPLERS)}.")
-    if pruner not in PRUNERS:
+    if not isinstance(pruner, str) or pruner not in PRUNERS:
         raise ConfigError(f"tune.pruner={pruner!r} is invalid; valid: {', '.join(PRUNERS)}.")
     prune_after = t.get("prune_after", 0.0)
     if isinstance(prune_after, bool) or not isinstance(prune_after, (int, float)) or not 0 <= prune_after < 1:
@@ -143,16 +195,16 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     if stale is not None and (isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0):
         raise ConfigError(f"tune.stale_after_s={stale!r} must be null or a number of seconds > 0.")
     storage = t.get("storage")
-    if storage is not None and not isinstance(storage, str):
-        raise ConfigError(f"tune.storage={storage!r} must be null or a storage URL string.")
+    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+        raise ConfigError(f"tune.storage={storage!r} must be null (the journal file under results_dir) or a storage "
+                          f"URL string.")
     lr_range = get_spec(optimizer).lr_range if t.get("lr_range") is None else _range("lr_range", t["lr_range"])
-    ranges = _searched_ranges(optimizer, t.get("search"), dict(t.get("ranges") or {}))
+    ranges = _searched_ranges(optimizer, _search_list(t.get("search")), dict(t.get("ranges") or {}))
     if sampler == "grid" and ranges:
         raise ConfigError(
             "tune.sampler=grid searches the learning rate only (a log-spaced lr grid, the DeepOBS protocol); "
             "drop tune.search or pick tune.sampler=tpe|qmc|random."
         )
-    options = {k: dict(t[k]) for k in (*SAMPLERS, *PRUNERS) if isinstance(t.get(k), Mapping)}
     return TuneSpec(
         n_trials=_count("n_trials", t.get("n_trials"), 1), batch=_count("batch", t.get("batch", 1), 1),
         sampler=sampler, seed=_count("seed", t.get("seed", 0), 0), pruner=pruner, prune_after=float(prune_after),
