@@ -33,7 +33,8 @@ def guarded(fn):
             print(f"error: {io_error(e, 'writing the results')}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted; stored runs are kept, the run in flight was not stored.", file=sys.stderr)
+            print("interrupted; stored runs are kept, and the next run of the same command redoes the work in "
+                  "flight with the same parameters.", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

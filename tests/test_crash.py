@@ -11,10 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-import signal
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import optuna
@@ -23,6 +21,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
+
+from faults import die, killed_in_child, on_call
 
 from suite.cli import CONF_DIR, guarded
 from suite.store.runs import RunStore
@@ -72,41 +72,6 @@ def clean(tmp_path_factory):
     cfg = tcfg(tmp_path_factory.mktemp("clean"))
     tune_cell(cfg, echo=quiet)
     return state(cfg)
-
-
-def die(*_):
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def killed_in_child(work, install) -> None:
-    """Run ``work`` in a forked child with ``install()``'s kill point; it must die by SIGKILL."""
-    pid = os.fork()
-    if pid == 0:  # the child: never returns to pytest
-        code = 0
-        try:
-            install()
-            work()
-        except BaseException:
-            traceback.print_exc()
-            code = 3
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
-        f"the kill point was never reached (exit status {os.waitstatus_to_exitcode(status)})"
-
-
-def on_call(obj, name: str, n: int, action=die, patch=setattr):
-    """Patch ``obj.name`` so that its ``n``-th call runs ``action`` first."""
-    original, calls = getattr(obj, name), [0]
-
-    def patched(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == n:
-            action(*args)
-        return original(*args, **kwargs)
-
-    patch(obj, name, patched)
 
 
 def during_eval(batch: int, n: int, action=die, patch=setattr):

@@ -106,8 +106,8 @@ def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: C
     runs = M.summarize_runs(rows, targets)
     boot = dict(resamples=cfg.bootstrap.resamples, confidence=cfg.bootstrap.confidence, seed=cfg.bootstrap.seed)
     configs = M.aggregate(M.final_runs(runs), **boot)
-    cells = M.pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
     trials = M.trial_stats(runs, cfg.sensitivity_tolerance)
+    cells = M.mark_fallback(M.pick_best(configs, f"final_{cfg.select}") if len(configs) else configs, trials)
     opts = F.FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, seed=cfg.bootstrap.seed,
                            ema=cfg.figures.ema)
     out = root / f".report.tmp-{os.getpid()}"
@@ -162,7 +162,8 @@ def task_section(ctx: "R.Context", task: str) -> R.Section:
                 sec.add(T.pivot(cells, col, col, f"{what} to reach the target ({target.describe()}); bold = fewest "
                                 f"per batch size.", style="target", maximize=False), tables)
         sec.add(T.pivot(cells, "lr", "best_lr", "Learning rate of each cell's reported configuration (tuned where a "
-                        "study tuned it); no best marked: an lr is a setting, not a score.", style="plain"), tables)
+                        "study tuned it; `(default)`: no tuning trial finished without diverging, so the registry's "
+                        "default lr); no best marked: an lr is a setting, not a score.", style="lr"), tables)
         sec.add(T.pivot(cells, "throughput", "throughput", "Throughput, training samples per training-clock second "
                         "after warm-up (—: no timed step); bold = fastest per batch size.", style="plain",
                         maximize=True), tables)

@@ -222,7 +222,8 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1) -> pd.DataFrame:
         best = finished.loc[finished["final_val_loss"].idxmin()] if finished["final_val_loss"].notna().any() else None
         width, low, high = sensitivity(done["lr"], done["final_val_loss"], div, tolerance)
         out.append(dict(zip(CELL, key), task=g["task"].iloc[0], batch_label=g["batch_label"].iloc[0],
-                        n_trials=len(g), n_pruned=int((g["pruned"].astype(bool) & ~g["diverged"]).sum()),
+                        n_trials=len(g), n_usable=len(finished),
+                        n_pruned=int((g["pruned"].astype(bool) & ~g["diverged"]).sum()),
                         n_diverged=int(div.sum()), n_lrs=int(g["lr"].nunique()),
                         frac_lrs_diverged=float(lrs_div.mean()) if len(lrs_div) else math.nan,
                         largest_stable_lr=float(finished["lr"].max()) if len(finished) else math.nan,
@@ -230,6 +231,19 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1) -> pd.DataFrame:
                         best_trial_val_loss=float(best["final_val_loss"]) if best is not None else math.nan,
                         sensitivity_decades=width, sensitivity_low_lr=low, sensitivity_high_lr=high))
     return pd.DataFrame(out)
+
+
+def mark_fallback(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with ``lr_fallback``: tuned (it has trials) but no trial finished without diverging
+    or being pruned, so its final runs use the optimizer registry's default lr."""
+    out = cells.copy()
+    if not len(out):
+        return out.assign(lr_fallback=pd.Series(dtype=bool))
+    if not len(trials):
+        return out.assign(lr_fallback=False)
+    empty = {tuple(k) for k in trials.loc[trials["n_usable"] == 0, list(CELL)].itertuples(index=False)}
+    out["lr_fallback"] = [tuple(k) in empty for k in out[list(CELL)].itertuples(index=False)]
+    return out
 
 
 def ranks(values: pd.DataFrame, maximize: bool = False) -> pd.DataFrame:

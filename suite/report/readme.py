@@ -117,6 +117,13 @@ def hyperparameters(ctx: Context) -> list[str]:
         if study.get("tune") is False:
             lines += ["**Learning rates were not tuned** (`study.tune=false`): every cell ran at the optimizer "
                       "registry's default lr (`suite/optim/registry.py`).", ""]
+    fallback = ctx.cells[ctx.cells["lr_fallback"]] if "lr_fallback" in ctx.cells else ctx.cells.iloc[:0]
+    if len(fallback):
+        names = ", ".join(f"{t}/{o}/{b}" for t, o, b in zip(fallback["task_label"], fallback["optimizer"],
+                                                            fallback["batch_label"]))
+        lines += [f"**Registry-default lr in {len(fallback)} tuned cell(s)**: no tuning trial finished without "
+                  f"diverging, so their final runs use the optimizer registry's default lr (marked `(default)` in "
+                  f"the lr tables): {names}.", ""]
     return lines
 
 

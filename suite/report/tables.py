@@ -73,7 +73,12 @@ def _plain_cell(line, column: str) -> tuple[str, bool]:
     return fmt(line[column], kind_of(column)), not math.isnan(line[column])
 
 
-CELL_STYLES = {"final": _final_cell, "target": _target_cell, "plain": _plain_cell}
+def _lr_cell(line, column: str) -> tuple[str, bool]:
+    text, ok = _plain_cell(line, column)
+    return (f"{text} (default)" if line.get("lr_fallback", False) else text), ok
+
+
+CELL_STYLES = {"final": _final_cell, "target": _target_cell, "plain": _plain_cell, "lr": _lr_cell}
 
 
 def optimizer_order(names) -> list[str]:
