@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -199,6 +201,33 @@ def test_a_full_disk_mid_journal_append_is_one_message_and_recovers(clean, tmp_p
     tune_cell(cfg, echo=lines.append)
     assert any("cut a torn last record" in line for line in lines)
     assert state(cfg) == clean
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 200 kB tmpfs (room for about six trial runs), where root may mount one; else skipped."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root and mount")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_then_more_space_gives_the_uninterrupted_trials(clean, small_disk, capsys):
+    cfg = tcfg(small_disk / "results")
+    with pytest.raises(SystemExit) as exit_:
+        guarded(lambda c: tune_cell(c, echo=quiet))(cfg)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "no space left on the device" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1
+    subprocess.run(["mount", "-o", "remount,size=20m", str(small_disk)], check=True)  # space freed
+    tune_cell(cfg, echo=quiet)
+    assert state(cfg) == clean
+    assert not list((small_disk / "results").rglob(".*.tmp"))
 
 
 def test_a_missing_trial_run_is_retrained_and_agrees_with_its_study(clean, tmp_path):
