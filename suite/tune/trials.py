@@ -29,6 +29,7 @@ from suite.store.runs import RunStore
 from suite.train.rows import make_frame
 from suite.train.stacked import stacking_pays, train_many
 from suite.tune.claims import FINISHED, release, slot_of, worker_id
+from suite.tune.journal import Journal
 from suite.tune.space import SAMPLERS, AskTellGridSampler, TuneSpec, values_of
 from suite.types import RunResult, RunSpec, StoreError, SuiteError
 
@@ -53,6 +54,7 @@ class CellTuning:
     base: Prepared
     store: RunStore
     url: str
+    journal: Journal | None = None  # the storage, where it is the embedded journal (torn records it cut)
     worker: str = dataclasses.field(default_factory=worker_id)
     ran: int = 0  # trials this worker trained or settled
 
@@ -178,14 +180,19 @@ def run_batch(cell: CellTuning, batch: list[Claimed]) -> None:
             _tell(cell, c, fresh.get(i) or Outcome.of_rows(cell.store, c.run_id))
             told.add(c.trial.number)
     except BaseException as e:  # interrupted or failed: queue the untold trials again, keep what is stored
-        retry = not isinstance(e, Exception) or isinstance(e, (OSError, SuiteError))  # not for a bug
-        for c in batch:
-            if c.trial.number not in told:
-                try:
-                    release(cell.study, c.trial, retry=retry)
-                except OSError:  # the journal's disk is full too: the next start fails and queues them
-                    break
+        release_all(cell, [c for c in batch if c.trial.number not in told], e)
         raise
+
+
+def release_all(cell: CellTuning, batch: list[Claimed], error: BaseException) -> None:
+    """Close claimed trials that will not be told; queue them again unless a bug stopped them (an
+    interrupt, a full disk or a bad file costs a trial nothing but time)."""
+    retry = not isinstance(error, Exception) or isinstance(error, (OSError, SuiteError))
+    for c in batch:
+        try:
+            release(cell.study, c.trial, retry=retry)
+        except OSError:  # the journal's disk is full too: the next start fails and queues them
+            return
 
 
 def _check_agrees(cell: CellTuning, t: FrozenTrial, o: Outcome, echo: Callable[[str], object]) -> None:

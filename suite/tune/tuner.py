@@ -37,7 +37,8 @@ from suite.tune.journal import Journal
 from suite.tune.space import PRUNERS, SAMPLERS, TuneSpec, suggest, tune_spec
 from suite.tune.storage import default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
-from suite.tune.trials import CellTuning, Claimed, diverged_penalty, redo_lost_runs, run_batch, trial_run
+from suite.tune.trials import (CellTuning, Claimed, diverged_penalty, redo_lost_runs, release_all, run_batch,
+                               trial_run)
 from suite.types import ConfigError
 
 __all__ = ["tune_cell", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts", "best_trial"]
@@ -117,9 +118,8 @@ def claim_batch(cell: CellTuning) -> list[Claimed]:
             boundary = (slot // cell.tspec.batch + 1) * cell.tspec.batch
         try:
             claimed = _claim_one(cell, slot)
-        except BaseException:
-            for c in batch:
-                release(cell.study, c.trial, retry=True)
+        except BaseException as e:
+            release_all(cell, batch, e)
             raise
         if claimed is None:  # other workers took the last slots
             break
@@ -129,8 +129,8 @@ def claim_batch(cell: CellTuning) -> list[Claimed]:
 
 def _settle_cuts(cell: CellTuning, echo: Callable[[str], Any]) -> None:
     """Report the torn records the journal's lock cut; fail and queue again the trial each belonged to."""
-    storage = cell.study._storage
-    if not isinstance(storage, Journal):
+    storage = cell.journal
+    if storage is None:
         return
     for cut in storage.take_cuts():
         note = ""
@@ -170,7 +170,9 @@ def _open_cell(c: dict[str, Any], echo: Callable[[str], Any]) -> CellTuning:
     store.ensure_writable()
     name = cell_name(base.spec, base.config["task_options"], base.task.n_train, tspec.searched)
     url = tspec.storage or default_journal(c["results_dir"], name)
-    cell = CellTuning(name, _open_study(name, url, tspec, base), tspec, base, store, url)
+    storage = open_storage(url)
+    cell = CellTuning(name, _open_study(name, url, tspec, base, storage), tspec, base, store, url,
+                      journal=storage if isinstance(storage, Journal) else None)
     _settle_cuts(cell, echo)
     fail_abandoned(cell.study, tspec.stale_after_s, echo, cell.worker)
     redo_lost_runs(cell, echo)
