@@ -37,8 +37,9 @@ from suite.tune.tuner import cell_name_of, tune_cell
 from suite.types import StoreError
 
 # Two batches of four: the first drawn at random, the second by TPE and pruned against the first.
-TUNE = ("task=tiny_mlp", "task.n=256", "batch_size=full", "optimizer=adam", "budget.epochs=30", "eval.points=5", "progress=false", "threads=1", "tune.n_trials=8",
-        "tune.batch=4", "tune.tpe.n_startup_trials=3", "tune.median.n_startup_trials=2", "tune.prune_after=0")
+TUNE = ("task=tiny_mlp", "task.n=256", "batch_size=full", "optimizer=adam", "budget.epochs=30", "eval.points=5",
+        "progress=false", "threads=1", "tune.n_trials=8", "tune.batch=4", "tune.tpe.n_startup_trials=3",
+        "tune.median.n_startup_trials=2", "tune.prune_after=0")
 
 
 def tcfg(results_dir, *overrides):

@@ -72,7 +72,8 @@ def report(s: Mapping[str, Any]) -> str:
         f"storage {s['storage']}",
         f"  trials: {s['n_finished']}/{s['n_trials']} finished ({s['n_complete']} complete, {s['n_pruned']} pruned), "
         f"{s['n_diverged']} diverged (penalized), {s['n_failed']} failed"
-        + (f" ({s['n_redone']} of them redone)" if s.get("n_redone") else "") + f", {s['n_queued']} queued for a retry, "
+        + (f" ({s['n_redone']} of them redone)" if s.get("n_redone") else "")
+        + f", {s['n_queued']} queued for a retry, "
         f"{s['n_running']} running elsewhere; "
         f"{s['n_run_here']} trained by this worker"
         + (f"; {s['n_surplus']} surplus claims released untrained" if s["n_surplus"] else ""),
@@ -82,6 +83,7 @@ def report(s: Mapping[str, Any]) -> str:
         return "\n".join(lines)
     extra = "".join(f"  {k}={v:.6g}" for k, v in s["hparams"].items())
     slot = f" (slot {s['slot']})" if s.get("slot") not in (None, s["trial"]) else ""
-    lines += [f"  best: trial {s['trial']}{slot}  lr={s['lr']:.6g}{extra}  val loss {s['value']:.6g}  (run {s['run_id']})",
+    lines += [f"  best: trial {s['trial']}{slot}  lr={s['lr']:.6g}{extra}  val loss {s['value']:.6g}  "
+              f"(run {s['run_id']})",
               f"  exported: {s['path']}  (suite-train lr=tuned reads it)"]
     return "\n".join(lines)
