@@ -45,8 +45,11 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     prepared = [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
     cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
     lock = final_lock(cfg.results_dir, cell)
-    said = lambda holder: echo(f"{cell}: waiting for {holder}, which is training this cell's final runs.")  # noqa: E731
-    if not lock.acquire(blocking=wait, on_wait=said):
+
+    def waiting(holder: str) -> None:
+        echo(f"{cell}: waiting for {holder}, which is training this cell's final runs.")
+
+    if not lock.acquire(blocking=wait, on_wait=waiting):
         return None
     try:
         todo = [p for p in prepared if not store.has(p.run_id)]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
-from suite.store.locks import HolderLock, alive, worker_id
+from suite.store.locks import HolderLock, alive, io_error, worker_id
 from suite.store.runs import RunStore
 from suite.study.cell import FALLBACK, notice
 from suite.study.launchers import launch
@@ -30,14 +30,25 @@ from suite.train.device import resolve_device
 from suite.train.rows import environment
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers (a report, another study on this directory) see the old file or the new one whole."""
+    tmp = path.with_name(f".{path.name}.{worker_id()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise io_error(e, f"writing {path}") from None
+
+
 def write_context(cfg: DictConfig) -> None:
     """The resolved study config and the environment, beside the results."""
     root = Path(cfg.results_dir)
     root.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, root / "config.yaml", resolve=True)
-    env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(), "optuna_version": optuna.__version__,
-           "pandas_version": pandas.__version__, "workers": cfg.study.workers}
-    (root / "environment.json").write_text(json.dumps(env, indent=2) + "\n")
+    _write_atomically(root / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(),
+           "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers}
+    _write_atomically(root / "environment.json", json.dumps(env, indent=2) + "\n")
 
 
 def run_study(cfg: DictConfig, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
