@@ -276,7 +276,7 @@ def test_the_trial_of_a_torn_record_is_failed_and_queued_again(tmp_path):
     study = study_of(cfg)
     held = study.ask()  # a live worker (this process) asked it, then its next record was torn
     held.set_user_attr("worker", f"elsewhere.example:{os.getpid()}")
-    lr = held.suggest_float("lr", 1e-4, 3.0, log=True)
+    lr = held.suggest_float("lr", 1e-5, 1e-1, log=True)  # adam's range
     with open(journal_of(cfg), "ab") as f:
         f.write(b'{"op_code":6,"worker_id":"w","trial_id":%d,"state":1,"val' % held._trial_id)
     lines: list[str] = []
