@@ -11,13 +11,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from suite.store.locks import REASONS, io_error
 from suite.types import SuiteError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def guarded(fn):
-    """Run ``fn``; a :class:`SuiteError` becomes one line on stderr and exit status 2."""
+    """Run ``fn``; a :class:`SuiteError` (or a write the disk refused) becomes one line on stderr and
+    exit status 2."""
 
     def wrapper(cfg: DictConfig):
         try:
@@ -25,8 +27,14 @@ def guarded(fn):
         except SuiteError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except OSError as e:
+            if e.errno not in REASONS:  # not a full, read-only or forbidden disk: a bug, keep its traceback
+                raise
+            print(f"error: {io_error(e, 'writing the results')}", file=sys.stderr)
+            sys.exit(2)
         except KeyboardInterrupt:
-            print("interrupted; stored runs are kept, the run in flight was not stored.", file=sys.stderr)
+            print("interrupted; stored runs are kept, and the next run of the same command redoes the work in "
+                  "flight with the same parameters.", file=sys.stderr)
             sys.exit(130)
 
     return wrapper

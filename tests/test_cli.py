@@ -201,15 +201,18 @@ def test_bad_input_one_line_exit_2(case, compose, results_dir, capsys):
 
 
 def test_missing_idx_files(compose, tmp_path, monkeypatch, capsys):
-    if Path("/usr/share/datasets/mnist").is_dir():
-        pytest.skip("MNIST is installed system-wide, so nothing is missing")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("OPTSUITE_DATA_DIR", raising=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     err = run_guarded(compose("task=mnist", f"task.data_dir={empty}", f"results_dir={tmp_path / 'r'}"), capsys)
-    assert "dataset 'mnist' not found" in err  # one message; it lists the directories searched, one a line
-    for searched in (empty, tmp_path / "cache" / "optsuite" / "mnist", Path("/usr/share/datasets/mnist")):
+    assert f"task.data_dir={empty}: the directory lacks train-images-idx3-ubyte" in err  # one message
+    assert "task.data_dir" in err and "python -m suite.tasks.idx mnist" in err and len(err.splitlines()) == 1
+    if Path("/usr/share/datasets/mnist").is_dir():
+        return  # MNIST is installed system-wide, so nothing is missing without a data_dir
+    err = run_guarded(compose("task=mnist", f"results_dir={tmp_path / 'r'}"), capsys)
+    assert "dataset 'mnist' not found" in err  # it lists the directories searched, one a line
+    for searched in (tmp_path / "cache" / "optsuite" / "mnist", Path("/usr/share/datasets/mnist")):
         assert f"  {searched}\n" in err
     assert "task.data_dir=<dir>" in err
 
@@ -257,6 +260,20 @@ def test_unknown_names_are_reported_by_hydra_with_the_choices(case, names, conso
     group = "task" if case == "unknown-task" else "optimizer"
     listing = out.stderr.split(f"Available options in '{group}':", 1)[1].split()
     assert set(names) <= set(listing), out.stderr
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["+optimiser=adam"], "error: unknown config key optimiser; valid top-level keys: task, optimizer"),
+    (["eval.points=abc"], "error: eval.points='abc' is invalid"),
+    (["eval.every_steps=abc"], "error: eval.every_steps='abc' must be null or an integer"),
+    (["results_dir="], "error: results_dir='' is invalid"),
+])
+def test_what_hydra_lets_through_is_refused_in_one_line(overrides, message, compose, results_dir, capsys):
+    """Hydra accepts these (a '+' key, a string where a number belongs, an empty value); the suite
+    refuses them before any work: one line, exit 2, nothing written."""
+    err = run_guarded(compose(f"results_dir={results_dir}", *overrides, "progress=false"), capsys)
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
+    assert not results_dir.exists()
 
 
 def test_console_script_suite_error(console):

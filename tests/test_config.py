@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 
 from suite.cli import CONF_DIR
 from suite.optim.registry import OPTIMIZERS
+from suite.run import validate as V
 from suite.run.prepare import prepare
 from suite.tasks import TASKS
+from suite.tune.space import tune_spec
 from suite.types import ConfigError, DataError
 
 CONF = Path(CONF_DIR)
@@ -141,10 +143,30 @@ BAD = {  # override -> what the message says
     "lr_schedule.name=exponential": "lr_schedule.name='exponential' is invalid; valid: constant, cosine, linear, step",
     "lr_schedule.warmup=-1": "lr_schedule=",
     "lr_schedule.step_gamma=2": "0 < step_gamma <= 1",
-    "+lr_schedule.decay=3": "lr_schedule: ",
+    "+lr_schedule.decay=3": "unknown config key lr_schedule.decay",
     "target={metric: val_accuracy}": "give exactly one of value (absolute) or relative",
     "target={metric: test_accuracy, value: 0.9}": "runs and tuning never look at test",
     "target={metric: val_acc, value: 0.9}": "unknown metric; valid: train_loss",
+    "eval.points=abc": "eval.points='abc' is invalid: eval: points must be >= 2",
+    "eval.points=2.5": "eval.points=2.5 is invalid",
+    "eval.every_steps=abc": "eval.every_steps='abc' must be null or an integer >= 1",
+    "eval.every_epochs=abc": "eval.every_epochs='abc' must be null or a number > 0",
+    "eval.train_subset=2.5": "eval.train_subset=2.5 must be null or an integer >= 1",
+    "eval.test=abc": "eval.test='abc' must be true or false",
+    "+eval.pionts=3": "unknown config key eval.pionts; valid eval keys: points, schedule",
+    "budget.max_steps=true": "budget.max_steps=True must be null or an integer >= 0",
+    "+budget.max_epochs=3": "unknown config key budget.max_epochs",
+    "+optimiser=adam": "unknown config key optimiser; valid top-level keys: task, optimizer,",
+    "+learning_rate=0.1": "unknown config key learning_rate",
+    "results_dir=": "results_dir='' is invalid; give the directory",
+    "results_dir=2.5": "results_dir=2.5 is invalid",
+    "force=abc": "force='abc' must be true or false",
+    "progress=2": "progress=2 must be true or false",
+    "task.sigma=abc": "task 'regression': sigma='abc' must be a finite number (its default is 0.1)",
+    "task.data_seed=2.5": "task 'regression': data_seed=2.5 must be an integer",
+    "task.name=[1]": "task.name=[1] must be a name",
+    "optimizer.name=[1]": "optimizer.name=[1] must be a name",
+    "sampling=[1]": "sampling=[1] is invalid; valid: shuffle",
 }
 
 
@@ -153,6 +175,20 @@ def test_bad_values_are_refused(override, compose):
     with pytest.raises(ConfigError) as err:
         prepare(compose(override))
     assert BAD[override] in str(err.value)
+
+
+def test_run_keys_are_the_top_level_keys_of_config_yaml(compose):
+    assert set(V.RUN_KEYS) == set(compose())
+
+
+@pytest.mark.parametrize("override", ["tune.tpe.multivariate=abc", "tune.tpe.n_startup_trials=2.5",
+                                      "tune.median.n_min_trials=abc", "tune.hyperband.reduction_factor=1",
+                                      "tune.qmc.qmc_type=lattice", "+tune.tpe.gama=0.1", "+tune.n_trails=3",
+                                      "tune.search=true", "tune.storage=", "tune.sampler=[tpe]"])
+def test_bad_tune_values_are_refused(override, compose):
+    key = override.lstrip("+").split("=")[0].rsplit(".", 1)[-1]
+    with pytest.raises(ConfigError, match=key):
+        tune_spec(compose(override).tune, "sgd")
 
 
 def test_cuda_without_a_gpu(compose):
@@ -173,10 +209,13 @@ def test_impl_fused_where_torch_has_none(name, compose):
 def test_missing_dataset_is_a_data_error(compose, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("OPTSUITE_DATA_DIR", raising=False)
+    for task in ("mnist", "fashion_mnist"):  # a given directory is used or refused, never replaced
+        with pytest.raises(DataError, match="task.data_dir=.*nothing-here: the directory does not exist"):
+            prepare(compose(f"task={task}", f"task.data_dir={tmp_path / 'nothing-here'}"))
     if Path("/usr/share/datasets/mnist").is_dir():
         pytest.skip("MNIST is installed system-wide")
     with pytest.raises(DataError, match="dataset 'mnist' not found"):
-        prepare(compose("task=mnist", f"task.data_dir={tmp_path / 'nothing-here'}"))
+        prepare(compose("task=mnist"))
 
 
 def test_lr_null_takes_the_registry_default(compose):

@@ -150,18 +150,33 @@ def test_corrupt_file_in_dataset(tmp_path, write_dataset):
 def test_missing_files_list_searched_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "env"))
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    dirs = candidate_dirs("mnist", str(empty))
-    assert dirs[:3] == [empty, tmp_path / "env" / "mnist", tmp_path / "cache" / "optsuite" / "mnist"]
-    assert str(dirs[3]) == "/usr/share/datasets/mnist"
-    if all((dirs[3] / s).is_file() or (dirs[3] / f"{s}.gz").is_file() for s in FILES.values()):
+    dirs = candidate_dirs("mnist", None)
+    assert dirs[:2] == [tmp_path / "env" / "mnist", tmp_path / "cache" / "optsuite" / "mnist"]
+    assert str(dirs[2]) == "/usr/share/datasets/mnist"
+    if all((dirs[2] / s).is_file() or (dirs[2] / f"{s}.gz").is_file() for s in FILES.values()):
         pytest.skip("MNIST is installed system-wide, so no file is missing")
     with pytest.raises(DataError) as err:
-        build_task({"name": "mnist", "data_dir": str(empty)})
+        build_task({"name": "mnist"})
     message = str(err.value)
     assert all(str(d) in message for d in dirs)
     assert "task.data_dir=<dir>" in message and ENV_VAR in message and "python -m suite.tasks.idx mnist" in message
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_a_given_data_dir_is_used_or_refused_never_replaced(tmp_path, monkeypatch, write_dataset, name):
+    """The files exist elsewhere (user cache; the system copy for fashion_mnist), yet a given
+    directory that lacks them is an error naming it and what is missing, not a silent fallback."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_dataset(tmp_path / "cache" / "optsuite" / name)
+    with pytest.raises(DataError) as err:
+        build_task({"name": name, "data_dir": str(tmp_path / "nonexistent"), "val_size": 20})
+    assert f"task.data_dir={tmp_path / 'nonexistent'}: the directory does not exist" in str(err.value)
+    partial = write_dataset(tmp_path / "partial")
+    (partial / (FILES["test_labels"] + ".gz")).unlink()
+    with pytest.raises(DataError) as err:
+        build_task({"name": name, "data_dir": str(partial), "val_size": 20})
+    assert f"the directory lacks {FILES['test_labels']} (raw or .gz)." in str(err.value)
+    assert "drop task.data_dir" in str(err.value)
 
 
 def test_search_order(tmp_path, monkeypatch, write_dataset):

@@ -193,3 +193,59 @@ def test_trials_and_final_runs_read_as_one_table_with_pandas(tmp_path, compose):
     last = rows.sort_values("step").groupby("run_id").tail(1).sort_values("seed")
     assert last["trial"].tolist()[1] == 3 and last["trial"].isna().sum() == 2
     assert last["study"].tolist()[1] == "cell-a" and last["study"].isna().sum() == 2
+
+
+def test_a_foreign_parquet_file_is_named_with_what_it_lacks(task, tmp_path):
+    store = RunStore(tmp_path)
+    store.write(frame_for(task, make_spec()))
+    foreign = tmp_path / "runs" / "notes.parquet"
+    pd.DataFrame({"a": [1, 2]}).to_parquet(foreign)
+    with pytest.raises(StoreError, match=f"{foreign} is not a run file of this suite: it lacks the column.s. run_id"):
+        store.load()
+    mistyped = frame_for(task, make_spec(seed=3)).astype({"lr": "str"})
+    foreign.unlink()
+    path = store.write(mistyped)
+    with pytest.raises(StoreError, match="column types differ .lr is large_string, not float64"):
+        store.has(path.stem)
+    assert path.is_file()  # left untouched
+
+
+def test_a_full_disk_mid_write_is_one_message_and_leaves_nothing(task, tmp_path, monkeypatch):
+    import errno
+
+    store = RunStore(tmp_path)
+    frame = frame_for(task, make_spec())
+
+    def disk_full(self, path, **kw):
+        with open(path, "wb") as f:
+            f.write(b"PAR1" + b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", disk_full)
+    with pytest.raises(StoreError, match="storing run .* failed: no space left on the device .*re-run the same"):
+        store.write(frame)
+    assert list((tmp_path / "runs").iterdir()) == []  # neither the result nor its temporary file
+
+
+def test_temporary_files_of_dead_processes_are_cleaned_at_the_next_start(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    host = socket.gethostname()
+    dead, mine = runs / f".abc.{host}:{gone.pid}.tmp", runs / f".abc.{host}:{os.getpid()}.tmp"
+    remote, old_style = runs / ".abc.elsewhere.example:1.tmp", runs / f".abd.{gone.pid}.tmp"
+    for p in (dead, mine, remote, old_style):
+        p.write_bytes(b"PAR1 half")
+    RunStore(tmp_path).ensure_writable()
+    assert sorted(p.name for p in runs.iterdir()) == sorted([mine.name, remote.name])
+
+
+def test_an_empty_results_dir_is_refused():
+    with pytest.raises(StoreError, match="results_dir is empty"):
+        RunStore("")

@@ -170,7 +170,9 @@ def test_export_feeds_suite_train_lr_tuned(results_dir):
     best = tune_cell(cfg, echo=quiet)
     exported = json.loads(Path(best["path"]).read_text())
     assert Path(best["path"]).name == f"{cell_name_of(cfg)}.json" and exported == load_tuned(results_dir, cfg)
-    assert exported["lr"] == study_of(cfg).best_params["lr"] and exported["sampler"]["seed"] == 0
+    raw = study_of(cfg).best_params["lr"]  # as drawn; the trial trained (and is exported) at 12 digits
+    assert exported["lr"] == float(f"{raw:.12g}") != raw and exported["sampler"]["seed"] == 0
+    assert runs(results_dir).set_index("run_id").loc[exported["run_id"], "lr"].iloc[0] == exported["lr"]
     assert exported["hparams"]["momentum"] == pytest.approx(1 - exported["params"]["one_minus_momentum"])
     run_cfg = tcfg(results_dir, "optimizer=momentum", "tune.search=[momentum]", "lr=tuned", "seed=3")
     spec = prepare(run_cfg).spec

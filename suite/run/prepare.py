@@ -7,7 +7,6 @@ range checks need the task's size, so values are checked here with messages that
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -20,11 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from suite.optim.build import check_external
 from suite.optim.external import DECLARATIONS, is_external, register_external
 from suite.optim.registry import OptimizerSpec, check_lr, choose_impl, get_spec, resolve_hparams
+from suite.run import validate as V
 from suite.store.identity import cell_name, run_config, run_id
 from suite.store.tuned import read_tuned, tuned_path
-from suite.tasks import build_task, check_task_name
+from suite.tasks import TASKS, build_task, check_task_name
 from suite.train.device import DTYPES, resolve_device
-from suite.types import ConfigError, EvalSpec, LRSchedule, RunSpec, Target, Task
+from suite.types import ConfigError, RunSpec, Task
 
 SAMPLINGS = ("shuffle", "sequential", "replacement")
 REDUCTIONS = ("mean", "sum")
@@ -50,67 +50,6 @@ def resolve_batch_size(value: Any, n: int) -> int:
             f"or 'full' (gradient descent on all {n} samples)."
         )
     return value
-
-
-def _choice(name: str, value: Any, valid: tuple[str, ...]) -> str:
-    if value not in valid:
-        raise ConfigError(f"{name}={value!r} is invalid; valid: {', '.join(valid)}.")
-    return value
-
-
-def _eval_spec(ev: Mapping[str, Any]) -> EvalSpec:
-    spec = EvalSpec(**ev)
-    _choice("eval.schedule", spec.schedule, ("log", "linear"))
-    if spec.points < 2 or (spec.every_steps is not None and spec.every_steps < 1) or \
-            (spec.every_epochs is not None and not spec.every_epochs > 0) or spec.batch < 1 or \
-            (spec.train_subset is not None and spec.train_subset < 1):
-        raise ConfigError("eval: points must be >= 2, every_steps >= 1, every_epochs > 0, batch >= 1 "
-                          "and train_subset null or >= 1.")
-    return spec
-
-
-SCHEDULES = ("constant", "cosine", "linear", "step")
-
-
-def _lr_schedule(given: Mapping[str, Any] | None) -> LRSchedule:
-    try:
-        schedule = LRSchedule(**dict(given or {}))
-    except TypeError as e:
-        raise ConfigError(f"lr_schedule: {e}; its keys: name, warmup, final, step_every, step_gamma.") from None
-    _choice("lr_schedule.name", schedule.name, SCHEDULES)
-    numbers = {k: getattr(schedule, k) for k in ("warmup", "final", "step_every", "step_gamma")}
-    bad = [k for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or
-           not math.isfinite(v) or v < 0]
-    if bad or schedule.step_every <= 0 or not 0 < schedule.step_gamma <= 1 or schedule.final > 1:
-        raise ConfigError(f"lr_schedule={numbers} is invalid: warmup >= 0 (steps, or a fraction of the run < 1), "
-                          f"0 <= final <= 1, step_every > 0, 0 < step_gamma <= 1.")
-    return LRSchedule(schedule.name, *(float(v) for v in numbers.values()))
-
-
-def _target(given: Mapping[str, Any] | None) -> Target | None:
-    if given is None:
-        return None
-    try:
-        target = Target(**dict(given))
-    except TypeError as e:
-        raise ConfigError(f"target: {e}; write target={{metric: val_accuracy, value: 0.85}} or "
-                          f"{{metric: excess_loss, relative: 0.001}}.") from None
-    if target.metric.startswith("test"):
-        raise ConfigError(f"target.metric={target.metric}: targets are measured on training or validation data "
-                          f"(runs and tuning never look at test); pick one of train_loss, excess_loss, val_loss, "
-                          f"val_accuracy.")
-    return target
-
-
-def _budget(b: Mapping[str, Any]) -> tuple[float, int | None, float | None]:
-    epochs, max_steps, max_seconds = b.get("epochs"), b.get("max_steps"), b.get("max_seconds")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or not math.isfinite(epochs) or epochs < 0:
-        raise ConfigError(f"budget.epochs={epochs!r} is invalid; it must be a finite number >= 0 (e.g. budget.epochs=2).")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
-        raise ConfigError(f"budget.max_steps={max_steps!r} must be null or an integer >= 0.")
-    if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0):
-        raise ConfigError(f"budget.max_seconds={max_seconds!r} must be null or a number > 0.")
-    return float(epochs), max_steps, max_seconds
 
 
 def optimizer_file(name: str) -> str:
@@ -145,8 +84,13 @@ def register_optimizer(options: Mapping[str, Any]) -> OptimizerSpec:
 def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     """Validate everything and build the task; raises :class:`ConfigError`/`DataError` with a fix."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    V.check_keys(c, V.RUN_KEYS, "")
+    V.results_dir(c.get("results_dir"))
+    V.flags(c)
     task_options, opt_options = dict(c["task"]), dict(c["optimizer"])
-    check_task_name(task_options.get("name"))
+    entry = TASKS[check_task_name(V.check_name("task", task_options.get("name")))]
+    V.task_option_types(entry.name, task_options, entry.defaults)
+    V.check_name("optimizer", opt_options.get("name"))
     opt = register_optimizer(opt_options)
     opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
     choose_impl(opt, impl)  # refuse a bad impl before any work; the spec keeps the name asked for
@@ -155,11 +99,11 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     hparams = resolve_hparams(opt_name, opt_options)
     tuned = c.get("lr") == "tuned"  # lr=tuned: the cell's best from suite-tune, applied below
     lr = check_lr(opt.lr_default if c.get("lr") is None or tuned else c["lr"])
-    epochs, max_steps, max_seconds = _budget(c["budget"])
-    eval_spec = _eval_spec(c["eval"])
-    sampling = _choice("sampling", c["sampling"], SAMPLINGS)
-    reduction = _choice("accumulation_reduction", c["accumulation_reduction"], REDUCTIONS)
-    dtype = _choice("dtype", c["dtype"], tuple(DTYPES))
+    epochs, max_steps, max_seconds = V.budget(c["budget"])
+    eval_spec = V.eval_spec(c["eval"])
+    sampling = V.choice("sampling", c["sampling"], SAMPLINGS)
+    reduction = V.choice("accumulation_reduction", c["accumulation_reduction"], REDUCTIONS)
+    dtype = V.choice("dtype", c["dtype"], tuple(DTYPES))
     device = resolve_device(str(c["device"]))
     task = build_task(task_options)
     batch_size = resolve_batch_size(c["batch_size"], task.n_train)
@@ -169,23 +113,23 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
             f"function at every step), not batch_size={c['batch_size']}. Use batch_size=full (n={task.n_train})."
         )
     k = c["accumulation_steps"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or batch_size % k:
+    if not V.is_int(k) or k < 1 or batch_size % k:
         raise ConfigError(
             f"accumulation_steps={k!r} must be a positive integer that divides batch_size={batch_size} "
             f"(micro_batch = batch_size / accumulation_steps)."
         )
     for key in ("warmup_steps", "seed"):
-        if isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 0:
+        if not V.is_int(c[key]) or c[key] < 0:
             raise ConfigError(f"{key}={c[key]!r} must be an integer >= 0.")
-    if not (isinstance(c["divergence_factor"], (int, float)) and c["divergence_factor"] > 1):
+    if not (V.is_number(c["divergence_factor"]) and c["divergence_factor"] > 1):
         raise ConfigError(f"divergence_factor={c['divergence_factor']!r} must be a number > 1.")
     spec = RunSpec(
         task=task.name, optimizer=opt_name, hparams=hparams, lr=lr, batch_size=batch_size, seed=c["seed"],
         accumulation_steps=k, accumulation_reduction=reduction, sampling=sampling, epochs=epochs,
         max_steps=max_steps, max_seconds=max_seconds, eval=eval_spec, warmup_steps=c["warmup_steps"],
         divergence_factor=float(c["divergence_factor"]), impl=impl, device=device, dtype=dtype,
-        lr_schedule=_lr_schedule(c.get("lr_schedule")), target=_target(c.get("target")),
-        stop_at_target=bool(c.get("stop_at_target", False)),
+        lr_schedule=V.lr_schedule(c.get("lr_schedule")), target=V.target(c.get("target")),
+        stop_at_target=c.get("stop_at_target", False),
     )
     if tuned:
         search = (c.get("tune") or {}).get("search") or ()
@@ -196,7 +140,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 def set_threads(threads: Any) -> None:
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if not V.is_int(threads) or threads < 1:
         raise ConfigError(f"threads={threads!r} must be null or an integer >= 1.")
     torch.set_num_threads(threads)
 

@@ -2,9 +2,10 @@
 
 One run = one file ``<results_dir>/runs/<run_id>.parquet`` with one row per evaluation point
 (``suite.types.ROW_SCHEMA``); ``pandas.read_parquet("<results_dir>/runs")`` reads them all as
-one table. A file is written under a temporary dot-name and renamed into place, so a kill
-mid-write never leaves a partial file that looks like a result (pyarrow ignores dot-files when
-reading a directory).
+one table. A file is written under a temporary dot-name (``.<run_id>.<host:pid>.tmp``) and
+renamed into place, so a kill or a full disk mid-write never leaves a partial file that looks like
+a result (pyarrow ignores dot-files when reading a directory); the temporary files of dead local
+processes are removed at the next start. Every file read is checked against ``ROW_SCHEMA``.
 """
 from __future__ import annotations
 
@@ -14,22 +15,57 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from suite.types import StoreError
+from suite.store.locks import alive, io_error, worker_id
+from suite.types import ROW_SCHEMA, StoreError
+
+# pandas dtype in ROW_SCHEMA -> the Arrow types a stored column may have
+ARROW_TYPES = {"str": ("string", "large_string", "null"), "int64": ("int64",), "float64": ("double",),
+               "bool": ("bool",)}
+
+
+def schema_problem(path: Path) -> str | None:
+    """Why ``path`` is not a run file of this suite (missing or mistyped columns), or None."""
+    schema = pq.read_metadata(path).schema.to_arrow_schema()
+    types = dict(zip(schema.names, map(str, schema.types)))
+    missing = [c for c in ROW_SCHEMA if c not in types]
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        return f"it lacks the column(s) {shown}"
+    wrong = [f"{c} is {types[c]}, not {d}" for c, d in ROW_SCHEMA.items() if types[c] not in ARROW_TYPES[d]]
+    return f"column types differ ({'; '.join(wrong[:4])})" if wrong else None
+
+
+def clean_stale_temporaries(directory: Path) -> int:
+    """Remove ``.*.<host:pid>.tmp`` files left by dead processes of this host (a kill or a full disk
+    mid-write); files of live or remote processes are theirs."""
+    removed = 0
+    for tmp in directory.glob(".*.tmp") if directory.is_dir() else ():
+        holder = tmp.name[:-len(".tmp")].split(".", 2)[-1]  # .<name>.<holder>.tmp
+        if holder and not alive(holder if ":" in holder else f"{worker_id().rpartition(':')[0]}:{holder}"):
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 class RunStore:
     """``<results_dir>/runs/``: one parquet file per run id."""
 
     def __init__(self, results_dir: str | Path):
+        if not str(results_dir).strip():
+            raise StoreError("results_dir is empty; give the directory that holds the results, e.g. "
+                             "results_dir=results/local.")
         self.root = Path(results_dir)
         self.runs = self.root / "runs"
         self.traces = self.root / "traces"  # each run's mini-batch loss trace, beside its rows
 
     def ensure_writable(self) -> None:
-        """Fail before any training if the directory cannot take results."""
-        probe = self.runs / f".write-test-{os.getpid()}"
+        """Fail before any training if the directory cannot take results; clean stale temporaries."""
+        probe = self.runs / f".write-test.{worker_id()}.tmp"
         try:
             self.runs.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(self.runs)
+            if self.traces.is_dir():
+                clean_stale_temporaries(self.traces)
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
@@ -43,12 +79,18 @@ class RunStore:
 
     def _check(self, path: Path) -> None:
         try:
-            pq.read_metadata(path)
+            problem = schema_problem(path)
         except Exception as e:  # pyarrow raises several types for damaged files
             raise StoreError(
-                f"{path} is not a readable parquet file ({type(e).__name__}: {e}). It was left untouched: "
-                f"move it away or delete it, then re-run to redo that run."
+                f"{path} is not a readable parquet file ({type(e).__name__}: {e}). It was left untouched: move it "
+                f"away or delete it, then re-run the same command: it trains that run again under the same id "
+                f"(a tuning trial with its parameters, checked against the value its study holds)."
             ) from None
+        if problem:
+            raise StoreError(
+                f"{path} is not a run file of this suite: {problem} (see suite.types.ROW_SCHEMA). It was left "
+                f"untouched: move it out of {self.runs} (that directory holds only the suite's run files)."
+            )
 
     def has(self, rid: str) -> bool:
         """True if the run is stored; a damaged file under its name is an error, never overwritten."""
@@ -62,8 +104,8 @@ class RunStore:
         """Store a run's rows (and its trace first: the rows' file is what marks a run as stored)."""
         rid = frame["run_id"].iloc[0]
         if trace is not None:
-            _write_atomic(trace, self.traces / f"{rid}.parquet")
-        return _write_atomic(frame, self.path(rid))
+            _write_atomic(trace, self.traces / f"{rid}.parquet", f"storing the trace of run {rid}")
+        return _write_atomic(frame, self.path(rid), f"storing run {rid} in {self.runs}")
 
     def load_traces(self, run_ids=None) -> pd.DataFrame:
         """The stored traces (of ``run_ids``, or all) as one table; empty when none is stored."""
@@ -73,8 +115,14 @@ class RunStore:
             files = [f for f in files if f.stem in wanted]
         return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
+    def read(self, rid: str) -> pd.DataFrame:
+        """The stored rows of one run (checked)."""
+        path = self.path(rid)
+        self._check(path)
+        return pd.read_parquet(path)
+
     def load(self) -> pd.DataFrame:
-        """All stored rows as one table; names every damaged file instead of crashing on one."""
+        """All stored rows as one table; names every damaged or foreign file instead of crashing on one."""
         files = sorted(self.runs.glob("*.parquet")) if self.runs.is_dir() else []
         if not files:
             raise StoreError(f"no runs stored under {self.runs}; train some first (suite-train results_dir={self.root}).")
@@ -83,11 +131,20 @@ class RunStore:
         return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
 
 
-def _write_atomic(frame: pd.DataFrame, final: Path) -> Path:
-    tmp = final.parent / f".{final.stem}.{os.getpid()}.tmp"
-    final.parent.mkdir(parents=True, exist_ok=True)  # callers other than execute() skip ensure_writable
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, final)  # atomic on POSIX: readers see the old state or the whole file
+def _write_atomic(frame: pd.DataFrame, final: Path, what: str) -> Path:
+    """Write under a temporary dot-name and rename into place: readers see the old state or the
+    whole file; a full disk or a kill leaves no partial file under the final name."""
+    tmp = final.parent / f".{final.stem}.{worker_id()}.tmp"
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)  # callers other than execute() skip ensure_writable
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, final)  # atomic on POSIX
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise io_error(e, what) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return final
 
 

@@ -2,12 +2,13 @@
 the tuner (``suite.tune``) and read by ``lr=tuned`` runs and studies."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from suite.store.locks import HolderLock, io_error, worker_id
+from suite.store.runs import clean_stale_temporaries
 from suite.types import StoreError
 
 
@@ -30,13 +31,17 @@ def read_tuned(results_dir: str | Path, name: str) -> dict[str, Any] | None:
 def write_tuned(results_dir: str | Path, name: str, payload: Mapping[str, Any]) -> Path:
     """Write atomically; a concurrent worker's export built from more finished trials is kept."""
     path = tuned_path(results_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # serializes read-compare-write among local workers
-        current = read_tuned(results_dir, name)
-        if current is not None and current.get("n_finished", 0) > payload["n_finished"]:
-            return path
-        tmp = path.parent / f".{name}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-        os.replace(tmp, path)  # readers see the old export or the whole new one
+    tmp = path.parent / f".{name}.{worker_id()}.tmp"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(path.parent)
+        with HolderLock(path.parent / f".{name}.lock"):  # serializes read-compare-write among workers
+            current = read_tuned(results_dir, name)
+            if current is not None and current.get("n_finished", 0) > payload["n_finished"]:
+                return path
+            tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+            os.replace(tmp, path)  # readers see the old export or the whole new one
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise io_error(e, f"exporting the tuned configuration of {name}") from None
     return path

@@ -1,52 +1,95 @@
 """One cell of a study, as one job: tune it (or take the registry default), then train its final
-runs over the seeds. Safe to repeat: tuning continues the cell's Optuna study to its trial count
-and stored final runs are skipped by run id."""
+runs over the seeds. Safe to repeat and to run in several processes at once: tuning continues the
+cell's Optuna study to its trial count (waiting for trials other processes hold), and the final
+runs are trained under the cell's lock (``<results_dir>/locks/<cell>.final.lock``), skipping
+stored runs, so each is trained once. A process that finds the lock held waits and says for whom;
+the lock dies with its holder, so a killed holder is taken over at once."""
 from __future__ import annotations
 
+import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from suite.run.execute import store_run
 from suite.run.prepare import prepare, set_threads
+from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
-from suite.train.stacked import train_many
-from suite.tune.tuner import tune_cell
+from suite.train.stacked import stacking_pays, train_many
+from suite.tune.tuner import cell_name_of, tune_cell
+
+FALLBACK = "registry default (no tuning trial finished without diverging)"
 
 
-def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> int:
-    """Train the cell's chosen configuration once per seed (stacked), skipping stored runs."""
+def notice(message: str) -> None:
+    """A one-line note on stderr that does not break a progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+def _quiet(*_: Any) -> None:
+    pass
+
+
+def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
+    return HolderLock(Path(results_dir) / "locks" / f"{cell}.final.lock")
+
+
+def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
+               echo: Callable[[str], Any] = notice) -> int | None:
+    """Train the cell's chosen configuration once per seed (stacked), skipping stored runs; None if
+    another process holds the cell's final runs and ``wait`` is False."""
     store = RunStore(cfg.results_dir)
-    todo = []
-    for seed in seeds:
-        run_cfg = OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})
-        prepared = prepare(run_cfg)
-        if not store.has(prepared.run_id):
-            todo.append(prepared)
-    if todo:
-        results = train_many(todo[0].task, [p.spec for p in todo], progress=bool(cfg.progress))
-        for p, result in zip(todo, results):
-            store_run(store, p.spec, p.task, p.config, result)
-    return len(todo)
+    prepared = [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+    cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
+    lock = final_lock(cfg.results_dir, cell)
+
+    def waiting(holder: str) -> None:
+        echo(f"{cell}: waiting for {holder}, which is training this cell's final runs.")
+
+    if not lock.acquire(blocking=wait, on_wait=waiting):
+        return None
+    try:
+        todo = [p for p in prepared if not store.has(p.run_id)]
+        if not todo:
+            return 0
+        # A stack of another size rounds differently: retrain the stored seeds with the rest, so
+        # every final run has the value an uninterrupted study gives it.
+        task, specs = todo[0].task, [p.spec for p in prepared]
+        runs = prepared if stacking_pays(task, specs) else todo
+        results = train_many(task, [p.spec for p in runs], progress=bool(cfg.progress))
+        missing = {p.run_id for p in todo}
+        for p, result in zip(runs, results):
+            if p.run_id in missing:
+                store_run(store, p.spec, p.task, p.config, result)
+        return len(todo)
+    finally:
+        lock.release()
 
 
-def run_cell(cfg: DictConfig, seeds: list[int], tune: bool) -> dict[str, Any]:
-    """Tune one cell (or take the registry default), then its final runs. Safe to repeat:
-    tuning continues its Optuna study to ``tune.n_trials`` and stored final runs are skipped."""
+def run_cell(cfg: DictConfig, seeds: list[int], tune: bool, wait: bool = True,
+             echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
+    """Tune one cell (or take the registry default), then its final runs. Safe to repeat. With
+    ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started = time.perf_counter()
     set_threads(cfg.get("threads"))
     lr, hparams, source = None, {}, "registry default (study.tune=false)"
     if tune:
-        best = tune_cell(cfg, echo=lambda *_: None)
+        best = tune_cell(cfg, echo=_quiet, wait=wait, notice=echo)
+        if best is None:
+            return None
         if best["lr"] is None:
-            source = "registry default (every tuning trial diverged)"
+            source = FALLBACK
         else:
             lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
-    trained = final_runs(cfg, seeds, lr, hparams)
+    trained = final_runs(cfg, seeds, lr, hparams, wait, echo)
+    if trained is None:
+        return None
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
 
 
-def run_cell_job(cfg_yaml: str, seeds: list[int], tune: bool) -> dict[str, Any]:
+def run_cell_job(cfg_yaml: str, seeds: list[int], tune: bool, wait: bool = True) -> dict[str, Any] | None:
     """One cell in a worker process (picklable: plain arguments only)."""
-    return run_cell(OmegaConf.create(cfg_yaml), seeds, tune)
+    return run_cell(OmegaConf.create(cfg_yaml), seeds, tune, wait)

@@ -4,11 +4,16 @@ Existing engines only: ``concurrent.futures`` for local processes and submitit (
 executor here, SLURM on a cluster). Each cell is one job; a job tunes its cell (Optuna storage
 shared through ``tune.storage``) and trains its final runs; the runs store is shared through
 the file system. Every worker sets its torch thread count so N workers do not oversubscribe.
+
+Several studies may run on one results directory at once (N terminals, N SLURM jobs): the local
+launchers first pass over the cells without waiting, leaving for later any cell whose trials or
+final runs another process holds, then come back to those and wait for them; so the processes
+spread over the cells and each cell is done once.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -23,9 +28,17 @@ Jobs = list[tuple[str, DictConfig]]  # (cell label, cell config)
 
 
 def _in_process(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
-    for label, job_cfg in jobs:
+    seeds, tune, later = list(cfg.study.seeds), bool(cfg.study.tune), []
+    for label, job_cfg in jobs:  # cells another process holds are left for later ...
         bar.set_description(label)
-        yield label, run_cell(job_cfg, list(cfg.study.seeds), bool(cfg.study.tune))
+        summary = run_cell(job_cfg, seeds, tune, wait=False)
+        if summary is None:
+            later.append((label, job_cfg))
+        else:
+            yield label, summary
+    for label, job_cfg in later:  # ... then waited for
+        bar.set_description(label)
+        yield label, run_cell(job_cfg, seeds, tune, wait=True)
 
 
 def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
@@ -33,9 +46,16 @@ def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, di
     threads = max(1, (os.cpu_count() or 1) // workers)
     seeds, tune = list(cfg.study.seeds), bool(cfg.study.tune)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell_job, _job_yaml(c, threads), seeds, tune): label for label, c in jobs}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        yamls = {label: _job_yaml(c, threads) for label, c in jobs}
+        pending = {pool.submit(run_cell_job, y, seeds, tune, False): label for label, y in yamls.items()}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                label, summary = pending.pop(future), future.result()
+                if summary is None:  # held by another process: wait for it this time
+                    pending[pool.submit(run_cell_job, yamls[label], seeds, tune, True)] = label
+                else:
+                    yield label, summary
 
 
 def _submitit(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:

@@ -94,9 +94,31 @@ def _file_in(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def _in_given_dir(name: str, data_dir: str) -> dict[str, Path]:
+    """The four files from ``task.data_dir`` itself: a given directory is used or refused, never
+    silently replaced by another copy (the run id records it)."""
+    if not isinstance(data_dir, str) or not data_dir.strip():
+        raise DataError(f"task.data_dir={data_dir!r} is invalid; give the directory holding the four IDX files "
+                        f"of {name!r}, or null to search the usual places.")
+    directory = Path(data_dir).expanduser()
+    found = {key: _file_in(directory, stem) for key, stem in FILES.items()}
+    missing = [FILES[key] for key, path in found.items() if path is None]
+    if missing:
+        what = "does not exist" if not directory.is_dir() else f"lacks {', '.join(missing)} (raw or .gz)"
+        raise DataError(
+            f"task.data_dir={data_dir}: the directory {what}. Put the four IDX files of {name!r} there "
+            f"({', '.join(FILES.values())}, raw or .gz; python -m suite.tasks.idx {name} downloads them), "
+            f"or drop task.data_dir to use the copy found in the usual places."
+        )
+    return found  # type: ignore[return-value]
+
+
 def locate(name: str, data_dir: str | None = None) -> dict[str, Path]:
-    """The four IDX files of ``name`` from the first directory holding all of them."""
-    dirs = candidate_dirs(name, data_dir)
+    """The four IDX files of ``name``: from ``data_dir`` when given (else an error), otherwise from
+    the first of the usual directories holding all of them."""
+    if data_dir is not None:
+        return _in_given_dir(name, data_dir)
+    dirs = candidate_dirs(name, None)
     for d in dirs:
         found = {key: _file_in(d, stem) for key, stem in FILES.items()}
         if all(found.values()):

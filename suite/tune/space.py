@@ -20,6 +20,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from suite.optim.registry import get_spec, resolve_hparams
+from suite.tune.options import check_options, search_list
 from suite.types import ConfigError
 
 
@@ -131,10 +132,11 @@ def _searched_ranges(optimizer: str, search: Any, overrides: Mapping[str, Any]) 
 def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     """Validate ``cfg.tune`` for a cell whose optimizer is ``optimizer``; one clear error per mistake."""
     t = OmegaConf.to_container(tune, resolve=True) if isinstance(tune, DictConfig) else dict(tune)
+    options = check_options(t)
     sampler, pruner = t.get("sampler"), t.get("pruner")
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ConfigError(f"tune.sampler={sampler!r} is invalid; valid: {', '.join(SAMPLERS)}.")
-    if pruner not in PRUNERS:
+    if not isinstance(pruner, str) or pruner not in PRUNERS:
         raise ConfigError(f"tune.pruner={pruner!r} is invalid; valid: {', '.join(PRUNERS)}.")
     prune_after = t.get("prune_after", 0.0)
     if isinstance(prune_after, bool) or not isinstance(prune_after, (int, float)) or not 0 <= prune_after < 1:
@@ -143,16 +145,16 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     if stale is not None and (isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0):
         raise ConfigError(f"tune.stale_after_s={stale!r} must be null or a number of seconds > 0.")
     storage = t.get("storage")
-    if storage is not None and not isinstance(storage, str):
-        raise ConfigError(f"tune.storage={storage!r} must be null or a storage URL string.")
+    if storage is not None and (not isinstance(storage, str) or not storage.strip()):
+        raise ConfigError(f"tune.storage={storage!r} must be null (the journal file under results_dir) or a storage "
+                          f"URL string.")
     lr_range = get_spec(optimizer).lr_range if t.get("lr_range") is None else _range("lr_range", t["lr_range"])
-    ranges = _searched_ranges(optimizer, t.get("search"), dict(t.get("ranges") or {}))
+    ranges = _searched_ranges(optimizer, search_list(t.get("search")), dict(t.get("ranges") or {}))
     if sampler == "grid" and ranges:
         raise ConfigError(
             "tune.sampler=grid searches the learning rate only (a log-spaced lr grid, the DeepOBS protocol); "
             "drop tune.search or pick tune.sampler=tpe|qmc|random."
         )
-    options = {k: dict(t[k]) for k in (*SAMPLERS, *PRUNERS) if isinstance(t.get(k), Mapping)}
     return TuneSpec(
         n_trials=_count("n_trials", t.get("n_trials"), 1), batch=_count("batch", t.get("batch", 1), 1),
         sampler=sampler, seed=_count("seed", t.get("seed", 0), 0), pruner=pruner, prune_after=float(prune_after),
@@ -161,14 +163,35 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     )
 
 
-def suggest(trial: optuna.Trial, spec: TuneSpec) -> tuple[float, dict[str, float]]:
-    """The trial's learning rate and searched hyperparameters (as optimizer values)."""
-    lr = trial.suggest_float("lr", *spec.lr_range, log=True)
+# Sampled values are rounded to this many significant digits where they are drawn: the trial trains
+# and is recorded with the rounded value, and run ids hash it, so last-bit noise in a sampler's
+# arithmetic (a different BLAS, summation order) never changes which run a trial is.
+SIGNIFICANT_DIGITS = 12
+
+
+def canonical(value: float, low: float, high: float) -> float:
+    """``value`` rounded to :data:`SIGNIFICANT_DIGITS` significant digits, kept within [low, high]."""
+    return min(max(float(f"{value:.{SIGNIFICANT_DIGITS}g}"), low), high)
+
+
+def values_of(params: Mapping[str, float], spec: TuneSpec) -> tuple[float, dict[str, float]]:
+    """A trial's learning rate and searched hyperparameters (as optimizer values) from its Optuna
+    parameters, canonicalized."""
+    lr = canonical(params["lr"], *spec.lr_range)
     hparams = {}
     for name, (low, high) in spec.ranges.items():
         s = SEARCHABLE[name]
-        hparams[name] = s.to_value(trial.suggest_float(s.param, low, high, log=True))
+        hparams[name] = s.to_value(canonical(params[s.param], low, high))
     return lr, hparams
+
+
+def suggest(trial: optuna.Trial, spec: TuneSpec) -> tuple[float, dict[str, float]]:
+    """The trial's learning rate and searched hyperparameters (as optimizer values, canonical)."""
+    params = {"lr": trial.suggest_float("lr", *spec.lr_range, log=True)}
+    for name, (low, high) in spec.ranges.items():
+        s = SEARCHABLE[name]
+        params[s.param] = trial.suggest_float(s.param, low, high, log=True)
+    return values_of(params, spec)
 
 
 # --- samplers: name -> builder(spec, seed). ``seed`` is the study seed mixed with the trial number
@@ -209,16 +232,44 @@ def lr_grid(spec: TuneSpec) -> list[float]:
 
 
 class AskTellGridSampler(optuna.samplers.GridSampler):
-    """Optuna's grid sampler without its end-of-grid ``study.stop()``, which only works inside
-    ``study.optimize``; here the claim loop stops at ``n_trials`` (= the grid's size)."""
+    """Optuna's grid sampler for ask-and-tell studies of one searched ``lr``: without its
+    end-of-grid ``study.stop()`` (which only works inside ``study.optimize``; the claim loop stops at
+    ``n_trials``, the grid's size), and with grid points assigned by **slot** (see
+    ``suite.tune.claims``): the trial in slot s evaluates grid point s, so a trial redone after an
+    interrupt (or lost before it drew its lr) keeps its point and a rerun evaluates the same points
+    in the same order. Optuna's own rule (grid point = trial number, then a random free point) is
+    the fallback where a slot's point is taken."""
+
+    def __init__(self, lrs: list[float], seed: int):
+        super().__init__({"lr": lrs}, seed=seed)
+        self.space = {"lr": list(lrs)}
+        self.size = len(lrs)
+        self.slot: int | None = None  # the slot the next ask takes (set by the tuner before asking)
 
     def after_trial(self, study, trial, state, values) -> None:
         pass
 
+    def before_trial(self, study, trial) -> None:
+        slot = trial.user_attrs.get("slot", self.slot)
+        drawn = "grid_id" in trial.system_attrs or "lr" in trial.system_attrs.get("fixed_params", {})
+        if drawn or slot is None or not 0 <= slot < self.size or self._taken(study, slot):
+            return super().before_trial(study, trial)
+        study._storage.set_trial_system_attr(trial._trial_id, "search_space", self.space)
+        study._storage.set_trial_system_attr(trial._trial_id, "grid_id", slot)
+
+    @staticmethod
+    def _taken(study, grid_id: int) -> bool:
+        return any(t.system_attrs.get("grid_id") == grid_id and t.state in FINISHED_OR_LIVE
+                   for t in study._storage.get_all_trials(study._study_id, deepcopy=False))
+
+
+FINISHED_OR_LIVE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                    optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+
 
 def _grid(spec: TuneSpec, seed: int) -> optuna.samplers.BaseSampler:
     # The seed shuffles the grid (grid id -> lr): one seed for the whole study, as with QMC.
-    return AskTellGridSampler({"lr": lr_grid(spec)}, seed=spec.seed)
+    return AskTellGridSampler(lr_grid(spec), seed=spec.seed)
 
 
 SAMPLERS: dict[str, Callable[[TuneSpec, int], optuna.samplers.BaseSampler]] = {

@@ -2,7 +2,8 @@
 
 ``tune.storage=null`` keeps each cell's study in ``<results_dir>/optuna/<cell>.log``, an Optuna
 ``JournalStorage`` on a file backend: an append-only log whose appends are serialized by a lock
-file, so several local processes can share a study with no server. (SQLite is not the default:
+(``suite.tune.journal``: an flock that dies with its holder; a torn tail is cut under it), so
+several local processes can share a study with no server. (SQLite is not the default:
 Optuna's RDB layer on SQLite serializes writers on one database lock and its docs warn against
 parallel use.) One file per cell, so cells tuned in parallel never contend for one lock and each
 worker replays only its own cell's log.
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit, urlunsplit
 
+from suite.tune.journal import open_journal
 from suite.types import ConfigError, StoreError
 
 PASSWORD_MASK = "***"
@@ -53,13 +55,10 @@ def default_journal(results_dir: str | Path, name: str) -> str:
 
 
 def _journal_file(url: str):
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
     path = Path(url.split(":", 1)[1].removeprefix("//"))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return open_journal(path)
     except OSError as e:
         raise StoreError(
             f"cannot open the Optuna journal {path} ({e.strerror}). Pass a writable results_dir=<dir> "

@@ -9,39 +9,40 @@ finite penalty (:func:`diverged_penalty`) and ``diverged=True``: NaN would give 
 signal, and "diverged" is a result, not a crash.
 
 Several workers (processes, machines) may run the same cell against one storage: they share its
-study and together stop at exactly ``n_trials`` finished trials (see :mod:`suite.tune.claims`).
+study and together stop at exactly ``n_trials`` finished trials (see :mod:`suite.tune.claims`); a
+worker that finds the remaining trials held by others waits for them (and says so), so every
+worker returns the finished study. Trials are claimed in batches aligned to ``tune.batch`` slots
+and stored before they are told (:mod:`suite.tune.trials`), so an interrupt anywhere, then a
+rerun, gives the uninterrupted run's trials, values and tuned configuration.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
-import zlib
-from datetime import datetime, timezone
+import time
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from suite.optim.registry import check_lr, resolve_hparams
-from suite.run.execute import store_run
 from suite.run.prepare import Prepared, prepare, set_threads
-from suite.store.identity import cell_identity, cell_name, run_config
+from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
 from suite.train.schedule import total_steps
-from suite.train.stacked import train_many
-from suite.tune.claims import claim, fail_abandoned, open_slots, release, worker_id
-from suite.tune.space import PRUNERS, SAMPLERS, SEARCHABLE, TuneSpec, suggest, tune_spec
+from suite.tune.claims import claim, fail_abandoned, held_elsewhere, next_slot, release
+from suite.tune.journal import Journal
+from suite.tune.space import PRUNERS, SAMPLERS, TuneSpec, suggest, tune_spec
 from suite.tune.storage import default_journal, mask_url, open_storage
-from suite.types import ConfigError, RunResult, RunSpec, StoreError
+from suite.tune.summary import best_trial, counts, progress, report, summarize
+from suite.tune.trials import CellTuning, Claimed, diverged_penalty, redo_lost_runs, release_all, run_batch, trial_run
+from suite.types import ConfigError
 
-FALLBACK_PENALTY = 1e12  # when the initial validation loss itself is not a positive finite number
-OBJECTIVE = "val_loss at the final evaluation (minimized)"
+__all__ = ["tune_cell", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts", "best_trial"]
+
+POLL_S = 0.5  # how often a worker waiting for others' trials looks again
 
 
 def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -68,38 +69,8 @@ def load_tuned(results_dir, cell) -> dict | None:
     return read_tuned(results_dir, cell if isinstance(cell, str) else cell_name_of(cell))
 
 
-def diverged_penalty(initial_val_loss: float, divergence_factor: float) -> float:
-    """A diverged trial scores as if its loss had reached the divergence limit: factor × initial loss."""
-    ok = math.isfinite(initial_val_loss) and initial_val_loss > 0
-    return divergence_factor * initial_val_loss if ok else FALLBACK_PENALTY
-
-
-@dataclasses.dataclass
-class CellTuning:
-    """The tuning of one cell in this worker: its Optuna study, search settings, base run and store
-    (small, so functions take one argument, not ten)."""
-
-    name: str
-    study: optuna.Study
-    tspec: TuneSpec
-    base: Prepared
-    store: RunStore
-    url: str
-    worker: str = dataclasses.field(default_factory=worker_id)
-    ran: int = 0  # trials this worker trained
-
-    def sampler_for(self, number: int) -> optuna.samplers.BaseSampler:
-        # Seeded per trial number: reproducible for one worker, and concurrent workers (same
-        # tune.seed) do not all draw the same startup lrs. The seed is hashed (SeedSequence) from
-        # (tune.seed, cell, trial number): MT19937 seeded with consecutive small integers gives
-        # correlated first draws (seeds 0..3 put 4 "random" lrs within half a decade), and cells
-        # would otherwise all try the same learning rates.
-        entropy = [self.tspec.seed, zlib.crc32(self.name.encode()), number]
-        return SAMPLERS[self.tspec.sampler](self.tspec, int(np.random.SeedSequence(entropy).generate_state(1)[0]))
-
-
-def _open_study(name: str, url: str, tspec: TuneSpec, base: Prepared) -> optuna.Study:
-    storage = open_storage(url)
+def _open_study(name: str, url: str, tspec: TuneSpec, base: Prepared, storage=None) -> optuna.Study:
+    storage = open_storage(url) if storage is None else storage
     pruner = PRUNERS[tspec.pruner](tspec, total_steps(base.spec, base.task.n_train))
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
                                 sampler=SAMPLERS[tspec.sampler](tspec, tspec.seed), pruner=pruner)
@@ -118,109 +89,76 @@ def _open_study(name: str, url: str, tspec: TuneSpec, base: Prepared) -> optuna.
     return study
 
 
-def _trial_spec(cell: CellTuning, trial: optuna.Trial) -> RunSpec:
-    cell.study.sampler = cell.sampler_for(trial.number)
-    lr, searched = suggest(trial, cell.tspec)
-    # The task is built once per study (prepare would reload Fashion-MNIST per trial); the
-    # trial's values pass the same checks prepare applies.
-    hparams = resolve_hparams(cell.base.spec.optimizer, {**cell.base.spec.hparams, **searched})
-    return dataclasses.replace(cell.base.spec, lr=check_lr(lr), hparams=hparams)
+def _claim_one(cell: CellTuning, slot: int) -> Claimed | None:
+    """Ask (the sampler seeded by the slot the ask should take) and draw the trial's values at once,
+    so a trial is never left without its parameters."""
+    cell.study.sampler = cell.sampler_for(slot)
+    trial = claim(cell.study, cell.tspec.n_trials, cell.worker)
+    if trial is None:
+        return None
+    got = trial.user_attrs["slot"]
+    if got != slot:  # another worker asked in between: draw for the slot this trial really holds
+        cell.study.sampler = cell.sampler_for(got)
+    suggest(trial, cell.tspec)
+    spec, config = trial_run(cell, trial.params, got)
+    return Claimed(trial, got, spec, config)
 
 
-def _record(cell: CellTuning, trial: optuna.Trial, spec: RunSpec, result: RunResult) -> None:
-    """Store the trial's curve, then tell its outcome (a told trial always has its rows)."""
-    tags = {"study": cell.name, "trial": trial.number}
-    # The trial tags are part of its identity, so a trial never overwrites (or is mistaken for)
-    # the plain run of the same configuration, nor another trial that drew the same lr.
-    config = {**run_config(spec, cell.base.config["task_options"]), **tags}
-    frame, _ = store_run(cell.store, spec, cell.base.task, config, result, tags=tags)
-    trial.set_user_attr("run_id", str(frame["run_id"].iloc[0]))
-    final = result.rows[-1]["val_loss"]
-    if result.pruned:
-        told = cell.study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
-    elif result.diverged or not math.isfinite(final):
-        trial.set_user_attr("diverged", True)
-        trial.set_user_attr("diverged_step", result.steps)
-        penalty = diverged_penalty(result.rows[0]["val_loss"], spec.divergence_factor)
-        told = cell.study.tell(trial, penalty, skip_if_finished=True)
-    else:
-        told = cell.study.tell(trial, final, skip_if_finished=True)
-    if told.state == TrialState.FAIL:
-        raise StoreError(
-            f"trial {trial.number} of {cell.name} was marked FAIL by another worker while this one trained it "
-            f"(tune.stale_after_s too small, or two hosts share a hostname); its rows are stored as "
-            f"run {frame['run_id'].iloc[0]}. Raise tune.stale_after_s and re-run to continue the study."
-        )
-    cell.ran += 1
+def claim_batch(cell: CellTuning) -> list[Claimed]:
+    """Up to ``tune.batch`` trials, never across a multiple of ``tune.batch`` slots: the batches of a
+    rerun are the batches of an uninterrupted run, so each stack trains the same trials together."""
+    batch: list[Claimed] = []
+    boundary = None
+    while len(batch) < cell.tspec.batch:
+        slot = next_slot(cell.study.get_trials(deepcopy=False), cell.tspec.n_trials)
+        if slot is None or (boundary is not None and slot >= boundary):
+            break
+        if boundary is None:
+            boundary = (slot // cell.tspec.batch + 1) * cell.tspec.batch
+        try:
+            claimed = _claim_one(cell, slot)
+        except BaseException as e:
+            release_all(cell, batch, e)
+            raise
+        if claimed is None:  # other workers took the last slots
+            break
+        batch.append(claimed)
+    return batch
 
 
-def _run_batch(cell: CellTuning, trials: list[optuna.Trial]) -> None:
-    told: set[int] = set()
-    try:
-        specs = [_trial_spec(cell, t) for t in trials]
-
-        def on_eval(i: int, row: dict) -> bool:
-            if not math.isfinite(row["val_loss"]):
-                return False
-            trials[i].report(row["val_loss"], int(row["step"]))
-            return trials[i].should_prune()
-
-        results = train_many(cell.base.task, specs, on_eval=on_eval)
-        for trial, spec, result in zip(trials, specs, results):
-            _record(cell, trial, spec, result)
-            told.add(trial.number)
-    except BaseException as e:  # interrupted or crashed: release the claims, keep what is stored
-        for t in trials:  # an interrupted trial is redone by the next run; a crashing one is not
-            if t.number not in told:
-                release(cell.study, t.number, t.params, retry=isinstance(e, KeyboardInterrupt))
-        raise
+def _settle_cuts(cell: CellTuning, echo: Callable[[str], Any]) -> None:
+    """Report the torn records the journal's lock cut; fail and queue again the trial each belonged to."""
+    storage = cell.journal
+    if storage is None:
+        return
+    for cut in storage.take_cuts():
+        note = ""
+        try:
+            trial = storage.get_trial(cut.trial_id) if cut.trial_id is not None else None
+        except KeyError:
+            trial = None
+        if trial is not None and trial.state == TrialState.RUNNING:
+            release(cell.study, trial, retry=True)
+            note = f"; trial {trial.number}, whose record it was, is failed and queued again with its parameters"
+        echo(f"journal {cut.path}: cut a torn last record (line {cut.line}, {cut.nbytes} bytes) left by an "
+             f"interrupted or failed write{note}.")
 
 
-def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
-    by = {s: sum(t.state == s for t in trials) for s in TrialState}
-    surplus = sum(bool(t.user_attrs.get("surplus")) for t in trials)
-    return {
-        "n_finished": by[TrialState.COMPLETE] + by[TrialState.PRUNED], "n_complete": by[TrialState.COMPLETE],
-        "n_pruned": by[TrialState.PRUNED], "n_diverged": sum(bool(t.user_attrs.get("diverged")) for t in trials),
-        "n_running": by[TrialState.RUNNING] + by[TrialState.WAITING], "n_failed": by[TrialState.FAIL] - surplus,
-        "n_surplus": surplus,
-    }
+def _wait(cell: CellTuning, echo: Callable[[str], Any], said: bool) -> bool:
+    """Wait a moment for trials other workers hold (saying so once); free those of dead workers."""
+    held = held_elsewhere(cell.study.get_trials(deepcopy=False), cell.worker)
+    if held and not said:
+        holders = sorted({t.user_attrs.get("worker", "an unknown worker") for t in held})
+        echo(f"{cell.name}: waiting for trial(s) {', '.join(str(t.number) for t in held)} held by "
+             f"{', '.join(holders)} (another process tuning this cell); if that worker is lost on another "
+             f"machine, set tune.stale_after_s=<seconds> to take its trials over.")
+        said = True
+    time.sleep(POLL_S)
+    fail_abandoned(cell.study, cell.tspec.stale_after_s, echo, cell.worker)
+    return said
 
 
-def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The complete, non-diverged trial of least validation loss."""
-    ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged")]
-    return min(ok, key=lambda t: (t.value, t.number)) if ok else None
-
-
-def _summary(cell: CellTuning) -> dict[str, Any]:
-    trials = cell.study.get_trials(deepcopy=False)
-    best = best_trial(trials)
-    searched = {} if best is None else {
-        n: SEARCHABLE[n].to_value(best.params[SEARCHABLE[n].param]) for n in cell.tspec.searched}
-    return {
-        "cell": cell.name, "lr": None if best is None else best.params["lr"], "hparams": searched,
-        "params": None if best is None else best.params, "value": None if best is None else best.value,
-        "trial": None if best is None else best.number,
-        "run_id": None if best is None else best.user_attrs.get("run_id"), "objective": OBJECTIVE,
-        "n_trials": cell.tspec.n_trials, **counts(trials), "n_run_here": cell.ran,
-        "sampler": cell.tspec.sampler_record(), "pruner": cell.tspec.pruner, "lr_range": list(cell.tspec.lr_range),
-        "ranges": {k: list(v) for k, v in cell.tspec.ranges.items()}, "storage": mask_url(cell.url),
-        "cell_config": cell_identity(cell.base.spec, cell.base.config["task_options"], cell.tspec.searched),
-        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def _progress(cell: CellTuning, bar) -> None:
-    trials = cell.study.get_trials(deepcopy=False)
-    c, best = counts(trials), best_trial(trials)
-    bar.n = min(c["n_finished"], bar.total)
-    bar.set_postfix(best=f"{best.value:.4g}" if best else "-", pruned=c["n_pruned"], diverged=c["n_diverged"],
-                    refresh=False)
-    bar.refresh()
-
-
-def _open_cell(c: dict[str, Any]) -> CellTuning:
+def _open_cell(c: dict[str, Any], echo: Callable[[str], Any]) -> CellTuning:
     """Validate everything (run config, tune config, results dir, storage) before any trial runs."""
     if "test" in (c.get("eval") or {}):  # trials never read the test split: skip measuring it
         c["eval"] = {**c["eval"], "test": False}
@@ -231,51 +169,51 @@ def _open_cell(c: dict[str, Any]) -> CellTuning:
     store.ensure_writable()
     name = cell_name(base.spec, base.config["task_options"], base.task.n_train, tspec.searched)
     url = tspec.storage or default_journal(c["results_dir"], name)
-    return CellTuning(name, _open_study(name, url, tspec, base), tspec, base, store, url)
+    storage = open_storage(url)
+    cell = CellTuning(name, _open_study(name, url, tspec, base, storage), tspec, base, store, url,
+                      journal=storage if isinstance(storage, Journal) else None)
+    _settle_cuts(cell, echo)
+    fail_abandoned(cell.study, tspec.stale_after_s, echo, cell.worker)
+    redo_lost_runs(cell, echo)
+    return cell
 
 
-def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Tune one cell until its study holds ``tune.n_trials`` finished trials; export and return the best."""
+def _finished(cell: CellTuning) -> int:
+    return counts(cell.study.get_trials(deepcopy=False))["n_finished"]
+
+
+def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = print, wait: bool = True,
+              notice: Callable[[str], Any] | None = None) -> dict[str, Any] | None:
+    """Tune one cell until its study holds ``tune.n_trials`` finished trials (waiting for trials other
+    workers hold); export and return the best. ``wait=False``: return None instead of waiting.
+    ``notice`` (default ``echo``) gets the one-line notes on recoveries and waits."""
     optuna.logging.set_verbosity(logging.WARNING)  # per-trial INFO lines would drown the progress bar
+    notice = notice or echo
     c = _plain(cfg)
-    cell = _open_cell(c)
+    cell = _open_cell(c, notice)
     tspec = cell.tspec
-    fail_abandoned(cell.study, tspec.stale_after_s, echo)
-    done = counts(cell.study.get_trials(deepcopy=False))["n_finished"]
-    echo(f"study {cell.name}: {tspec.n_trials} trials wanted, {done} finished so far (storage {mask_url(cell.url)})")
+    echo(f"study {cell.name}: {tspec.n_trials} trials wanted, {_finished(cell)} finished so far "
+         f"(storage {mask_url(cell.url)})")
     bar = tqdm(total=tspec.n_trials, unit="trial", desc=cell.name, disable=not c.get("progress", True),
                dynamic_ncols=True)
+    said = False
     with bar:
-        _progress(cell, bar)
-        while slots := open_slots(cell.study, tspec.n_trials):
-            claims = (claim(cell.study, tspec.n_trials, cell.worker) for _ in range(min(tspec.batch, slots)))
-            trials = [t for t in claims if t is not None]
-            if not trials:  # other workers hold every open slot
+        progress(cell, bar)
+        while True:
+            batch = claim_batch(cell)
+            if batch:
+                run_batch(cell, batch)
+                progress(cell, bar)
+                _settle_cuts(cell, notice)
+                fail_abandoned(cell.study, tspec.stale_after_s, notice, cell.worker)
+            elif _finished(cell) >= tspec.n_trials:
                 break
-            _run_batch(cell, trials)
-            _progress(cell, bar)
-            fail_abandoned(cell.study, tspec.stale_after_s, echo)
-    result = _summary(cell)
+            elif not wait:
+                return None
+            else:
+                said = _wait(cell, notice, said)
+    result = summarize(cell)
     if result["lr"] is not None:
         result["path"] = str(write_tuned(c["results_dir"], cell.name, result))
     echo(report(result))
     return result
-
-
-def report(s: Mapping[str, Any]) -> str:
-    """One screen: what the study holds and its best configuration."""
-    lines = [
-        f"study {s['cell']}  sampler={s['sampler']['sampler']} seed={s['sampler']['seed']} pruner={s['pruner']}  "
-        f"storage {s['storage']}",
-        f"  trials: {s['n_finished']}/{s['n_trials']} finished ({s['n_complete']} complete, {s['n_pruned']} pruned), "
-        f"{s['n_diverged']} diverged (penalized), {s['n_failed']} failed, {s['n_running']} running elsewhere; "
-        f"{s['n_run_here']} trained by this worker"
-        + (f"; {s['n_surplus']} surplus claims released untrained" if s["n_surplus"] else ""),
-    ]
-    if s["lr"] is None:
-        lines.append("  no usable trial yet (none complete without diverging); try a smaller tune.lr_range.")
-        return "\n".join(lines)
-    extra = "".join(f"  {k}={v:.6g}" for k, v in s["hparams"].items())
-    lines += [f"  best: trial {s['trial']}  lr={s['lr']:.6g}{extra}  val loss {s['value']:.6g}  (run {s['run_id']})",
-              f"  exported: {s['path']}  (suite-train lr=tuned reads it)"]
-    return "\n".join(lines)
