@@ -68,3 +68,38 @@ def test_widening_triggers_at_either_edge_and_stops():
 def test_an_optimum_at_the_stability_limit_is_not_widened_but_named():
     decision = decide(0.9, (1e-4, 1.0), diverged_lrs=[1.1, 3.0], widenings=0)
     assert not decision.widened and "diverged" in decision.edge
+
+
+# --- end to end: a tuning study under the protocol --------------------------------------------------
+
+TUNE = ("task=tiny_mlp", "task.n=256", "batch_size=full", "optimizer=adam", "budget.epochs=60", "eval.points=6",
+        "progress=false", "threads=1", "tune.n_trials=4", "tune.batch=4", "tune.tpe.n_startup_trials=4",
+        "tune.pruner=none")
+
+
+def tune(compose, results_dir, *overrides):
+    from suite.tune.tuner import tune_cell
+    return tune_cell(compose(*TUNE, f"results_dir={results_dir}", *overrides), echo=lambda *_: None)
+
+
+def test_a_study_widens_a_range_whose_optimum_sits_at_its_edge(compose, tmp_path):
+    best = tune(compose, tmp_path, "tune.lr_range=[1e-5,2e-5]", "tune.widen=true")  # far below Adam's optimum here
+    assert best["lr_range_initial"] == [1e-5, 2e-5] and best["widenings"] >= 1
+    assert best["lr_range"][1] >= 2e-4 and best["n_finished"] == 4 + 4 * best["widenings"]
+    assert best["lr"] > 2e-5  # the widened range holds a better lr than the original edge
+    again = tune(compose, tmp_path, "tune.lr_range=[1e-5,2e-5]", "tune.widen=true")  # a rerun keeps it
+    assert (again["lr_range"], again["n_finished"], again["lr"]) == (best["lr_range"], best["n_finished"], best["lr"])
+    fixed = tune(compose, tmp_path / "off", "tune.lr_range=[1e-5,2e-5]")
+    assert fixed["lr_range"] == [1e-5, 2e-5] and fixed["n_finished"] == 4 and fixed["widenings"] == 0
+
+
+def test_target_protocol_trials_stop_at_their_target_and_score_their_steps(compose, tmp_path):
+    import pandas as pd
+    best = tune(compose, tmp_path, "target={metric: val_loss, value: 0.2}", "tune.lr_range=[1e-3,1e-1]")
+    assert best["objective"].startswith("steps to val_loss ≤ 0.2")
+    rows = pd.read_parquet(tmp_path / "runs")
+    last = rows.sort_values("step").groupby("run_id").tail(1)
+    reached = last[last["steps_to_target"].notna()]
+    assert len(reached) >= 1 and (reached["step"] >= reached["steps_to_target"]).all()
+    assert (reached["step"] < 60).any()  # a trial that reached the target stopped before its budget
+    assert best["value"] == pytest.approx(reached["steps_to_target"].min())

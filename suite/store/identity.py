@@ -51,8 +51,8 @@ def cell_identity(spec: RunSpec, task_options: Mapping[str, Any], searched: Iter
     """The cell's defining values (what its name hashes)."""
     searched = sorted(searched)
     ident = {k: getattr(spec, k) for k in CELL_FIELDS}
-    fields = dataclasses.asdict(spec)
-    ident.update(_without_later_defaults({k: fields[k] for k in LATER_FIELDS if k in fields}))
+    fields = dataclasses.asdict(spec)  # stop_at_target is not: a trial's curve up to its target is the run's
+    ident.update(_without_later_defaults({k: fields[k] for k in LATER_FIELDS if k in fields and k != "stop_at_target"}))
     ident["eval"] = {k: v for k, v in dataclasses.asdict(spec.eval).items() if k not in NOT_IDENTITY_EVAL}
     ident["task_options"] = {k: v for k, v in task_options.items() if k not in NOT_IDENTITY_TASK_OPTIONS}
     ident["hparams"] = {k: v for k, v in spec.hparams.items() if k not in searched}

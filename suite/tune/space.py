@@ -64,6 +64,7 @@ class TuneSpec:
     storage: str | None
     stale_after_s: float | None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sampler/pruner options
+    widen: bool = False  # widen the lr range where the optimum sits at its edge (suite.tune.widening)
 
     @property
     def searched(self) -> tuple[str, ...]:
@@ -144,6 +145,9 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     stale = t.get("stale_after_s")
     if stale is not None and (isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0):
         raise ConfigError(f"tune.stale_after_s={stale!r} must be null or a number of seconds > 0.")
+    widen = t.get("widen", False)
+    if not isinstance(widen, bool):
+        raise ConfigError(f"tune.widen={widen!r} must be true or false.")
     storage = t.get("storage")
     if storage is not None and (not isinstance(storage, str) or not storage.strip()):
         raise ConfigError(f"tune.storage={storage!r} must be null (the journal file under results_dir) or a storage "
@@ -159,7 +163,7 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
         n_trials=_count("n_trials", t.get("n_trials"), 1), batch=_count("batch", t.get("batch", 1), 1),
         sampler=sampler, seed=_count("seed", t.get("seed", 0), 0), pruner=pruner, prune_after=float(prune_after),
         lr_range=(float(lr_range[0]), float(lr_range[1])), ranges=ranges, storage=storage,
-        stale_after_s=None if stale is None else float(stale), options=options,
+        stale_after_s=None if stale is None else float(stale), options=options, widen=widen and sampler != "grid",
     )
 
 

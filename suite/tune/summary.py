@@ -10,11 +10,10 @@ from optuna.trial import TrialState
 
 from suite.store.identity import cell_identity
 from suite.tune.claims import slot_of
+from suite.tune.objective import objective_name
 from suite.tune.space import values_of
 from suite.tune.storage import mask_url
 from suite.tune.trials import CellTuning
-
-OBJECTIVE = "val_loss at the final evaluation (minimized)"
 
 
 def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -33,7 +32,7 @@ def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
 
 
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The complete, non-diverged trial of least validation loss."""
+    """The complete, non-diverged trial of least value (its objective: ``suite.tune.objective``)."""
     ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged")]
     return min(ok, key=lambda t: (t.value, t.number)) if ok else None
 
@@ -47,9 +46,12 @@ def summarize(cell: CellTuning) -> dict[str, Any]:
         "cell": cell.name, "lr": lr, "hparams": searched,
         "params": None if best is None else best.params, "value": None if best is None else best.value,
         "trial": None if best is None else best.number, "slot": None if best is None else slot_of(best),
-        "run_id": None if best is None else best.user_attrs.get("run_id"), "objective": OBJECTIVE,
+        "run_id": None if best is None else best.user_attrs.get("run_id"), "objective": objective_name(cell.base.spec),
         "n_trials": cell.tspec.n_trials, **counts(trials), "n_run_here": cell.ran,
         "sampler": cell.tspec.sampler_record(), "pruner": cell.tspec.pruner, "lr_range": list(cell.tspec.lr_range),
+        "lr_range_initial": list(cell.initial_range or cell.tspec.lr_range), "widenings": cell.widenings,
+        "edge": cell.edge, "lr_source": "tuned" if best is not None else "registry default (no tuning trial "
+        "finished without diverging)",
         "ranges": {k: list(v) for k, v in cell.tspec.ranges.items()}, "storage": mask_url(cell.url),
         "cell_config": cell_identity(cell.base.spec, cell.base.config["task_options"], cell.tspec.searched),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -83,7 +85,10 @@ def report(s: Mapping[str, Any]) -> str:
         return "\n".join(lines)
     extra = "".join(f"  {k}={v:.6g}" for k, v in s["hparams"].items())
     slot = f" (slot {s['slot']})" if s.get("slot") not in (None, s["trial"]) else ""
-    lines += [f"  best: trial {s['trial']}{slot}  lr={s['lr']:.6g}{extra}  val loss {s['value']:.6g}  "
-              f"(run {s['run_id']})",
+    lines += [f"  best: trial {s['trial']}{slot}  lr={s['lr']:.6g}{extra}  value {s['value']:.6g}  "
+              f"(run {s['run_id']}; objective: {s['objective']})",
+              f"  lr range {s['lr_range']}" + (f" (widened {s['widenings']}x from {s['lr_range_initial']})"
+                                                if s.get("widenings") else "")
+              + (f"; at an edge: {s['edge']}" if s.get("edge") else ""),
               f"  exported: {s['path']}  (suite-train lr=tuned reads it)"]
     return "\n".join(lines)

@@ -30,17 +30,11 @@ from suite.store.runs import RunStore
 from suite.train.stacked import stacking_pays, train_many
 from suite.tune.claims import FINISHED, release, slot_of, worker_id
 from suite.tune.journal import Journal
+from suite.tune.objective import intermediate, trial_value
 from suite.tune.space import SAMPLERS, AskTellGridSampler, TuneSpec, values_of
 from suite.types import RunResult, RunSpec, StoreError, SuiteError
 
-FALLBACK_PENALTY = 1e12  # when the initial validation loss itself is not a positive finite number
 AGREE_RTOL = 1e-4  # a redone trial and its study agree to float tolerance (stacks of other sizes round differently)
-
-
-def diverged_penalty(initial_val_loss: float, divergence_factor: float) -> float:
-    """A diverged trial scores as if its loss had reached the divergence limit: factor × initial loss."""
-    ok = math.isfinite(initial_val_loss) and initial_val_loss > 0
-    return divergence_factor * initial_val_loss if ok else FALLBACK_PENALTY
 
 
 @dataclasses.dataclass
@@ -57,6 +51,10 @@ class CellTuning:
     journal: Journal | None = None  # the storage, where it is the embedded journal (torn records it cut)
     worker: str = dataclasses.field(default_factory=worker_id)
     ran: int = 0  # trials this worker trained or settled
+    initial_range: tuple[float, float] | None = None  # the configured lr range, before any widening
+    initial_trials: int = 0  # the configured trial count
+    widenings: int = 0
+    edge: str | None = None  # why the best lr still sits at an edge of its range (None: interior)
 
     def sampler_for(self, slot: int) -> optuna.samplers.BaseSampler:
         # Seeded per slot: reproducible for one worker and after an interrupt (a redone trial keeps
@@ -97,34 +95,37 @@ def trial_run(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[Ru
 
 @dataclasses.dataclass
 class Outcome:
-    """What a trial's run says to its study."""
+    """What a trial's run says to its study: its objective (``suite.tune.objective``; None when
+    pruned), whether it diverged, and the values the pruner was given."""
 
     pruned: bool
     diverged: bool
     diverged_step: int
-    initial_val: float
-    final_val: float
-    reports: list[tuple[int, float]]  # (step, val loss) the pruner was given
+    value: float | None
+    reports: list[tuple[int, float]]  # (step, intermediate value) the pruner was given
 
     @classmethod
-    def of_result(cls, result: RunResult) -> Outcome:
-        return cls(result.pruned, result.diverged, result.steps, result.rows[0]["val_loss"],
-                   result.rows[-1]["val_loss"], [])
+    def of_result(cls, spec: RunSpec, n_train: int, result: RunResult) -> Outcome:
+        value = None if result.pruned else trial_value(spec, n_train, result)
+        return cls(result.pruned, result.diverged, result.steps, value, [])
 
     @classmethod
-    def of_rows(cls, store: RunStore, rid: str) -> Outcome:
+    def of_rows(cls, spec: RunSpec, n_train: int, store: RunStore, rid: str) -> Outcome:
+        """The outcome of a stored trial, read back from its rows (nothing is trained)."""
         rows = store.read(rid).sort_values("step")
         last = rows.iloc[-1]
-        reports = [(int(r.step), float(r.val_loss)) for r in rows.itertuples() if math.isfinite(r.val_loss)]
-        return cls(bool(last["pruned"]), bool(last["diverged"]), int(last["step"]), float(rows["val_loss"].iloc[0]),
-                   float(last["val_loss"]), reports)
+        result = RunResult(rows=rows.to_dict("records"), diverged=bool(last["diverged"]), steps=int(last["step"]),
+                           train_seconds=float(last["time_s"]), impl=str(last["optimizer_impl"]),
+                           pruned=bool(last["pruned"]), steps_to_target=float(last["steps_to_target"]))
+        outcome = cls.of_result(spec, n_train, result)
+        outcome.reports = reports_of(spec, result.rows[1:])
+        return outcome
 
-    def value(self, divergence_factor: float) -> float | None:
-        if self.pruned:
-            return None
-        if self.diverged or not math.isfinite(self.final_val):
-            return diverged_penalty(self.initial_val, divergence_factor)
-        return self.final_val
+
+def reports_of(spec: RunSpec, rows: list[dict]) -> list[tuple[int, float]]:
+    """The (step, value) pairs a pruner is given for these evaluation rows (finite ones)."""
+    values = [(int(row["step"]), intermediate(spec, row)) for row in rows]
+    return [(step, v) for step, v in values if math.isfinite(v)]
 
 
 def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
@@ -135,10 +136,10 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
     if o.pruned:
         told = cell.study.tell(c.trial, state=TrialState.PRUNED, skip_if_finished=True)
     else:
-        if o.diverged or not math.isfinite(o.final_val):
+        if o.diverged:
             c.trial.set_user_attr("diverged", True)
             c.trial.set_user_attr("diverged_step", o.diverged_step)
-        told = cell.study.tell(c.trial, o.value(c.spec.divergence_factor), skip_if_finished=True)
+        told = cell.study.tell(c.trial, o.value, skip_if_finished=True)
     if told.state == TrialState.FAIL:
         raise StoreError(
             f"trial {c.trial.number} of {cell.name} was marked FAIL by another worker while this one trained it "
@@ -156,10 +157,11 @@ def _train(cell: CellTuning, batch: list[Claimed], stored: list[bool]) -> dict[i
     todo = list(range(len(batch))) if stacking_pays(task, specs) else [i for i, s in enumerate(stored) if not s]
 
     def on_eval(k: int, row: dict) -> bool:
-        if not math.isfinite(row["val_loss"]):
+        reported = reports_of(specs[todo[k]], [row])
+        if not reported:
             return False
         trial = batch[todo[k]].trial
-        trial.report(row["val_loss"], int(row["step"]))
+        trial.report(reported[0][1], reported[0][0])
         return trial.should_prune()
 
     results = train_many(task, [specs[i] for i in todo], on_eval=on_eval)
@@ -167,7 +169,7 @@ def _train(cell: CellTuning, batch: list[Claimed], stored: list[bool]) -> dict[i
         if not stored[i]:
             tags = {"study": cell.name, "trial": batch[i].slot}
             store_run(cell.store, batch[i].spec, task, batch[i].config, result, tags=tags)
-    return {i: Outcome.of_result(r) for i, r in zip(todo, results)}
+    return {i: Outcome.of_result(specs[i], task.n_train, r) for i, r in zip(todo, results)}
 
 
 def run_batch(cell: CellTuning, batch: list[Claimed]) -> None:
@@ -177,7 +179,8 @@ def run_batch(cell: CellTuning, batch: list[Claimed]) -> None:
         stored = [cell.store.has(c.run_id) for c in batch]
         fresh = _train(cell, batch, stored) if not all(stored) else {}
         for i, c in enumerate(batch):
-            _tell(cell, c, fresh.get(i) or Outcome.of_rows(cell.store, c.run_id))
+            n = cell.base.task.n_train
+            _tell(cell, c, fresh.get(i) or Outcome.of_rows(c.spec, n, cell.store, c.run_id))
             told.add(c.trial.number)
     except BaseException as e:  # interrupted or failed: queue the untold trials again, keep what is stored
         release_all(cell, [c for c in batch if c.trial.number not in told], e)
@@ -196,7 +199,7 @@ def release_all(cell: CellTuning, batch: list[Claimed], error: BaseException) ->
 
 
 def _check_agrees(cell: CellTuning, t: FrozenTrial, o: Outcome, echo: Callable[[str], object]) -> None:
-    got = o.value(cell.base.spec.divergence_factor) if not o.pruned else (o.reports[-1][1] if o.reports else None)
+    got = o.value if not o.pruned else (o.reports[-1][1] if o.reports else None)
     same = got is not None and t.value is not None and math.isclose(got, t.value, rel_tol=AGREE_RTOL)
     agrees = "agrees with" if same else f"is {got!r}, which differs from"
     echo(f"{cell.name}: trial {t.number} (slot {slot_of(t)}) had no stored run; retrained it as run "
@@ -226,7 +229,7 @@ def redo_lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> int:
     for (t, spec, config), result in zip(lost, results):
         tags = {"study": cell.name, "trial": slot_of(t)}
         store_run(cell.store, spec, cell.base.task, config, result, tags=tags)
-        outcome = Outcome.of_result(result)
-        outcome.reports = [(int(r["step"]), r["val_loss"]) for r in result.rows if math.isfinite(r["val_loss"])]
+        outcome = Outcome.of_result(spec, cell.base.task.n_train, result)
+        outcome.reports = reports_of(spec, result.rows)
         _check_agrees(cell, t, outcome, echo)
     return len(lost)

@@ -2,11 +2,14 @@
 
 A trial is an ordinary run of the suite: its lr (and searched hyperparameters) go into the cell's
 :class:`RunSpec`, ``train_many`` trains the K trials asked together, and each curve is stored in
-the results store tagged ``study`` and ``trial``. The objective is the validation loss at the
-final evaluation (every task has a held-out validation split; test is never read). At every
-evaluation the validation loss is reported to the pruner. A diverged trial is finished with a
-finite penalty (:func:`diverged_penalty`) and ``diverged=True``: NaN would give the sampler no
-signal, and "diverged" is a result, not a crash.
+the results store tagged ``study`` and ``trial``. The objective (``suite.tune.objective``) is the
+validation loss at the final evaluation, or, when the cell has a target (the ``target`` protocol),
+the steps to reach it (a trial stops once that step is located); test is never read. At every
+evaluation the pruner is given the validation value. A diverged trial is finished with a finite
+penalty and ``diverged=True``: NaN would give the sampler no signal, and "diverged" is a result,
+not a crash. When the best lr sits within a quarter decade of an end of the search range, the
+range is widened there and the study continues (``suite.tune.widening``); the final range, and
+any edge that remains, go into the export.
 
 Several workers (processes, machines) may run the same cell against one storage: they share its
 study and together stop at exactly ``n_trials`` finished trials (see :mod:`suite.tune.claims`); a
@@ -17,6 +20,7 @@ rerun, gives the uninterrupted run's trials, values and tuned configuration.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -32,12 +36,14 @@ from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
 from suite.train.schedule import total_steps
-from suite.tune.claims import claim, fail_abandoned, held_elsewhere, next_slot, release
+from suite.tune.claims import claim, fail_abandoned, held_elsewhere, next_slot, release, slot_of
 from suite.tune.journal import Journal
-from suite.tune.space import PRUNERS, SAMPLERS, TuneSpec, suggest, tune_spec
+from suite.tune.objective import diverged_penalty
+from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
 from suite.tune.storage import default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
-from suite.tune.trials import CellTuning, Claimed, diverged_penalty, redo_lost_runs, release_all, run_batch, trial_run
+from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_run
+from suite.tune.widening import decide
 from suite.types import ConfigError
 
 __all__ = ["tune_cell", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts", "best_trial"]
@@ -160,8 +166,10 @@ def _wait(cell: CellTuning, echo: Callable[[str], Any], said: bool) -> bool:
 
 def _open_cell(c: dict[str, Any], echo: Callable[[str], Any]) -> CellTuning:
     """Validate everything (run config, tune config, results dir, storage) before any trial runs."""
-    if "test" in (c.get("eval") or {}):  # trials never read the test split: skip measuring it
-        c["eval"] = {**c["eval"], "test": False}
+    # Trials never read the test split and need no noise scale; a trial with a target stops at it.
+    c["eval"] = {**(c.get("eval") or {}), "test": False, "noise_scale": False}
+    if c.get("target") is not None:
+        c["stop_at_target"] = True
     set_threads(c.get("threads"))
     base = prepare(c)
     tspec = tune_spec(c.get("tune") or {}, base.spec.optimizer)
@@ -171,11 +179,62 @@ def _open_cell(c: dict[str, Any], echo: Callable[[str], Any]) -> CellTuning:
     url = tspec.storage or default_journal(c["results_dir"], name)
     storage = open_storage(url)
     cell = CellTuning(name, _open_study(name, url, tspec, base, storage), tspec, base, store, url,
-                      journal=storage if isinstance(storage, Journal) else None)
+                      journal=storage if isinstance(storage, Journal) else None, initial_range=tspec.lr_range,
+                      initial_trials=tspec.n_trials)
+    _widened_range(cell)
     _settle_cuts(cell, echo)
     fail_abandoned(cell.study, tspec.stale_after_s, echo, cell.worker)
     redo_lost_runs(cell, echo)
     return cell
+
+
+def _widened_range(cell: CellTuning) -> None:
+    """The study's search range and trial count as widened so far (recorded in the study, so every
+    worker and every rerun searches the same range)."""
+    attrs = cell.study.user_attrs
+    if "lr_range" in attrs:
+        cell.tspec = dataclasses.replace(cell.tspec, lr_range=tuple(attrs["lr_range"]), n_trials=attrs["n_trials"])
+        cell.widenings = int(attrs.get("widenings", 0))
+
+
+def _widen(cell: CellTuning) -> bool:
+    """After the study's trials: widen the range where the best lr sits at its edge and queue more
+    trials there (True), or record why the optimum stays at an edge (False)."""
+    _widened_range(cell)
+    trials = cell.study.get_trials(deepcopy=False)
+    best = best_trial(trials)
+    if not cell.tspec.widen or best is None:
+        return False
+    lr = values_of(best.params, cell.tspec)[0]
+    diverged = [values_of(t.params, cell.tspec)[0] for t in trials if t.user_attrs.get("diverged")]
+    decision = decide(lr, cell.tspec.lr_range, diverged, cell.widenings)
+    cell.edge = decision.edge
+    if not decision.widened:
+        return False
+    first, lrs = cell.tspec.n_trials, new_region_lrs(cell.tspec.lr_range, decision.lr_range,
+                                                      max(cell.initial_trials // 2, cell.tspec.batch))
+    cell.study.set_user_attr("n_trials", first + len(lrs))
+    cell.study.set_user_attr("widenings", cell.widenings + 1)
+    taken = {slot_of(t) for t in trials}
+    for slot, value in enumerate(lrs, start=first):  # explore the new region first: TPE alone would stay home
+        if slot not in taken:
+            cell.study.enqueue_trial({"lr": value}, user_attrs={"slot": slot, "explores": True}, skip_if_exists=False)
+    cell.study.set_user_attr("lr_range", list(decision.lr_range))  # last: the range marks the widening done
+    _widened_range(cell)
+    return True
+
+
+def new_region_lrs(old: tuple[float, float], new: tuple[float, float], n: int) -> list[float]:
+    """``n`` learning rates log-spaced over the part of ``new`` that ``old`` did not cover (both
+    ends alternately when both were widened), rounded as sampled values are."""
+    ends = [(old[1], new[1])] if new[1] > old[1] else []
+    ends += [(old[0], new[0])] if new[0] < old[0] else []
+    out = []
+    for i in range(n):
+        start, stop = ends[i % len(ends)]
+        k, of = i // len(ends) + 1, -(-n // len(ends))
+        out.append(float(f"{start * (stop / start) ** (k / of):.{SIGNIFICANT_DIGITS}g}"))
+    return out
 
 
 def _finished(cell: CellTuning) -> int:
@@ -206,8 +265,10 @@ def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = 
                 progress(cell, bar)
                 _settle_cuts(cell, notice)
                 fail_abandoned(cell.study, tspec.stale_after_s, notice, cell.worker)
-            elif _finished(cell) >= tspec.n_trials:
-                break
+            elif _finished(cell) >= cell.tspec.n_trials:
+                if not _widen(cell):
+                    break
+                bar.total = cell.tspec.n_trials
             elif not wait:
                 return None
             else:

@@ -36,6 +36,10 @@ def decide(best_lr: float, lr_range: tuple[float, float], diverged_lrs: list[flo
         side = "bottom" if near_lo else "top"
         return Decision(lr_range, False, f"the best lr stays within a quarter decade of the {side} of the range "
                                          f"after {widenings} widenings to [{lo:.3g}, {hi:.3g}]")
-    new_lo = lo / 10 ** WIDEN_DECADES if near_lo else lo
-    new_hi = hi * 10 ** WIDEN_DECADES if near_hi and not unstable_above else hi
+    new_lo = _round(lo / 10 ** WIDEN_DECADES) if near_lo else lo
+    new_hi = _round(hi * 10 ** WIDEN_DECADES) if near_hi and not unstable_above else hi
     return Decision((new_lo, new_hi), True, None)
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.12g}")  # 1e-5 / 10 is 1.0000000000000002e-06 in floats
