@@ -33,7 +33,7 @@ from suite.optim.registry import OPTIMIZERS, resolve_hparams
 from suite.run.conformance import check_command
 from suite.run.execute import execute
 from suite.run.prepare import prepare
-from suite.study.cell import run_cell_job
+from suite.study.cell import Job, run_cell
 from suite.tasks import build_task
 from suite.train.stacked import train_many
 from suite.tune.tuner import tune_cell
@@ -143,7 +143,7 @@ def test_a_study_cell_job_registers_it_from_its_config_alone(tmp_path):
                   "eval.points=3", f"results_dir={tmp_path}", "progress=false")
     HydraConfig.instance().cfg = None  # a fresh worker: no Hydra, no registry entry
     OPTIMIZERS.pop("myopt", None)
-    summary = run_cell_job(OmegaConf.to_yaml(cfg), [0, 1], False)
+    summary = run_cell(Job("byo", OmegaConf.to_yaml(cfg), (0, 1)))
     assert summary["trained"] == 2 and OPTIMIZERS["myopt"].external
     assert set(pd.read_parquet(tmp_path / "runs")["optimizer"]) == {"myopt"}
 

@@ -20,11 +20,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from faults import die, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-
-from faults import die, killed_in_child, on_call
 
 from suite.cli import CONF_DIR, guarded
 from suite.store.runs import RunStore

@@ -20,7 +20,6 @@ from suite.train import train
 from suite.train.evaluation import evaluate
 from suite.types import EvalSpec, RunSpec
 
-
 # --- Muon: which parameters, and one optimizer made of two -----------------------------------------
 
 @pytest.mark.parametrize("model, muon_shapes", [

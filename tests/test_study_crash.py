@@ -17,12 +17,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from faults import die, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
-from optuna.trial import TrialState
 
 import suite.report.figures as report_figures
-from faults import die, killed_in_child, on_call
-
 from suite.cli import CONF_DIR
 from suite.store.locks import worker_id
 from suite.store.runs import RunStore

@@ -6,8 +6,10 @@ stored runs, so each is trained once. A process that finds the lock held waits a
 the lock dies with its holder, so a killed holder is taken over at once."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,27 +71,45 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
         lock.release()
 
 
-def run_cell(cfg: DictConfig, seeds: list[int], tune: bool, wait: bool = True,
-             echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
-    """Tune one cell (or take the registry default), then its final runs. Safe to repeat. With
+@dataclass(frozen=True)
+class Job:
+    """One cell as a job (picklable: plain values only, configs as YAML)."""
+
+    label: str
+    config: str  # the cell's run config (its ``seed``: the tuning trials')
+    seeds: tuple[int, ...]  # the final runs'
+    tuning: str | None = None  # the run config whose tuned lr the cell uses (None: not tuned)
+    lr: float | None = None  # the lr of an untuned cell (None: the registry's default)
+
+    def with_threads(self, cores: int | None) -> Job:
+        """No progress bars, and at most ``cores`` torch threads."""
+        def limit(text: str | None) -> str | None:
+            if text is None:
+                return None
+            cfg = OmegaConf.create(text)
+            threads = cfg.threads if cores is None else min(cfg.threads or cores, cores)
+            return OmegaConf.to_yaml(OmegaConf.merge(cfg, {"progress": False, "threads": threads}))
+
+        return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
+
+
+def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
+    """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started = time.perf_counter()
+    cfg = OmegaConf.create(job.config)
     set_threads(cfg.get("threads"))
-    lr, hparams, source = None, {}, "registry default (study.tune=false)"
-    if tune:
-        best = tune_cell(cfg, echo=_quiet, wait=wait, notice=echo)
+    lr, hparams = job.lr, {}
+    source = f"fixed (study.lr={job.lr})" if job.lr is not None else "registry default (study.tune=false)"
+    if job.tuning is not None:
+        best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
         if best["lr"] is None:
             source = FALLBACK
         else:
             lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
-    trained = final_runs(cfg, seeds, lr, hparams, wait, echo)
+    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
     if trained is None:
         return None
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
-
-
-def run_cell_job(cfg_yaml: str, seeds: list[int], tune: bool, wait: bool = True) -> dict[str, Any] | None:
-    """One cell in a worker process (picklable: plain arguments only)."""
-    return run_cell(OmegaConf.create(cfg_yaml), seeds, tune, wait)

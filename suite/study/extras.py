@@ -85,7 +85,8 @@ EXTRAS = {"theory": theory_runs, "lr_scaling": lr_scaling_runs}
 
 def run_extras(cfg: DictConfig) -> int:
     """Every extra the preset asks for (``study.extras.<name>``); returns the runs trained now."""
-    extras = OmegaConf.to_container(cfg.study.get("extras") or {}, resolve=True)
+    node = cfg.study.get("extras")
+    extras = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
     unknown = sorted(set(extras) - set(EXTRAS))
     if unknown:
         raise ConfigError(f"study.extras: unknown {', '.join(unknown)}; valid: {', '.join(EXTRAS)}.")

@@ -21,39 +21,38 @@ from typing import Any, Callable, Iterable
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from suite.study.cell import run_cell, run_cell_job
+from suite.study.cell import Job, run_cell
 from suite.types import ConfigError
 
-Jobs = list[tuple[str, DictConfig]]  # (cell label, cell config)
+Jobs = list[Job]
 
 
 def _in_process(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
-    seeds, tune, later = list(cfg.study.seeds), bool(cfg.study.tune), []
-    for label, job_cfg in jobs:  # cells another process holds are left for later ...
-        bar.set_description(label)
-        summary = run_cell(job_cfg, seeds, tune, wait=False)
+    later = []
+    for job in jobs:  # cells another process holds are left for later ...
+        bar.set_description(job.label)
+        summary = run_cell(job, wait=False)
         if summary is None:
-            later.append((label, job_cfg))
+            later.append(job)
         else:
-            yield label, summary
-    for label, job_cfg in later:  # ... then waited for
-        bar.set_description(label)
-        yield label, run_cell(job_cfg, seeds, tune, wait=True)
+            yield job.label, summary
+    for job in later:  # ... then waited for
+        bar.set_description(job.label)
+        yield job.label, run_cell(job, wait=True)
 
 
 def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
     workers = int(cfg.study.workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    seeds, tune = list(cfg.study.seeds), bool(cfg.study.tune)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        yamls = {label: _job_yaml(c, threads) for label, c in jobs}
-        pending = {pool.submit(run_cell_job, y, seeds, tune, False): label for label, y in yamls.items()}
+        limited = {job.label: job.with_threads(threads) for job in jobs}
+        pending = {pool.submit(run_cell, job, False): label for label, job in limited.items()}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 label, summary = pending.pop(future), future.result()
                 if summary is None:  # held by another process: wait for it this time
-                    pending[pool.submit(run_cell_job, yamls[label], seeds, tune, True)] = label
+                    pending[pool.submit(run_cell, limited[label], True)] = label
                 else:
                     yield label, summary
 
@@ -69,18 +68,11 @@ def _submitit(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dic
     executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
     params = {k: v for k, v in OmegaConf.to_container(opts.parameters, resolve=True).items() if v is not None}
     executor.update_parameters(slurm_array_parallelism=int(cfg.study.workers), **params)
-    n = len(jobs)
-    yamls = [_job_yaml(c, params.get("cpus_per_task")) for _, c in jobs]
-    submitted = executor.map_array(run_cell_job, yamls, [list(cfg.study.seeds)] * n, [bool(cfg.study.tune)] * n)
-    labels = {job.job_id: label for job, (label, _) in zip(submitted, jobs)}
-    for job in submitit.helpers.as_completed(submitted):
-        yield labels[job.job_id], job.result()
-
-
-def _job_yaml(job_cfg: DictConfig, cores: int | None) -> str:
-    """A worker's cell config: no progress bars, and at most its share of the cores as threads."""
-    threads = job_cfg.threads if cores is None else min(job_cfg.threads or cores, cores)
-    return OmegaConf.to_yaml(OmegaConf.merge(job_cfg, {"progress": False, "threads": threads}))
+    limited = [job.with_threads(params.get("cpus_per_task")) for job in jobs]
+    submitted = executor.map_array(run_cell, limited)
+    labels = {sub.job_id: job.label for sub, job in zip(submitted, jobs)}
+    for sub in submitit.helpers.as_completed(submitted):
+        yield labels[sub.job_id], sub.result()
 
 
 LAUNCHERS: dict[str, Callable[[Jobs, DictConfig, tqdm], Iterable[tuple[str, dict]]]] = {

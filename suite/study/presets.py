@@ -1,7 +1,18 @@
 """Study presets -> cells: every axis validated against the registries, then the run config of
-each cell (the study's top-level settings + the cell's axes, budget and evaluation)."""
+each cell (the study's top-level settings + the cell's axes, budget, evaluation, protocol).
+
+A preset names its measurement protocol (``study.protocol``): ``target`` puts the task's target
+(``study.targets.<task>``, declared before the run) into every run, so trials are ranked by their
+steps to it and final runs measure them exactly; ``budget`` gives every batch size of a task the
+same epochs (no step cap) and ranks trials by their final validation loss. Tuning trials use
+``study.tune_seeds`` (disjoint from the final ``seeds``, so no final run is a trial and the winning
+trial's seed is not among the reported ones). ``study.axes.<task>`` overrides ``batch_sizes``,
+``accumulation``, ``seeds`` or ``n_trials`` for one task. An accumulation cell ``MxK`` reuses the
+tuned lr of the batch ``M·K`` it emulates (the update is the same); ``MxK:sum`` is tutorial 004's
+un-averaged variant, tuned on its own."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +23,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from suite.optim.registry import OPTIMIZERS, get_spec
+from suite.run import validate as V
 from suite.run.prepare import register_optimizer
 from suite.study.launchers import LAUNCHERS
 from suite.tasks import TASKS, build_task
@@ -20,18 +32,31 @@ from suite.types import ConfigError
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
+PROTOCOLS = ("target", "budget")
+AXES = ("batch_sizes", "accumulation", "seeds", "n_trials")
+
+
 @dataclass(frozen=True)
 class Cell:
     task: str
     optimizer: str
     batch_size: int | str  # an int, or "full"
     accumulation_steps: int = 1
+    reduction: str = "mean"  # of accumulated micro-batch gradients (sum: tutorial 004's variant)
+    seeds: tuple[int, ...] = ()  # its final runs' seeds
 
     @property
     def label(self) -> str:
         acc = self.accumulation_steps
         batch = self.batch_size if acc == 1 else f"{self.batch_size // acc}x{acc}"
-        return f"{self.task}/{self.optimizer}/b{batch}"
+        return f"{self.task}/{self.optimizer}/b{batch}" + ("" if self.reduction == "mean" else f":{self.reduction}")
+
+    @property
+    def emulated(self) -> Cell:
+        """The plain cell whose update an accumulation cell equals (itself for a plain or a sum cell)."""
+        if self.accumulation_steps == 1 or self.reduction != "mean":
+            return self
+        return dataclasses.replace(self, accumulation_steps=1)
 
 
 def _names(kind: str, given: list[str], registry: dict) -> list[str]:
@@ -53,17 +78,37 @@ def _batch_sizes(given: list[Any]) -> list[int | str]:
     return list(given)
 
 
-def _accumulation(given: list[Any]) -> list[tuple[int, int]]:
+def _accumulation(given: list[Any]) -> list[tuple[int, int, str]]:
     out = []
     for entry in given:
+        shape, _, reduction = str(entry).lower().partition(":")
         try:
-            micro, k = (int(p) for p in str(entry).lower().split("x"))
-            assert micro >= 1 and k >= 2
+            micro, k = (int(p) for p in shape.split("x"))
+            assert micro >= 1 and k >= 2 and reduction in ("", "mean", "sum")
         except (ValueError, AssertionError):
             raise ConfigError(f"study.accumulation entry {entry!r} is invalid; write MxK with micro-batch M >= 1 "
-                              f"and K >= 2 accumulation steps, e.g. study.accumulation=[64x16].") from None
-        out.append((micro, k))
+                              f"and K >= 2 accumulation steps, e.g. study.accumulation=[64x16] (MxK:sum for the "
+                              f"un-averaged variant).") from None
+        out.append((micro, k, reduction or "mean"))
     return out
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A section of the study as a plain dict ({} where absent)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+
+def axis(study: DictConfig, task: str, key: str) -> Any:
+    """``study.axes.<task>.<key>`` where the preset sets one for this task, else ``study.<key>``."""
+    own = _task_section(study, "axes", task)
+    return own[key] if key in own else OmegaConf.to_container(study, resolve=True)[key]
+
+
+def _seeds(name: str, seeds: Any) -> list[int]:
+    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
+                                                       for s in seeds):
+        raise ConfigError(f"{name}={seeds} is invalid; give integers >= 0, e.g. {name}=[0,1,2].")
+    return seeds
 
 
 def _task_section(study: DictConfig, key: str, task: str) -> dict[str, Any]:
@@ -80,14 +125,15 @@ def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
     """All cells of the study; batch sizes above a task's n are left out (``full`` covers them)."""
     cells = []
     for task in study.tasks:
-        n = sizes[task]
-        batches = [b for b in _batch_sizes(list(study.batch_sizes)) if b == "full" or b <= n]
-        accum = [(m * k, k) for m, k in _accumulation(list(study.accumulation)) if m * k <= n]
+        n, seeds = sizes[task], tuple(axis(study, task, "seeds"))
+        batches = [b for b in _batch_sizes(list(axis(study, task, "batch_sizes"))) if b == "full" or b <= n]
+        accum = [(m * k, k, red) for m, k, red in _accumulation(list(axis(study, task, "accumulation"))) if m * k <= n]
         for opt in study.optimizers:
             if get_spec(opt).full_batch_only:  # e.g. L-BFGS: the full-batch cell only
-                cells += [Cell(task, opt, "full")] if "full" in batches else []
+                cells += [Cell(task, opt, "full", seeds=seeds)] if "full" in batches else []
                 continue
-            cells += [Cell(task, opt, b) for b in batches] + [Cell(task, opt, b, k) for b, k in accum]
+            cells += [Cell(task, opt, b, seeds=seeds) for b in batches]
+            cells += [Cell(task, opt, b, k, red, seeds) for b, k, red in accum]
     return cells
 
 
@@ -104,9 +150,9 @@ def validate(study: DictConfig) -> dict[str, int]:
                           f"study.batch_sizes={list(study.batch_sizes)} has no full; add full or drop them.")
     _batch_sizes(list(study.batch_sizes))
     _accumulation(list(study.accumulation))
-    seeds = list(study.seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ConfigError(f"study.seeds={seeds} is invalid; give integers >= 0, e.g. study.seeds=[0,1,2].")
+    _seeds("study.seeds", list(study.seeds))
+    _check_axes(study)
+    _check_protocol(study)
     for key in ("workers", "n_trials", "tune_batch"):
         if not isinstance(study[key], int) or study[key] < 1:
             raise ConfigError(f"study.{key}={study[key]!r} must be an integer >= 1.")
@@ -117,6 +163,45 @@ def validate(study: DictConfig) -> dict[str, int]:
         raise ConfigError(f"study.budgets has no entry for {', '.join(missing)}; add "
                           f"study.budgets.<task>={{epochs: E, max_steps: S}}.")
     return {t: build_task({"name": t, **task_options(study, t)}).n_train for t in study.tasks}
+
+
+def _check_axes(study: DictConfig) -> None:
+    """Per-task axes: known tasks and keys, valid values; tuning seeds disjoint from final seeds."""
+    axes = _plain(study.get("axes"))
+    for task, own in axes.items():
+        if task not in study.tasks or not isinstance(own, dict) or set(own) - set(AXES):
+            raise ConfigError(f"study.axes.{task}={own!r} is invalid: keys of study.axes are tasks of the study "
+                              f"({', '.join(study.tasks)}), each with some of {', '.join(AXES)}.")
+    tune_seeds = _seeds("study.tune_seeds", list(study.get("tune_seeds") or [0]))
+    for task in study.tasks:
+        _batch_sizes(list(axis(study, task, "batch_sizes")))
+        _accumulation(list(axis(study, task, "accumulation")))
+        seeds = _seeds(f"seeds of {task}", list(axis(study, task, "seeds")))
+        if study.tune and study.get("tune_seeds") is not None and set(seeds) & set(tune_seeds):
+            raise ConfigError(f"study.tune_seeds={tune_seeds} and the final seeds of {task} {seeds} overlap: a final "
+                              f"run would repeat a tuning trial (the winner's curse). Keep them disjoint, e.g. "
+                              f"study.tune_seeds=[1000].")
+
+
+def _check_protocol(study: DictConfig) -> None:
+    protocol = study.get("protocol")
+    if protocol is None:  # a preset that names none: the report says so
+        return
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"study.protocol={protocol!r} is invalid; valid: {', '.join(PROTOCOLS)}.")
+    targets = _plain(study.get("targets"))
+    if protocol == "target":
+        missing = [t for t in study.tasks if t not in targets]
+        if missing:
+            raise ConfigError(f"study.protocol=target needs a target per task; study.targets has none for "
+                              f"{', '.join(missing)} (e.g. study.targets.{missing[0]}={{metric: val_loss, value: 0.1}}).")
+        for task in study.tasks:
+            V.target(targets[task])
+    else:
+        capped = [t for t in study.tasks if (study.budgets.get(t) or {}).get("max_steps") is not None]
+        if capped:
+            raise ConfigError(f"study.protocol=budget gives every batch size the same epochs; drop the step caps "
+                              f"study.budgets.{capped[0]}.max_steps (or use study.protocol=target).")
 
 
 def _compose_groups(task: str, optimizer: str) -> DictConfig:
@@ -146,13 +231,17 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("study")
     base.pop("report", None)  # report options never reach a run
+    targets = _plain(study.get("targets"))
     base.update(
         task={**OmegaConf.to_container(groups.task), **task_options(study, cell.task)},
         optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
-        accumulation_steps=cell.accumulation_steps,
+        accumulation_steps=cell.accumulation_steps, accumulation_reduction=cell.reduction,
         budget={**base["budget"], **OmegaConf.to_container(study.budgets[cell.task])},
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
         threads=(study.get("threads") or {}).get(cell.task, base["threads"]),
+        target=targets.get(cell.task) if study.get("protocol") == "target" else None,
+        seed=int((study.get("tune_seeds") or [cell.seeds[0] if cell.seeds else 0])[0]),  # the trials' seed
     )
-    base["tune"] = {**base.get("tune", {}), "n_trials": study.n_trials, "batch": study.tune_batch}
+    base["tune"] = {**base.get("tune", {}), "n_trials": axis(study, cell.task, "n_trials"), "batch": study.tune_batch,
+                    "widen": bool(study.get("widen", False))}
     return OmegaConf.create(base)

@@ -23,9 +23,10 @@ from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
 from suite.store.locks import HolderLock, alive, io_error, worker_id
 from suite.store.runs import RunStore
-from suite.study.cell import FALLBACK, notice
+from suite.study.cell import FALLBACK, Job, notice
+from suite.study.extras import run_extras
 from suite.study.launchers import launch
-from suite.study.presets import cell_config, expand, validate
+from suite.study.presets import Cell, cell_config, expand, validate
 from suite.train.device import resolve_device
 from suite.train.rows import environment
 
@@ -60,10 +61,31 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print) -> list[dict
     RunStore(cfg.results_dir).ensure_writable()
     write_context(cfg)
     cells = expand(study, sizes)
-    echo(f"study {study.name}: {len(cells)} cells x {len(study.seeds)} seed(s)"
-         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', registry-default lrs'}, "
+    echo(f"study {study.name} ({study.get('protocol', 'budget')} protocol): {len(cells)} cells, "
+         f"{len(study.seeds)} seed(s)"
+         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}, "
          f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}")
-    return launch([(cell.label, cell_config(cfg, cell)) for cell in cells], cfg)
+    summaries = launch([job_of(cfg, cell) for cell in cells], cfg)
+    extra = run_extras(cfg)
+    if extra:
+        echo(f"{extra} extra run(s) for the batch-size science (theory, lr scaling) trained now.")
+    return summaries
+
+
+def job_of(cfg: DictConfig, cell: Cell) -> Job:
+    """A cell's job: its run config, its final seeds, and what it is tuned as (an accumulation cell
+    as the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
+    tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated)) if cfg.study.tune else None
+    fixed = cfg.study.get("lr") if not cfg.study.tune else None
+    return Job(cell.label, OmegaConf.to_yaml(cell_config(cfg, cell)), cell.seeds, tuning, fixed)
+
+
+def record_wall_time(results_dir: str | Path, seconds: float) -> None:
+    """The study command's wall time in ``environment.json`` (the report states it)."""
+    path = Path(results_dir) / "environment.json"
+    env = json.loads(path.read_text()) if path.is_file() else {}
+    env["wall_seconds"] = round(seconds, 1)
+    _write_atomically(path, json.dumps(env, indent=2) + "\n")
 
 
 def _clean_stale_reports(root: Path) -> None:
@@ -96,6 +118,7 @@ def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> No
     if fallback:
         echo(f"{len(fallback)} cell(s) use the registry lr because no tuning trial finished without diverging "
              f"(the report marks them): {', '.join(fallback)}")
+    record_wall_time(cfg.results_dir, time.perf_counter() - started)
     report = locked_report(cfg.results_dir)
     echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
          f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "
