@@ -103,3 +103,45 @@ def test_target_protocol_trials_stop_at_their_target_and_score_their_steps(compo
     assert len(reached) >= 1 and (reached["step"] >= reached["steps_to_target"]).all()
     assert (reached["step"] < 60).any()  # a trial that reached the target stopped before its budget
     assert best["value"] == pytest.approx(reached["steps_to_target"].min())
+
+
+def test_a_trial_with_several_tuning_seeds_scores_their_mean_and_redoes_a_lost_run(compose, tmp_path):
+    import pandas as pd
+    from suite.tune.tuner import tune_cell
+    cfg = compose(*TUNE, f"results_dir={tmp_path}", "tune.seeds=[1000,1001,1002]", "target={metric: val_loss, value: 0.2}",
+                  "tune.lr_range=[1e-3,1e-1]")
+    best = tune_cell(cfg, echo=lambda *_: None)
+    rows = pd.read_parquet(tmp_path / "runs")
+    last = rows.sort_values("step").groupby("run_id").tail(1)
+    assert len(last) == 3 * 4 and sorted(last.groupby("trial")["seed"].apply(sorted).iloc[0]) == [1000, 1001, 1002]
+    mine = last[last["trial"] == best["slot"]]
+    values = [s if s == s else math.inf for s in mine["steps_to_target"]]  # all reached for the best trial
+    assert best["value"] == pytest.approx(sum(values) / 3)
+    lost = mine["run_id"].iloc[1]
+    (tmp_path / "runs" / f"{lost}.parquet").unlink()
+    lines: list[str] = []
+    again = tune_cell(cfg, echo=lines.append)
+    assert (tmp_path / "runs" / f"{lost}.parquet").is_file() and again["value"] == best["value"]
+    assert any("agrees with" in line for line in lines), lines
+
+
+def test_gd_diverges_just_above_two_over_L_on_the_conditioned_quadratic():
+    """The divergence boundary the theory extras measure (GD at constant lrs around 2/L) brackets 2/L
+    to within the grid's 2%: below it GD converges, above it it diverges."""
+    import pandas as pd
+
+    from suite.report.science_tables import _grid_boundary
+    from suite.tasks import build_task
+    from suite.train import train_many
+    task = build_task({"name": "regression", "dim": 10, "condition_number": 100.0, "n": 200, "n_val": 20,
+                       "n_test": 20})
+    two_over_l = 2.0 / task.info["L"]
+    factors = (0.9, 0.98, 1.02, 1.1)
+    specs = [RunSpec(task="regression", optimizer="sgd", hparams=resolve_hparams("sgd", {}), lr=f * two_over_l,
+                     batch_size=200, epochs=400.0, eval=EvalSpec(points=4), dtype="float64") for f in factors]
+    results = train_many(task, specs)
+    assert [r.diverged for r in results] == [False, False, True, True]
+    summary = pd.DataFrame({"task_label": "regression", "purpose": "theory_boundary", "lr": [s.lr for s in specs],
+                            "diverged": [r.diverged for r in results]})
+    boundary = _grid_boundary(summary)["regression"]
+    assert boundary == pytest.approx(two_over_l, rel=0.10)

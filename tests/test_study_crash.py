@@ -19,13 +19,14 @@ import pandas as pd
 import pytest
 from faults import die, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import suite.report.figures as report_figures
 from suite.cli import CONF_DIR
 from suite.store.locks import worker_id
 from suite.store.runs import RunStore
 from suite.study import launchers
-from suite.study.cell import final_lock, run_cell
+from suite.study.cell import Job, final_lock, run_cell
 from suite.study.presets import cell_config, expand, validate
 from suite.study.runner import study_and_report
 from suite.tune import trials as T
@@ -35,7 +36,7 @@ from suite.tune.tuner import cell_name_of, tune_cell
 TWO_CELLS = [
     "study.tasks=[tiny_mlp]", "study.optimizers=[adam]", "study.batch_sizes=[32,full]", "study.seeds=[0,1]",
     "study.n_trials=4", "study.tune_batch=2", "study.budgets.tiny_mlp.max_steps=30", "study.eval_points=4",
-    "+study.task_options.tiny_mlp.n=256", "progress=false", "+study.report.figures.formats=[png]",
+    "+study.task_options.tiny_mlp.n=256", "progress=false", "+study.report.figures.formats=[png]", "study.widen=false",
 ]
 
 
@@ -137,10 +138,11 @@ def test_a_cell_held_by_another_process_is_waited_for(tmp_path):
     tune_cell(job, echo=quiet)
     lock = final_lock(tmp_path, cell_name_of(job))
     lock.acquire()  # another process trains this cell's final runs ...
-    assert run_cell(job, [0, 1], True, wait=False, echo=quiet) is None  # ... so come back later
+    as_job = Job("cell", OmegaConf.to_yaml(job), (0, 1), tuning=OmegaConf.to_yaml(job))
+    assert run_cell(as_job, wait=False, echo=quiet) is None  # ... so come back later
     said: list[str] = []
     threading.Timer(0.5, lock.release).start()
-    summary = run_cell(job, [0, 1], True, wait=True, echo=said.append)
+    summary = run_cell(as_job, wait=True, echo=said.append)
     assert said == [f"{cell_name_of(job)}: waiting for {worker_id()}, which is training this cell's final runs."]
     assert summary["lr_source"] == "tuned" and summary["trained"] == 2
 

@@ -150,7 +150,8 @@ def _theory(ctx: R.Context) -> R.Section:
     if runs.empty:
         return sec
     traces = RunStore(ctx.root).load_traces(runs["run_id"])
-    table = ST.theory_table(ctx.rows[ctx.rows["run_id"].isin(runs["run_id"])], runs, traces, ctx.trials)
+    grid = ctx.runs[ctx.runs["purpose"].astype(str) == "theory_boundary"]
+    table = ST.theory_table(ctx.rows[ctx.rows["run_id"].isin(runs["run_id"])], runs, traces, ctx.trials, grid)
     sec.add(table, ctx.out / "tables")
     for _, t in table.data.iterrows():
         dev = t["rate_measured"] / t["rate_theory"] - 1 if t["rate_theory"] else math.nan

@@ -151,15 +151,18 @@ def tunability_table(curves: pd.DataFrame, metric: str) -> Table:
     return plain_table("tunability", caption, text, curves)
 
 
-def theory_table(rows: pd.DataFrame, summary: pd.DataFrame, traces: pd.DataFrame, trials: pd.DataFrame) -> Table:
+def theory_table(rows: pd.DataFrame, summary: pd.DataFrame, traces: pd.DataFrame, trials: pd.DataFrame,
+                 grid: pd.DataFrame | None = None) -> Table:
     """Measured vs theoretical linear rates of the ``purpose=theory`` runs (full-batch, quadratic)."""
     from_runs = _theory_runs(rows, summary, traces)
     data = from_runs.groupby(["task_label", "method", "kappa", "lr", "momentum"], sort=False, dropna=False).agg(
         rate_measured=("rate_measured", "median"), rate_theory=("rate_theory", "first"),
         two_over_L=("two_over_L", "first")).reset_index().sort_values(["method", "kappa", "lr"])
-    gd = trials[(trials["optimizer"] == "sgd") & trials["batch_label"].str.endswith("(GD)")] if len(trials) \
-        else trials
-    boundary = gd.groupby("task_label")["divergence_boundary"].first() if len(gd) else pd.Series(dtype=float)
+    boundary = _grid_boundary(grid if grid is not None else summary)
+    if boundary.empty:  # no constant-lr grid around 2/L: the full-batch SGD tuning trials' boundary
+        gd = trials[(trials["optimizer"] == "sgd") & trials["batch_label"].str.endswith("(GD)")] if len(trials) \
+            else trials
+        boundary = gd.groupby("task_label")["divergence_boundary"].first() if len(gd) else pd.Series(dtype=float)
     data["max_stable_lr"] = data["task_label"].map(boundary).astype(float)
     data = data[list(THEORY)]
     text = pd.DataFrame({"κ": data["kappa"].map(fmt), "lr": data["lr"].map(fmt), "momentum": data["momentum"].map(fmt),
@@ -169,10 +172,25 @@ def theory_table(rows: pd.DataFrame, summary: pd.DataFrame, traces: pd.DataFrame
     caption = ("Linear convergence on the conditioned quadratic (full batch): the rate ρ of the distance to the "
                "optimum measured from every step's loss (ρ² = per-step ratio of the excess loss, fitted over the tail "
                "before float noise) beside theory (GD: max|1 − ηλ|, (κ−1)/(κ+1) at η = 2/(L+μ); heavy ball: its "
-               "iteration's spectral radius, (√κ−1)/(√κ+1) at the optimal η, μ); L = 2κ, μ = 2. max_stable_lr: "
-               "the divergence boundary of SGD's full-batch tuning trials (geometric mean of the largest stable and "
-               "smallest diverged lr), beside 2/L.")
+               "iteration's spectral radius, (√κ−1)/(√κ+1) at the optimal η, μ); L = 2κ, μ = 2. largest stable lr: "
+               "the divergence boundary of GD at constant lrs from 0.8 to 1.25 × 2/L (geometric mean of the largest "
+               "stable and the smallest diverged one; the full-batch SGD tuning trials' where that grid is absent), "
+               "beside 2/L.")
     return plain_table("theory", caption, text, data)
+
+
+def _grid_boundary(summary: pd.DataFrame) -> pd.Series:
+    """Per task: the geometric mean of the largest stable and the smallest diverged lr of the
+    ``purpose=theory_boundary`` runs (GD at constant lrs around 2/L)."""
+    if "purpose" not in summary:
+        return pd.Series(dtype=float)
+    grid = summary[summary["purpose"].astype(str) == "theory_boundary"]
+    out = {}
+    for task, g in grid.groupby("task_label"):
+        stable, diverged = g.loc[~g["diverged"].astype(bool), "lr"], g.loc[g["diverged"].astype(bool), "lr"]
+        if len(stable) and len(diverged) and stable.max() < diverged.min():
+            out[task] = math.sqrt(stable.max() * diverged.min())
+    return pd.Series(out, dtype=float)
 
 
 def _rate(v: float) -> str:

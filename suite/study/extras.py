@@ -2,8 +2,9 @@
 
 * ``theory``: on the conditioned linear task (known Hessian, so L, μ and κ are exact), gradient
   descent at η = 2/(L+μ) and heavy ball at its optimal (η, μ) = (4/(√L+√μ)², ((√κ−1)/(√κ+1))²),
-  full batch, float64, evaluated every step: the report fits their asymptotic linear rates and
-  sets them beside (κ−1)/(κ+1) and (√κ−1)/(√κ+1).
+  full batch, float64, constant lr, evaluated every step: the report fits their asymptotic linear
+  rates and sets them beside (κ−1)/(κ+1) and (√κ−1)/(√κ+1); and ``theory_boundary``: GD at constant
+  lrs from 0.8 to 1.25 × 2/L, whose divergence boundary the report sets beside 2/L.
 * ``lr_scaling``: SGD at (B, η) with η the tuned lr of batch B, and at (kB, kη) for each factor k,
   the same epochs for all: do they trace the same curve on an epoch axis (the linear scaling rule)?
 
@@ -44,6 +45,9 @@ def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> 
     return len(todo)
 
 
+BOUNDARY_FACTORS = (0.8, 0.9, 0.95, 0.98, 1.02, 1.05, 1.1, 1.25)  # × 2/L: GD diverges above 1
+
+
 def theory_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
     """GD and heavy ball at their theoretical optima on the conditioned linear task."""
     task, steps = options.get("task", "regression"), int(options.get("steps", 1000))
@@ -54,27 +58,32 @@ def theory_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
                           f"study.task_options.{task}.condition_number set); it has no known L and μ.")
     big, small = info["L"], info["mu"]
     kappa = big / small
-    fixed = {"dtype": "float64", "seed": int(cfg.study.seeds[0]), "eval": {"every_steps": 1},
+    fixed = {"dtype": "float64", "seed": int(cfg.study.seeds[0]), "eval": {"every_steps": 1, "noise_scale": False},
+             "target": None, "lr_schedule": {"name": "constant", "warmup": 0},
              "budget": {"epochs": steps, "max_steps": steps, "max_seconds": None}}
     gd = OmegaConf.merge(base, fixed, {"lr": 2.0 / (big + small)})
     momentum = ((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)) ** 2
     heavy = OmegaConf.merge(cell_config(cfg, Cell(task, "momentum", "full")), fixed,
                             {"lr": 4.0 / (math.sqrt(big) + math.sqrt(small)) ** 2, "optimizer": {"momentum": momentum}})
-    return _train_purpose(cfg, [gd], "theory") + _train_purpose(cfg, [heavy], "theory")
+    boundary = [OmegaConf.merge(base, fixed, {"lr": f * 2.0 / big, "eval": {"every_steps": None, "points": 8}})
+                for f in BOUNDARY_FACTORS]
+    return (_train_purpose(cfg, [gd], "theory") + _train_purpose(cfg, [heavy], "theory")
+            + _train_purpose(cfg, boundary, "theory_boundary"))
 
 
 def lr_scaling_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
-    """SGD at (B, η_tuned(B)) and (kB, kη) for each factor k, the same epochs, one seed."""
+    """SGD at (B, η_tuned(B)) and (kB, kη) for each factor k, the same ``epochs`` (default 20), one seed."""
     task, optimizer = options.get("task", "regression"), options.get("optimizer", "sgd")
     batch, factors = int(options["batch_size"]), [int(k) for k in options.get("factors", [2, 4, 8])]
+    epochs = float(options.get("epochs", 20))
     base = cell_config(cfg, Cell(task, optimizer, batch))
     tuned = load_tuned(cfg.results_dir, base)
     if tuned is None or tuned.get("lr") is None:
         raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/b{batch} has no tuned lr yet; "
                           f"put batch size {batch} in study.batch_sizes so the study tunes it first.")
-    epochs = float(base.budget.epochs)
     configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch)),
                                {"lr": k * tuned["lr"], "seed": int(cfg.study.seeds[0]), "target": None,
+                                "eval": {"noise_scale": False, "every_epochs": 0.25},
                                 "budget": {"epochs": epochs, "max_steps": None, "max_seconds": None}})
                for k in [1, *factors]]
     return _train_purpose(cfg, configs, "lr_scaling")

@@ -33,7 +33,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 PROTOCOLS = ("target", "budget")
-AXES = ("batch_sizes", "accumulation", "seeds", "n_trials")
+AXES = ("batch_sizes", "accumulation", "seeds", "tune_seeds", "n_trials")
 
 
 @dataclass(frozen=True)
@@ -169,18 +169,25 @@ def _check_axes(study: DictConfig) -> None:
     """Per-task axes: known tasks and keys, valid values; tuning seeds disjoint from final seeds."""
     axes = _plain(study.get("axes"))
     for task, own in axes.items():
-        if task not in study.tasks or not isinstance(own, dict) or set(own) - set(AXES):
-            raise ConfigError(f"study.axes.{task}={own!r} is invalid: keys of study.axes are tasks of the study "
-                              f"({', '.join(study.tasks)}), each with some of {', '.join(AXES)}.")
-    tune_seeds = _seeds("study.tune_seeds", list(study.get("tune_seeds") or [0]))
+        if task not in TASKS or not isinstance(own, dict) or set(own) - set(AXES):
+            raise ConfigError(f"study.axes.{task}={own!r} is invalid: keys of study.axes are task names "
+                              f"({', '.join(TASKS)}), each with some of {', '.join(AXES)}.")
     for task in study.tasks:
         _batch_sizes(list(axis(study, task, "batch_sizes")))
         _accumulation(list(axis(study, task, "accumulation")))
         seeds = _seeds(f"seeds of {task}", list(axis(study, task, "seeds")))
-        if study.tune and study.get("tune_seeds") is not None and set(seeds) & set(tune_seeds):
+        tune_seeds = _tune_seeds(study, task)
+        if study.tune and tune_seeds is not None and set(seeds) & set(tune_seeds):
             raise ConfigError(f"study.tune_seeds={tune_seeds} and the final seeds of {task} {seeds} overlap: a final "
                               f"run would repeat a tuning trial (the winner's curse). Keep them disjoint, e.g. "
                               f"study.tune_seeds=[1000].")
+
+
+def _tune_seeds(study: DictConfig, task: str) -> list[int] | None:
+    """The tuning trials' seeds of ``task`` (None: trials train at the first final seed)."""
+    seeds = _task_section(study, "axes", task).get("tune_seeds", study.get("tune_seeds"))
+    seeds = OmegaConf.to_container(seeds) if OmegaConf.is_config(seeds) else seeds
+    return None if seeds is None else _seeds(f"tune seeds of {task}", list(seeds))
 
 
 def _check_protocol(study: DictConfig) -> None:
@@ -231,7 +238,7 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("study")
     base.pop("report", None)  # report options never reach a run
-    targets = _plain(study.get("targets"))
+    targets, tune_seeds = _plain(study.get("targets")), _tune_seeds(study, cell.task)
     base.update(
         task={**OmegaConf.to_container(groups.task), **task_options(study, cell.task)},
         optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
@@ -240,8 +247,9 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
         threads=(study.get("threads") or {}).get(cell.task, base["threads"]),
         target=targets.get(cell.task) if study.get("protocol") == "target" else None,
-        seed=int((study.get("tune_seeds") or [cell.seeds[0] if cell.seeds else 0])[0]),  # the trials' seed
+        lr_schedule={**base["lr_schedule"], **_plain(study.get("lr_schedule"))},
+        seed=int(tune_seeds[0] if tune_seeds else (cell.seeds[0] if cell.seeds else 0)),  # the trials' (first) seed
     )
     base["tune"] = {**base.get("tune", {}), "n_trials": axis(study, cell.task, "n_trials"), "batch": study.tune_batch,
-                    "widen": bool(study.get("widen", False))}
+                    "widen": bool(study.get("widen", False)), "seeds": tune_seeds}
     return OmegaConf.create(base)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 
 from suite.types import ConfigError
 
-TUNE_KEYS = ("n_trials", "batch", "sampler", "seed", "pruner", "prune_after", "lr_range", "widen", "search", "ranges",
+TUNE_KEYS = ("n_trials", "batch", "sampler", "seed", "seeds", "pruner", "prune_after", "lr_range", "widen", "search", "ranges",
              "storage", "stale_after_s", "tpe", "qmc", "median", "hyperband")
 
 

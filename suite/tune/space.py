@@ -65,6 +65,7 @@ class TuneSpec:
     stale_after_s: float | None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sampler/pruner options
     widen: bool = False  # widen the lr range where the optimum sits at its edge (suite.tune.widening)
+    seeds: tuple[int, ...] | None = None  # each trial trains once per seed and scores their mean (None: the run's seed)
 
     @property
     def searched(self) -> tuple[str, ...]:
@@ -145,6 +146,11 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     stale = t.get("stale_after_s")
     if stale is not None and (isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0):
         raise ConfigError(f"tune.stale_after_s={stale!r} must be null or a number of seconds > 0.")
+    seeds = t.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or
+                              any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+        raise ConfigError(f"tune.seeds={seeds!r} must be null (the run's seed) or a list of integers >= 0, "
+                          f"e.g. tune.seeds=[1000,1001,1002]: each trial then trains once per seed.")
     widen = t.get("widen", False)
     if not isinstance(widen, bool):
         raise ConfigError(f"tune.widen={widen!r} must be true or false.")
@@ -164,6 +170,7 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
         sampler=sampler, seed=_count("seed", t.get("seed", 0), 0), pruner=pruner, prune_after=float(prune_after),
         lr_range=(float(lr_range[0]), float(lr_range[1])), ranges=ranges, storage=storage,
         stale_after_s=None if stale is None else float(stale), options=options, widen=widen and sampler != "grid",
+        seeds=None if seeds is None else tuple(seeds),
     )
 
 

@@ -33,7 +33,7 @@ def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
 
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     """The complete, non-diverged trial of least value (its objective: ``suite.tune.objective``)."""
-    ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged")]
+    ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged") and "lr" in t.params]
     return min(ok, key=lambda t: (t.value, t.number)) if ok else None
 
 

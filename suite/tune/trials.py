@@ -4,6 +4,10 @@ A trial is an ordinary run of the suite tagged ``study`` (the cell) and ``trial`
 ``suite.tune.claims``); the tags are part of its identity, so a trial never shares a run id with a
 plain run, and a trial redone after an interrupt (same slot, same parameters) *is* the same run.
 
+With ``tune.seeds`` a trial trains once per seed (all in the batch's stack where stacking pays)
+and scores the mean of its runs' values (a noisy objective otherwise rewards a lucky seed); its
+runs are ``run_ids``, the first also ``run_id``.
+
 A batch is trained as one stack, all its rows are stored, and only then is any trial told. So a
 rerun after a kill finds either a batch none of whose trials was told (all queued again: trained
 again as the same stack, so every value is bit-identical to an uninterrupted run's), or a batch
@@ -71,26 +75,32 @@ class CellTuning:
 
 @dataclasses.dataclass
 class Claimed:
-    """A claimed trial with its slot, its run spec and its run's identity."""
+    """A claimed trial with its slot, and its runs (one per tuning seed): specs and identities."""
 
     trial: optuna.Trial
     slot: int
-    spec: RunSpec
-    config: dict[str, Any]
+    specs: list[RunSpec]
+    configs: list[dict[str, Any]]
 
     @property
-    def run_id(self) -> str:
-        return run_id(self.config)
+    def run_ids(self) -> list[str]:
+        return [run_id(c) for c in self.configs]
 
 
-def trial_run(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[RunSpec, dict[str, Any]]:
-    """The run spec and identity of the trial in ``slot`` with Optuna parameters ``params``."""
+def trial_runs(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[list[RunSpec], list[dict[str, Any]]]:
+    """The run specs and identities of the trial in ``slot`` with Optuna parameters ``params``."""
     lr, searched = values_of(params, cell.tspec)
     # The task is built once per study (prepare would reload Fashion-MNIST per trial); the
     # trial's values pass the same checks prepare applies.
     hparams = resolve_hparams(cell.base.spec.optimizer, {**cell.base.spec.hparams, **searched})
     spec = dataclasses.replace(cell.base.spec, lr=check_lr(lr), hparams=hparams)
-    return spec, {**run_config(spec, cell.base.config["task_options"]), "study": cell.name, "trial": slot}
+    specs = [dataclasses.replace(spec, seed=seed) for seed in (cell.tspec.seeds or (spec.seed,))]
+    tags = {"study": cell.name, "trial": slot}
+    return specs, [{**run_config(s, cell.base.config["task_options"]), **tags} for s in specs]
+
+
+def run_ids_of(t: FrozenTrial) -> list[str]:
+    return list(t.user_attrs.get("run_ids") or [t.user_attrs["run_id"]])
 
 
 @dataclasses.dataclass
@@ -110,16 +120,31 @@ class Outcome:
         return cls(result.pruned, result.diverged, result.steps, value, [])
 
     @classmethod
-    def of_rows(cls, spec: RunSpec, n_train: int, store: RunStore, rid: str) -> Outcome:
-        """The outcome of a stored trial, read back from its rows (nothing is trained)."""
-        rows = store.read(rid).sort_values("step")
-        last = rows.iloc[-1]
-        result = RunResult(rows=rows.to_dict("records"), diverged=bool(last["diverged"]), steps=int(last["step"]),
-                           train_seconds=float(last["time_s"]), impl=str(last["optimizer_impl"]),
-                           pruned=bool(last["pruned"]), steps_to_target=float(last["steps_to_target"]))
-        outcome = cls.of_result(spec, n_train, result)
-        outcome.reports = reports_of(spec, result.rows[1:])
+    def of_results(cls, specs: list[RunSpec], n_train: int, results: list[RunResult]) -> Outcome:
+        """A trial's outcome from its runs (one per tuning seed): the mean of their values; pruned
+        when its first run (the one the pruner follows) was; diverged when any run did."""
+        outcomes = [cls.of_result(s, n_train, r) for s, r in zip(specs, results)]
+        first = outcomes[0]
+        value = None if first.pruned else sum(o.value for o in outcomes if o.value is not None) / len(outcomes)
+        diverged = [o for o in outcomes if o.diverged]
+        return cls(first.pruned, bool(diverged), diverged[0].diverged_step if diverged else first.diverged_step,
+                   value, [])
+
+    @classmethod
+    def of_rows(cls, specs: list[RunSpec], n_train: int, store: RunStore, rids: list[str]) -> Outcome:
+        """The outcome of a stored trial, read back from its runs' rows (nothing is trained)."""
+        results = [_stored_result(store, rid) for rid in rids]
+        outcome = cls.of_results(specs, n_train, results)
+        outcome.reports = reports_of(specs[0], results[0].rows[1:])
         return outcome
+
+
+def _stored_result(store: RunStore, rid: str) -> RunResult:
+    rows = store.read(rid).sort_values("step")
+    last = rows.iloc[-1]
+    return RunResult(rows=rows.to_dict("records"), diverged=bool(last["diverged"]), steps=int(last["step"]),
+                     train_seconds=float(last["time_s"]), impl=str(last["optimizer_impl"]),
+                     pruned=bool(last["pruned"]), steps_to_target=float(last["steps_to_target"]))
 
 
 def reports_of(spec: RunSpec, rows: list[dict]) -> list[tuple[int, float]]:
@@ -132,7 +157,9 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
     """Tell a stored trial's outcome (a told trial always has its rows)."""
     for step, val in o.reports:  # read back from the stored rows: what the pruner saw
         c.trial.report(val, step)
-    c.trial.set_user_attr("run_id", c.run_id)
+    c.trial.set_user_attr("run_id", c.run_ids[0])
+    if len(c.run_ids) > 1:
+        c.trial.set_user_attr("run_ids", c.run_ids)
     if o.pruned:
         told = cell.study.tell(c.trial, state=TrialState.PRUNED, skip_if_finished=True)
     else:
@@ -143,44 +170,53 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
     if told.state == TrialState.FAIL:
         raise StoreError(
             f"trial {c.trial.number} of {cell.name} was marked FAIL by another worker while this one trained it "
-            f"(tune.stale_after_s too small, or two hosts share a hostname); its rows are stored as run "
-            f"{c.run_id}. Raise tune.stale_after_s and re-run to continue the study."
+            f"(tune.stale_after_s too small, or two hosts share a hostname); its rows are stored as run(s) "
+            f"{', '.join(c.run_ids)}. Raise tune.stale_after_s and re-run to continue the study."
         )
     cell.ran += 1
 
 
-def _train(cell: CellTuning, batch: list[Claimed], stored: list[bool]) -> dict[int, Outcome]:
-    """Train the batch's unstored trials; the whole batch when it trains as one stack, so each value
+def _train(cell: CellTuning, batch: list[Claimed], stored: list[list[bool]]) -> dict[int, Outcome]:
+    """Train the batch's unstored runs; the whole batch when it trains as one stack, so each value
     is the one an uninterrupted run gets (a stack of another size rounds differently)."""
     task = cell.base.task
-    specs = [c.spec for c in batch]
-    todo = list(range(len(batch))) if stacking_pays(task, specs) else [i for i, s in enumerate(stored) if not s]
+    runs = [(i, j) for i, c in enumerate(batch) for j in range(len(c.specs))]  # (trial, seed) pairs
+    specs = [batch[i].specs[j] for i, j in runs]
+    todo = list(range(len(runs))) if stacking_pays(task, specs) else [
+        k for k, (i, j) in enumerate(runs) if not stored[i][j]]
 
     def on_eval(k: int, row: dict) -> bool:
-        reported = reports_of(specs[todo[k]], [row])
+        i, j = runs[todo[k]]
+        reported = reports_of(specs[todo[k]], [row]) if j == 0 else []  # the pruner follows the first seed
         if not reported:
             return False
-        trial = batch[todo[k]].trial
+        trial = batch[i].trial
         trial.report(reported[0][1], reported[0][0])
         return trial.should_prune()
 
-    results = train_many(task, [specs[i] for i in todo], on_eval=on_eval)
-    for i, result in zip(todo, results):
-        if not stored[i]:
+    results = dict(zip(todo, train_many(task, [specs[k] for k in todo], on_eval=on_eval)))
+    for k, result in results.items():
+        i, j = runs[k]
+        if not stored[i][j]:
             tags = {"study": cell.name, "trial": batch[i].slot}
-            store_run(cell.store, batch[i].spec, task, batch[i].config, result, tags=tags)
-    return {i: Outcome.of_result(specs[i], task.n_train, r) for i, r in zip(todo, results)}
+            store_run(cell.store, batch[i].specs[j], task, batch[i].configs[j], result, tags=tags)
+    out = {}
+    for i, c in enumerate(batch):
+        ks = [k for k, (ti, _) in enumerate(runs) if ti == i]
+        if all(k in results for k in ks):
+            out[i] = Outcome.of_results(c.specs, task.n_train, [results[k] for k in ks])
+    return out
 
 
 def run_batch(cell: CellTuning, batch: list[Claimed]) -> None:
     """Train (or read back) the batch, store every run, then tell every trial."""
     told: set[int] = set()
     try:
-        stored = [cell.store.has(c.run_id) for c in batch]
-        fresh = _train(cell, batch, stored) if not all(stored) else {}
+        stored = [[cell.store.has(rid) for rid in c.run_ids] for c in batch]
+        fresh = _train(cell, batch, stored) if not all(all(s) for s in stored) else {}
         for i, c in enumerate(batch):
             n = cell.base.task.n_train
-            _tell(cell, c, fresh.get(i) or Outcome.of_rows(c.spec, n, cell.store, c.run_id))
+            _tell(cell, c, fresh.get(i) or Outcome.of_rows(c.specs, n, cell.store, c.run_ids))
             told.add(c.trial.number)
     except BaseException as e:  # interrupted or failed: queue the untold trials again, keep what is stored
         release_all(cell, [c for c in batch if c.trial.number not in told], e)
@@ -207,29 +243,32 @@ def _check_agrees(cell: CellTuning, t: FrozenTrial, o: Outcome, echo: Callable[[
 
 
 def redo_lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> int:
-    """Retrain the finished trials whose run file is missing (each with its parameters, under its run
-    id), so the store and the study agree again; a damaged file is an error that says so."""
+    """Retrain the finished trials' runs whose file is missing (each with its parameters, under its
+    run id), so the store and the study agree again; a damaged file is an error that says so."""
     lost = []
     for t in cell.study.get_trials(deepcopy=False, states=FINISHED):
-        rid = t.user_attrs.get("run_id")
-        if rid is None or cell.store.has(rid):
+        if "run_id" not in t.user_attrs:
             continue
-        spec, config = trial_run(cell, t.params, slot_of(t))
-        if run_id(config) != rid:  # recorded by another version of the suite: its identity cannot be rebuilt
-            echo(f"{cell.name}: trial {t.number} has no stored run {rid} and cannot be rebuilt under that id; "
-                 f"its study value {t.value!r} stays, without rows.")
+        rids = run_ids_of(t)
+        missing = [k for k, rid in enumerate(rids) if not cell.store.has(rid)]
+        if not missing:
             continue
-        lost.append((t, spec, config))
+        specs, configs = trial_runs(cell, t.params, slot_of(t))
+        if [run_id(c) for c in configs] != rids:  # recorded by another version: its identity cannot be rebuilt
+            echo(f"{cell.name}: trial {t.number} lacks stored runs {', '.join(rids[k] for k in missing)} and "
+                 f"cannot be rebuilt under those ids; its study value {t.value!r} stays, without rows.")
+            continue
+        lost.append((t, specs, configs, missing))
     if not lost:
         return 0
-    stops = [max(t.intermediate_values) if t.state == TrialState.PRUNED and t.intermediate_values else None
-             for t, _, _ in lost]
-    results = train_many(cell.base.task, [spec for _, spec, _ in lost],
-                         on_eval=lambda k, row: stops[k] is not None and row["step"] >= stops[k])
-    for (t, spec, config), result in zip(lost, results):
-        tags = {"study": cell.name, "trial": slot_of(t)}
-        store_run(cell.store, spec, cell.base.task, config, result, tags=tags)
-        outcome = Outcome.of_result(spec, cell.base.task.n_train, result)
-        outcome.reports = reports_of(spec, result.rows)
+    for t, specs, configs, missing in lost:
+        stop = max(t.intermediate_values) if t.state == TrialState.PRUNED and t.intermediate_values else None
+        results = train_many(cell.base.task, specs,
+                             on_eval=lambda k, row: stop is not None and k == 0 and row["step"] >= stop)
+        for k in missing:
+            tags = {"study": cell.name, "trial": slot_of(t)}
+            store_run(cell.store, specs[k], cell.base.task, configs[k], results[k], tags=tags)
+        outcome = Outcome.of_results(specs, cell.base.task.n_train, results)
+        outcome.reports = reports_of(specs[0], results[0].rows)
         _check_agrees(cell, t, outcome, echo)
     return len(lost)

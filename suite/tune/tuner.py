@@ -42,7 +42,7 @@ from suite.tune.objective import diverged_penalty
 from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
 from suite.tune.storage import default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
-from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_run
+from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_runs
 from suite.tune.widening import decide
 from suite.types import ConfigError
 
@@ -106,8 +106,8 @@ def _claim_one(cell: CellTuning, slot: int) -> Claimed | None:
     if got != slot:  # another worker asked in between: draw for the slot this trial really holds
         cell.study.sampler = cell.sampler_for(got)
     suggest(trial, cell.tspec)
-    spec, config = trial_run(cell, trial.params, got)
-    return Claimed(trial, got, spec, config)
+    specs, configs = trial_runs(cell, trial.params, got)
+    return Claimed(trial, got, specs, configs)
 
 
 def claim_batch(cell: CellTuning) -> list[Claimed]:
