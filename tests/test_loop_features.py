@@ -191,3 +191,17 @@ def test_noise_scale_is_measured_at_evaluations_without_changing_the_run():
              for measured_spec in [dataclasses.replace(base, eval=dataclasses.replace(base.eval, noise_scale=True))]]
     stacked = train_stacked(task, specs)
     assert stacked[0].rows[-1]["b_simple_exact"] == pytest.approx(measured.rows[-1]["b_simple_exact"], rel=1e-4)
+
+
+def test_replay_under_a_schedule_leaves_the_run_unchanged_and_warns_nothing(tiny, recwarn):
+    """The replayed copy has its own optimizer and schedule: the run's rows are those of the same run
+    without a target, single and stacked, and torch's scheduler has nothing to warn about."""
+    base = spec("adam", max_steps=300, eval=EvalSpec(points=8), lr_schedule=LRSchedule("linear"))
+    specs = [dataclasses.replace(base, lr=base.lr * f, seed=i) for i, f in enumerate((1.0, 0.5, 2.0))]
+    target = Target("val_loss", value=0.3)
+    for plain, aimed in ((train(tiny, specs[0]), train(tiny, dataclasses.replace(specs[0], target=target))),
+                         *zip(train_stacked(tiny, specs),
+                              train_stacked(tiny, [dataclasses.replace(s, target=target) for s in specs]))):
+        assert [r["train_loss"] for r in plain.rows] == [r["train_loss"] for r in aimed.rows]
+    assert not math.isnan(aimed.steps_to_target)
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message) or "optimizer.step()" in str(w.message)]

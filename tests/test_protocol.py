@@ -1,13 +1,21 @@
-"""The measurement protocol's pieces on constructed cases: trial values under both protocols
-(censoring, ranking of unreached trials), and range widening (triggers and stops)."""
+"""The measurement protocol: trial values under both protocols on constructed cases (censoring,
+ranking of unreached trials), range widening (triggers and stops), tuning end to end under a
+target and with several tuning seeds, and the theory checks on the conditioned quadratic (GD and
+heavy-ball rates, GD's divergence boundary at 2/L)."""
 from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from suite.optim.registry import resolve_hparams
+from suite.report.science import linear_rate
+from suite.report.science_tables import _grid_boundary  # the report's boundary rule, tested on real runs
+from suite.tasks import build_task
+from suite.train import train, train_many
 from suite.tune.objective import SHORTFALL_CAP, intermediate, trial_value
+from suite.tune.tuner import tune_cell
 from suite.tune.widening import MAX_WIDENINGS, decide
 from suite.types import EvalSpec, RunResult, RunSpec, Target
 
@@ -78,7 +86,6 @@ TUNE = ("task=tiny_mlp", "task.n=256", "batch_size=full", "optimizer=adam", "bud
 
 
 def tune(compose, results_dir, *overrides):
-    from suite.tune.tuner import tune_cell
     return tune_cell(compose(*TUNE, f"results_dir={results_dir}", *overrides), echo=lambda *_: None)
 
 
@@ -94,7 +101,6 @@ def test_a_study_widens_a_range_whose_optimum_sits_at_its_edge(compose, tmp_path
 
 
 def test_target_protocol_trials_stop_at_their_target_and_score_their_steps(compose, tmp_path):
-    import pandas as pd
     best = tune(compose, tmp_path, "target={metric: val_loss, value: 0.2}", "tune.lr_range=[1e-3,1e-1]")
     assert best["objective"].startswith("steps to val_loss ≤ 0.2")
     rows = pd.read_parquet(tmp_path / "runs")
@@ -106,8 +112,6 @@ def test_target_protocol_trials_stop_at_their_target_and_score_their_steps(compo
 
 
 def test_a_trial_with_several_tuning_seeds_scores_their_mean_and_redoes_a_lost_run(compose, tmp_path):
-    import pandas as pd
-    from suite.tune.tuner import tune_cell
     cfg = compose(*TUNE, f"results_dir={tmp_path}", "tune.seeds=[1000,1001,1002]", "target={metric: val_loss, value: 0.2}",
                   "tune.lr_range=[1e-3,1e-1]")
     best = tune_cell(cfg, echo=lambda *_: None)
@@ -128,11 +132,7 @@ def test_a_trial_with_several_tuning_seeds_scores_their_mean_and_redoes_a_lost_r
 def test_gd_diverges_just_above_two_over_L_on_the_conditioned_quadratic():
     """The divergence boundary the theory extras measure (GD at constant lrs around 2/L) brackets 2/L
     to within the grid's 2%: below it GD converges, above it it diverges."""
-    import pandas as pd
 
-    from suite.report.science_tables import _grid_boundary
-    from suite.tasks import build_task
-    from suite.train import train_many
     task = build_task({"name": "regression", "dim": 10, "condition_number": 100.0, "n": 200, "n_val": 20,
                        "n_test": 20})
     two_over_l = 2.0 / task.info["L"]
@@ -145,3 +145,24 @@ def test_gd_diverges_just_above_two_over_L_on_the_conditioned_quadratic():
                             "diverged": [r.diverged for r in results]})
     boundary = _grid_boundary(summary)["regression"]
     assert boundary == pytest.approx(two_over_l, rel=0.10)
+
+
+def test_gd_and_heavy_ball_converge_at_their_theoretical_rates_on_the_kappa_100_quadratic():
+    """GD at η = 2/(L+μ) and heavy ball at its optimal (η, μ), run by the suite on the conditioned
+    regression (κ = 100, float64), measured the way the report measures them (every step's loss),
+    within 5% of (κ−1)/(κ+1) and (√κ−1)/(√κ+1)."""
+    task = build_task({"name": "regression", "dim": 10, "condition_number": 100.0, "n": 200, "n_val": 20,
+                       "n_test": 20, "sigma": 0.0})
+    big, small = task.info["L"], task.info["mu"]
+    kappa = big / small
+    heavy_mu = ((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)) ** 2
+    cases = [("sgd", 2 / (big + small), {}, (kappa - 1) / (kappa + 1)),
+             ("momentum", 4 / (math.sqrt(big) + math.sqrt(small)) ** 2, {"momentum": heavy_mu},
+              (math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1))]
+    for optimizer, lr, hp, theory in cases:
+        s = RunSpec(task="regression", optimizer=optimizer, hparams=resolve_hparams(optimizer, hp), lr=lr,
+                    batch_size=200, epochs=400.0, eval=EvalSpec(every_steps=1), dtype="float64")
+        rows = train(task, s).rows
+        excess = [r["excess_loss"] for r in rows]
+        rate = linear_rate([r["step"] for r in rows], [1] * len(rows), excess, floor=1e-20)
+        assert rate == pytest.approx(theory, rel=0.05), (optimizer, rate, theory)

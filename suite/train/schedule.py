@@ -78,3 +78,10 @@ def start_schedule(opt: torch.optim.Optimizer, factor: Callable[[int], float] | 
     for group in opt.param_groups:
         group.setdefault("initial_lr", group["lr"])
     return LambdaLR(opt, factor, last_epoch=steps_done - 1)
+
+
+def copy_schedule(scheduler: LambdaLR | None, opt: torch.optim.Optimizer,
+                  factor: Callable[[int], float] | None) -> LambdaLR | None:
+    """The schedule of a copied optimizer, at the same step (a deep copy of a scheduler would keep
+    pointing at step bookkeeping of the original optimizer)."""
+    return None if scheduler is None else start_schedule(opt, factor, scheduler.last_epoch)

@@ -22,7 +22,7 @@ from suite.train.batches import BatchStream, Selector, micro_batches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate
 from suite.train.loop import Loop, OnEval
-from suite.train.schedule import lr_factor, start_schedule, total_steps
+from suite.train.schedule import copy_schedule, lr_factor, start_schedule, total_steps
 from suite.types import RunResult, RunSpec, Split, Task
 
 
@@ -110,8 +110,8 @@ class SingleEngine:
         self.model = self.task.make_model(spec.seed).to(device, dtype)
         self.opt, self.impl = build_optimizer(spec.optimizer, self.model.parameters(), spec.lr, spec.hparams,
                                               spec.impl)
-        factor = lr_factor(spec.lr_schedule, total_steps(spec, self.task.n_train))
-        self.scheduler = start_schedule(self.opt, factor)
+        self.factor = lr_factor(spec.lr_schedule, total_steps(spec, self.task.n_train))
+        self.scheduler = start_schedule(self.opt, self.factor)
         self.batches = BatchStream(self.task.n_train, spec.batch_size, spec.sampling, spec.seed, device)
         self.splits = eval_splits(self.task, spec.eval)
         self.eval_mode = get_spec(spec.optimizer).eval_mode
@@ -144,7 +144,8 @@ class SingleEngine:
         """A copy in the current state (model, optimizer, schedule, batch stream) to replay from."""
         twin = SingleEngine.__new__(SingleEngine)
         twin.__dict__.update(self.__dict__)
-        twin.model, twin.opt, twin.scheduler = copy.deepcopy((self.model, self.opt, self.scheduler))
+        twin.model, twin.opt = copy.deepcopy((self.model, self.opt))
+        twin.scheduler = copy_schedule(self.scheduler, twin.opt, self.factor)
         twin.batches, twin._live = self.batches.clone(), list(self._live)
         twin._bind()
         return twin

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from suite.optim.build import build_optimizer
-from suite.train.schedule import start_schedule
+from suite.train.schedule import copy_schedule, start_schedule
 from suite.train.stack_models import Stacked
 from suite.types import RunSpec
 
@@ -86,6 +86,7 @@ class Stack:
         """An independent copy in the same state (parameters, optimizer state, schedule)."""
         twin = copy.deepcopy(self)  # one deepcopy: the optimizer keeps pointing at the copied parameters
         twin._flatten()  # a deep copy does not keep the parameters' aliasing of the flat buffer
+        twin.scheduler = copy_schedule(self.scheduler, twin.opt, self.factor)
         return twin
 
     def __len__(self) -> int:
