@@ -10,6 +10,8 @@ import os
 import signal
 import traceback
 
+from suite.tune import trials
+
 
 def die(*_):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -45,3 +47,20 @@ def on_call(obj, name: str, n: int, action=die, patch=setattr):
 
     patch(obj, name, patched)
 
+
+def during_eval(batch: int, n: int, action=die, patch=setattr):
+    """Kill (or ``action``) at the ``n``-th evaluation of the ``batch``-th stacked trial batch."""
+    original, batches = trials.train_many, [0]
+
+    def train_many(task, specs, on_eval=None, **kw):
+        batches[0] += 1
+        calls = [0]
+
+        def hooked(k, row):
+            calls[0] += 1
+            if batches[0] == batch and calls[0] == n:
+                action()
+            return on_eval(k, row)
+        return original(task, specs, on_eval=hooked, **kw)
+
+    patch(trials, "train_many", train_many)

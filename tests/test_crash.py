@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from faults import die, killed_in_child, on_call
+from faults import die, during_eval, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
@@ -74,24 +74,6 @@ def clean(tmp_path_factory):
     cfg = tcfg(tmp_path_factory.mktemp("clean"))
     tune_cell(cfg, echo=quiet)
     return state(cfg)
-
-
-def during_eval(batch: int, n: int, action=die, patch=setattr):
-    """Kill (or ``action``) at the ``n``-th evaluation of the ``batch``-th stacked trial batch."""
-    original, batches = T.train_many, [0]
-
-    def train_many(task, specs, on_eval=None, **kw):
-        batches[0] += 1
-        calls = [0]
-
-        def hooked(k, row):
-            calls[0] += 1
-            if batches[0] == batch and calls[0] == n:
-                action()
-            return on_eval(k, row)
-        return original(task, specs, on_eval=hooked, **kw)
-
-    patch(T, "train_many", train_many)
 
 
 def in_tell(n_tell: int, n_append: int, action, patch=setattr):

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
-from faults import die, killed_in_child, on_call
+from faults import during_eval, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -29,7 +29,6 @@ from suite.study import launchers
 from suite.study.cell import Job, final_lock, run_cell
 from suite.study.presets import cell_config, expand, validate
 from suite.study.runner import study_and_report
-from suite.tune import trials as T
 from suite.tune.storage import default_journal, open_storage
 from suite.tune.tuner import cell_name_of, tune_cell
 
@@ -72,27 +71,9 @@ def clean(tmp_path_factory):
     return study_state(root)
 
 
-def during_trials(batch: int, n: int):
-    """Die at the ``n``-th evaluation of the ``batch``-th trial batch of the study."""
-    original, batches = T.train_many, [0]
-
-    def train_many(task, specs, on_eval=None, **kw):
-        batches[0] += 1
-        calls = [0]
-
-        def hooked(k, row):
-            calls[0] += 1
-            if batches[0] == batch and calls[0] == n:
-                die()
-            return on_eval(k, row)
-        return original(task, specs, on_eval=hooked, **kw)
-
-    T.train_many = train_many
-
-
 KILL_POINTS = {
-    "during the first trial batch": lambda: during_trials(1, 3),
-    "during the second cell's trials": lambda: during_trials(3, 2),
+    "during the first trial batch": lambda: during_eval(1, 3),
+    "during the second cell's trials": lambda: during_eval(3, 2),
     "between the first cell's final runs": lambda: on_call(RunStore, "write", 5),
     "after the first cell": lambda: on_call(launchers, "run_cell", 2),
     "during the report": lambda: on_call(report_figures, "curves", 1),
