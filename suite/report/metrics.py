@@ -176,10 +176,12 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1,
     best trial (least final validation loss: the tuner's objective), and the lr sensitivity on the
     final ``metric`` (a name, or a function of the task name giving it).
 
-    Pruned trials stopped early, so they are counted but not used for the loss-based numbers.
+    Pruned trials stopped early, so they are counted but not used for the loss-based numbers. A
+    trial trained at several tuning seeds has a run per seed: counts are of trials, the rest of runs.
     """
     out = []
     for key, g in runs[runs["is_trial"]].groupby(list(CELL), sort=False):
+        n_trials = g.groupby(["study", "trial"]).ngroups if {"study", "trial"} <= set(g) else len(g)
         done = g[~g["pruned"].astype(bool) | g["diverged"].astype(bool)]
         div = done["diverged"].astype(bool)
         lrs_div = done.groupby("lr")["diverged"].any()
@@ -190,7 +192,7 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1,
         smallest_diverged, boundary = divergence_boundary(done["lr"], div)
         out.append(dict(zip(CELL, key), task=g["task"].iloc[0], batch_label=g["batch_label"].iloc[0],
                         study=g["study"].iloc[0] if "study" in g else None,
-                        n_trials=len(g), n_usable=len(finished),
+                        n_trials=n_trials, n_usable=len(finished),
                         n_pruned=int((g["pruned"].astype(bool) & ~g["diverged"]).sum()),
                         n_diverged=int(div.sum()), n_lrs=int(g["lr"].nunique()),
                         frac_lrs_diverged=float(lrs_div.mean()) if len(lrs_div) else math.nan,

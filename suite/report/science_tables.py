@@ -116,12 +116,16 @@ def noise_at_target(cells: pd.DataFrame, runs: pd.DataFrame, rows: pd.DataFrame)
 
 
 def _trial_values(trials: pd.DataFrame, metric: str) -> pd.Series:
-    """Each finished (unpruned) trial's final ``metric``; a diverged trial gets the tuner's value for
-    it (divergence_factor × its initial value for a loss; 0 for an accuracy)."""
+    """Each finished (unpruned) trial's final ``metric``; a diverged run gets the tuner's value for
+    it (divergence_factor × its initial value for a loss; 0 for an accuracy). A trial trained at
+    several tuning seeds is one draw: the mean of its runs."""
     done = trials[~trials["pruned"].astype(bool) | trials["diverged"].astype(bool)]
     factor = done["config_key"].map(lambda k: json.loads(k).get("divergence_factor", 1e3))
     failed = 0.0 * done[f"initial_{metric}"] if metric.endswith("accuracy") else done[f"initial_{metric}"] * factor
-    return done[f"final_{metric}"].where(~done["diverged"].astype(bool), failed)
+    values = done[f"final_{metric}"].where(~done["diverged"].astype(bool), failed)
+    if {"study", "trial"} <= set(done):
+        return values.groupby([done["study"], done["trial"]]).mean()
+    return values
 
 
 def tunability(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
