@@ -5,6 +5,7 @@ heavy-ball rates, GD's divergence boundary at 2/L)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -12,12 +13,13 @@ import pytest
 from suite.optim.registry import resolve_hparams
 from suite.report.science import linear_rate
 from suite.report.science_tables import _grid_boundary  # the report's boundary rule, tested on real runs
+from suite.run.prepare import prepare
 from suite.tasks import build_task
 from suite.train import train, train_many
 from suite.tune.objective import SHORTFALL_CAP, intermediate, trial_value
 from suite.tune.tuner import tune_cell
 from suite.tune.widening import MAX_WIDENINGS, decide
-from suite.types import EvalSpec, RunResult, RunSpec, Target
+from suite.types import ConfigError, EvalSpec, RunResult, RunSpec, Target
 
 ACC = Target("val_accuracy", value=0.9)
 
@@ -166,3 +168,22 @@ def test_gd_and_heavy_ball_converge_at_their_theoretical_rates_on_the_kappa_100_
         excess = [r["excess_loss"] for r in rows]
         rate = linear_rate([r["step"] for r in rows], [1] * len(rows), excess, floor=1e-20)
         assert rate == pytest.approx(theory, rel=0.05), (optimizer, rate, theory)
+
+
+def test_a_study_whose_every_trial_diverged_searches_lower_lrs():
+    lower = decide(None, (1e-4, 1.0), diverged_lrs=[2e-4, 0.5], widenings=0)
+    assert lower.widened and lower.lr_range == pytest.approx((1e-5, 1.0)) and lower.edge is None
+    stuck = decide(None, (1e-6, 1.0), diverged_lrs=[2e-6, 0.5], widenings=MAX_WIDENINGS)
+    assert not stuck.widened and "every trial diverged" in stuck.edge
+    assert not decide(None, (1e-4, 1.0), diverged_lrs=[], widenings=0).widened  # nothing finished yet
+
+
+def test_a_study_widens_below_a_range_where_every_trial_diverged(compose, tmp_path):
+    best = tune(compose, tmp_path, "optimizer=sgd", "tune.lr_range=[20,100]", "tune.widen=true")
+    assert best["lr_range_initial"] == [20, 100] and best["lr_range"] == pytest.approx([0.2, 100])
+    assert best["widenings"] == 2 and best["edge"] is None and best["lr"] < 2  # found in the second new decade
+    stuck = tune(compose, tmp_path / "stuck", "optimizer=sgd", "tune.lr_range=[200,1000]", "tune.widen=true")
+    assert stuck["lr"] is None and "every trial diverged" in stuck["edge"]  # exported with the reason
+    assert stuck["lr_source"].startswith("registry") and Path(stuck["path"]).is_file()
+    with pytest.raises(ConfigError, match="no tuned lr: no tuning trial finished without diverging"):
+        prepare(compose(*TUNE, f"results_dir={tmp_path / 'stuck'}", "optimizer=sgd", "lr=tuned"))

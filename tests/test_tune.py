@@ -135,7 +135,8 @@ def test_a_forced_divergence_is_a_finished_penalized_trial(results_dir):
         assert t.state == TrialState.COMPLETE and t.user_attrs["diverged"] is True
         assert math.isfinite(t.value) and t.value == pytest.approx(cfg.divergence_factor * initial_val)
     assert rows.diverged.all() and summary["n_diverged"] == 2
-    assert summary["lr"] is None and load_tuned(results_dir, cfg) is None  # nothing usable to export
+    exported = load_tuned(results_dir, cfg)  # no usable lr, exported with why (the report reads it)
+    assert summary["lr"] is None and exported["lr"] is None and exported["lr_source"].startswith("registry")
 
 
 def test_pruned_trials_are_told_pruned_and_their_rows_stored(results_dir):

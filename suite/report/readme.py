@@ -94,10 +94,21 @@ def environment(ctx: Context) -> list[str]:
     pairs = [(c.replace("_", " "), _values(ctx.rows[c].drop_duplicates())) for c in ENVIRONMENT_COLUMNS]
     for key, value in ctx.env.items():
         if key == "wall_seconds" and isinstance(value, (int, float)):
-            pairs.append(("study wall time", f"{value / 60:.1f} min ({value:,.0f} s)"))
-        elif key not in ENVIRONMENT_COLUMNS:
+            pairs.append(("study wall time", f"{value / 60:.1f} min ({value:,.0f} s){_invocations(ctx.env)}"))
+        elif key not in (*ENVIRONMENT_COLUMNS, "invocations"):
             pairs.append((key.replace("_", " "), value))
     return ["## Environment", "", *_kv_table(pairs, ("machine / software", "value")), ""]
+
+
+def _invocations(env: dict) -> str:
+    """How the wall time was assembled when the study took several invocations."""
+    runs = [i for i in env.get("invocations") or [] if isinstance(i, dict)]
+    cut = sum(i.get("seconds") is None for i in runs)
+    if len(runs) < 2 and not cut:
+        return ""
+    commits = sorted({str(i["git_commit"]) for i in runs if i.get("git_commit")})
+    return (f", over {len(runs)} invocations" + (f" ({cut} interrupted, not counted)" if cut else "")
+            + (f" at commits {', '.join(commits)}" if len(commits) > 1 else ""))
 
 
 def hyperparameters(ctx: Context) -> list[str]:

@@ -157,5 +157,10 @@ def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, se
             f"with the same overrides, e.g.: suite-tune task={spec.task} optimizer={spec.optimizer} "
             f"batch_size={batch} results_dir={results_dir} (plus any other overrides of this command)."
         )
+    if tuned.get("lr") is None:
+        raise ConfigError(
+            f"lr=tuned: cell {name} has no tuned lr: no tuning trial finished without diverging "
+            f"({tuned.get('edge') or tuned.get('lr_source')}). Tune it over lower lrs (tune.lr_range=[lo,hi] "
+            f"or tune.widen=true) or pass an lr=<value>.")
     hparams = resolve_hparams(spec.optimizer, {**spec.hparams, **tuned["hparams"]})
     return dataclasses.replace(spec, lr=float(tuned["lr"]), hparams=hparams)

@@ -8,58 +8,33 @@ see ``suite.study.launchers``); the report is written under a lock, one process 
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import optuna
-import pandas
 from omegaconf import DictConfig, OmegaConf
 
 from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
-from suite.store.locks import HolderLock, alive, io_error, worker_id
+from suite.store.locks import HolderLock, alive, worker_id
 from suite.store.runs import RunStore
 from suite.study.cell import FALLBACK, Job, notice
+from suite.study.context import now, record_wall_time, write_context
 from suite.study.extras import run_extras
 from suite.study.launchers import launch
 from suite.study.presets import Cell, cell_config, expand, validate
-from suite.train.device import resolve_device
-from suite.train.rows import environment
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Readers (a report, another study on this directory) see the old file or the new one whole."""
-    tmp = path.with_name(f".{path.name}.{worker_id()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise io_error(e, f"writing {path}") from None
-
-
-def write_context(cfg: DictConfig) -> None:
-    """The resolved study config and the environment, beside the results."""
-    root = Path(cfg.results_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_atomically(root / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(),
-           "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers}
-    _write_atomically(root / "environment.json", json.dumps(env, indent=2) + "\n")
-
-
-def run_study(cfg: DictConfig, echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every cell of ``cfg.study`` (resumable); return one summary dict per cell."""
+def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None) -> list[dict[str, Any]]:
+    """Run every cell of ``cfg.study`` (resumable; this invocation ``started`` at that ISO time);
+    return one summary dict per cell."""
     study = cfg.study
     check_keys(cfg, (*RUN_KEYS, "study", "report"), "")
     results_dir(cfg.results_dir)
     sizes = validate(study)
     RunStore(cfg.results_dir).ensure_writable()
-    write_context(cfg)
+    write_context(cfg, started or now())
     cells = expand(study, sizes)
     echo(f"study {study.name} ({study.get('protocol', 'budget')} protocol): {len(cells)} cells, "
          f"{len(study.seeds)} seed(s)"
@@ -78,14 +53,6 @@ def job_of(cfg: DictConfig, cell: Cell) -> Job:
     tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated)) if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
     return Job(cell.label, OmegaConf.to_yaml(cell_config(cfg, cell)), cell.seeds, tuning, fixed)
-
-
-def record_wall_time(results_dir: str | Path, seconds: float) -> None:
-    """The study command's wall time in ``environment.json`` (the report states it)."""
-    path = Path(results_dir) / "environment.json"
-    env = json.loads(path.read_text()) if path.is_file() else {}
-    env["wall_seconds"] = round(seconds, 1)
-    _write_atomically(path, json.dumps(env, indent=2) + "\n")
 
 
 def _clean_stale_reports(root: Path) -> None:
@@ -111,14 +78,14 @@ def locked_report(root: str | Path) -> Path:
 
 def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> None:
     """``suite-study``: run the study, then write its report (suite-report's tables and figures)."""
-    started = time.perf_counter()
-    summaries = run_study(cfg, echo)
+    started, began = time.perf_counter(), now()
+    summaries = run_study(cfg, echo, began)
     trained = sum(s["trained"] for s in summaries)
     fallback = [s["cell"] for s in summaries if s["lr_source"] == FALLBACK]
     if fallback:
         echo(f"{len(fallback)} cell(s) use the registry lr because no tuning trial finished without diverging "
              f"(the report marks them): {', '.join(fallback)}")
-    record_wall_time(cfg.results_dir, time.perf_counter() - started)
+    record_wall_time(cfg.results_dir, began, time.perf_counter() - started)
     report = locked_report(cfg.results_dir)
     echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
          f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "

@@ -203,10 +203,10 @@ def _widen(cell: CellTuning) -> bool:
     _widened_range(cell)
     trials = cell.study.get_trials(deepcopy=False)
     best = best_trial(trials)
-    if not cell.tspec.widen or best is None:
+    if not cell.tspec.widen:
         return False
-    lr = values_of(best.params, cell.tspec)[0]
-    diverged = [values_of(t.params, cell.tspec)[0] for t in trials if t.user_attrs.get("diverged")]
+    lr = None if best is None else values_of(best.params, cell.tspec)[0]
+    diverged = [values_of(t.params, cell.tspec)[0] for t in trials if t.user_attrs.get("diverged") and "lr" in t.params]
     decision = decide(lr, cell.tspec.lr_range, diverged, cell.widenings)
     cell.edge = decision.edge
     if not decision.widened:
@@ -273,8 +273,7 @@ def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = 
                 return None
             else:
                 said = _wait(cell, notice, said)
-    result = summarize(cell)
-    if result["lr"] is not None:
-        result["path"] = str(write_tuned(c["results_dir"], cell.name, result))
+    result = summarize(cell)  # exported even without an lr: the report reads why (lr_source, edge)
+    result["path"] = str(write_tuned(c["results_dir"], cell.name, result))
     echo(report(result))
     return result

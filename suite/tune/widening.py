@@ -1,6 +1,7 @@
 """Search ranges with interior optima: when a study's best lr lies within a quarter decade of a
 boundary of its range, the range is widened there by a decade (the lower end always; the upper end
-unless trials already diverge just above the best) and the study continues with more trials.
+unless trials already diverge just above the best) and the study continues with more trials. A
+study whose every trial diverged has its optimum below the range: the lower end moves down.
 A range widened ``MAX_WIDENINGS`` times without the optimum moving inside is reported as an edge,
 with the reason, and so is an optimum that sits at the divergence limit.
 """
@@ -21,9 +22,13 @@ class Decision:
     edge: str | None  # why the optimum still sits at an edge, or None
 
 
-def decide(best_lr: float, lr_range: tuple[float, float], diverged_lrs: list[float], widenings: int) -> Decision:
-    """Whether (and how) to widen ``lr_range`` around ``best_lr`` after ``widenings`` earlier widenings."""
+def decide(best_lr: float | None, lr_range: tuple[float, float], diverged_lrs: list[float],
+           widenings: int) -> Decision:
+    """Whether (and how) to widen ``lr_range`` around ``best_lr`` after ``widenings`` earlier widenings
+    (``best_lr`` None: no trial finished without diverging)."""
     lo, hi = lr_range
+    if best_lr is None:
+        return _all_diverged(lr_range, diverged_lrs, widenings)
     near_lo = math.log10(best_lr / lo) < EDGE_DECADES
     near_hi = math.log10(hi / best_lr) < EDGE_DECADES
     unstable_above = any(best_lr < d <= best_lr * 10 ** EDGE_DECADES for d in diverged_lrs)
@@ -39,6 +44,16 @@ def decide(best_lr: float, lr_range: tuple[float, float], diverged_lrs: list[flo
     new_lo = _round(lo / 10 ** WIDEN_DECADES) if near_lo else lo
     new_hi = _round(hi * 10 ** WIDEN_DECADES) if near_hi and not unstable_above else hi
     return Decision((new_lo, new_hi), True, None)
+
+
+def _all_diverged(lr_range: tuple[float, float], diverged_lrs: list[float], widenings: int) -> Decision:
+    lo, hi = lr_range
+    if not diverged_lrs:
+        return Decision(lr_range, False, None)
+    if widenings >= MAX_WIDENINGS:
+        return Decision(lr_range, False, f"every trial diverged, down to the bottom of the range after {widenings} "
+                                         f"widenings to [{lo:.3g}, {hi:.3g}]")
+    return Decision((_round(lo / 10 ** WIDEN_DECADES), hi), True, None)
 
 
 def _round(x: float) -> float:
