@@ -5,7 +5,8 @@ A study may take several invocations (a resume after an interrupt, or several pr
 the directory): each one appends ``{started, worker, git_commit, seconds}`` to ``invocations``
 (``seconds`` stays null for one that was interrupted), and ``wall_seconds`` is the length of the
 union of the finished invocations' intervals (concurrent processes are not counted twice; an
-interrupted invocation's time is not known, and the report says how many there were).
+interrupted invocation's time is not known, and the report says how many there were). It is the
+time of tuning, final and extra runs; the report written after it is not included.
 """
 from __future__ import annotations
 
@@ -52,10 +53,19 @@ def write_context(cfg: DictConfig, started: str) -> None:
            "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers}
     with HolderLock(root / "locks" / "environment.lock"):
         earlier = _read_env(root)
-        invocations = [*earlier.get("invocations", []),
+        invocations = [*_earlier_invocations(earlier),
                        {"started": started, "worker": worker_id(), "git_commit": env["git_commit"], "seconds": None}]
         env.update(invocations=invocations, wall_seconds=earlier.get("wall_seconds"))
         write_atomically(root / "environment.json", json.dumps(env, indent=2) + "\n")
+
+
+def _earlier_invocations(env: dict) -> list[dict]:
+    """The invocations recorded so far; a file that kept only a total becomes one invocation of
+    unknown start (counted whole)."""
+    if "invocations" in env:
+        return list(env["invocations"])
+    seconds = env.get("wall_seconds")
+    return [{"started": None, "git_commit": env.get("git_commit"), "seconds": seconds}] if seconds else []
 
 
 def record_wall_time(results_dir: str | Path, started: str, seconds: float) -> None:
@@ -75,9 +85,11 @@ def record_wall_time(results_dir: str | Path, started: str, seconds: float) -> N
 
 def union_seconds(invocations: list[dict]) -> float:
     """Seconds covered by the finished invocations' [started, started + seconds] intervals."""
-    spans = sorted((start, start + timedelta(seconds=i["seconds"])) for i in invocations
-                   if i.get("seconds") is not None for start in [datetime.fromisoformat(i["started"])])
-    total, end = 0.0, None
+    finished = [i for i in invocations if i.get("seconds") is not None]
+    spans = sorted((start, start + timedelta(seconds=i["seconds"])) for i in finished if i.get("started")
+                   for start in [datetime.fromisoformat(i["started"])])
+    total = sum(float(i["seconds"]) for i in finished if not i.get("started"))  # start unknown: counted whole
+    end = None
     for lo, hi in spans:
         if end is not None and lo < end:
             lo = end
