@@ -134,6 +134,29 @@ def test_trial_stats_divergence_largest_stable_lr_and_sensitivity():
     assert (stats["sensitivity_low_lr"], stats["sensitivity_high_lr"]) == (0.01, 1.0)
 
 
+def test_trial_stats_under_the_target_protocol_score_trials_by_their_steps_over_seeds():
+    nan = math.nan
+
+    def trial(lr, i, seed, steps, loss, **kw):  # a tiny_mlp trial trained with a target: it stores its steps
+        run = hand_run({"val_loss": [1, loss], "steps_to_target": [steps] * 2, "to_target_bracket": [0.0] * 2},
+                       steps=(0, 30), task="tiny_mlp", lr=lr, trial=i, seed=seed, **kw)
+        config = {**json.loads(run["config"].iloc[0]), "target": {"metric": "val_loss", "value": 0.05}}
+        return run.assign(config=json.dumps(config, sort_keys=True))
+    runs = [trial(0.01, 0, s, nan, 0.1) for s in (1000, 1001)]  # never reaches: behind every trial that does
+    runs += [trial(0.1, 1, 1000, 10, 0.03), trial(0.1, 1, 1001, 20, 0.03)]  # mean 15
+    runs += [trial(0.3, 2, s, 20, 0.02) for s in (1000, 1001)]  # 20: not within 10% of 15
+    runs += [trial(1.0, 3, 1000, 5, 0.01), trial(1.0, 3, 1001, nan, 1e4, diverged=True)]
+    stats = M.trial_stats(summarize(*runs)).iloc[0]
+    assert stats["n_trials"] == 4 and stats["n_diverged"] == 1 and stats["trial_objective"] == "steps to target"
+    # the fastest run (lr 1.0, 5 steps) belongs to a trial with a diverged seed: that trial is not the best
+    assert stats["best_trial_lr"] == 0.1 and stats["best_trial_score"] == 15.0
+    assert stats["largest_stable_lr"] == 0.3 and stats["sensitivity_metric"] == "steps_to_target"
+    assert stats["sensitivity_decades"] == 0.0
+    faster = M.trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 21, 0.03),
+                                     trial(0.1, 1, 1001, 21, 0.03))).iloc[0]
+    assert faster["best_trial_lr"] == 0.3 and faster["sensitivity_decades"] == pytest.approx(math.log10(3))
+
+
 def test_trial_with_a_final_configuration_counts_as_that_seed():
     final = hand_run({"val_loss": [1, 0.5]}, steps=(0, 10), seed=1)
     trial = hand_run({"val_loss": [1, 0.4]}, steps=(0, 10), seed=0).assign(study="s", trial=0.0)

@@ -170,39 +170,75 @@ def sensitivity(lrs: pd.Series, losses: pd.Series, diverged: pd.Series, toleranc
     return math.log10(high / low), low, high
 
 
-def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1,
-                metric: str | Callable[[str], str] = "val_loss") -> pd.DataFrame:
-    """Per cell, from its tuning trials: divergence, largest stable lr, the divergence boundary, the
-    best trial (least final validation loss: the tuner's objective), and the lr sensitivity on the
-    final ``metric`` (a name, or a function of the task name giving it).
+def per_trial(g: pd.DataFrame, by_steps: bool) -> pd.DataFrame:
+    """One line per tuning trial of a cell (a trial trained at several tuning seeds has a run per
+    seed): its lr, whether any seed diverged or was pruned, and its ``score``, the tuner's objective
+    over its seeds: mean steps to target (NaN unless every seed reached it) when trials were ranked
+    by steps, else the mean final validation loss."""
+    keys = ["study", "trial"] if {"study", "trial"} <= set(g) and g["trial"].notna().all() else ["run_id"]
+    g = g.assign(_div=g["diverged"].astype(bool), _pruned=g["pruned"].astype(bool) & ~g["diverged"].astype(bool))
+    out = g.groupby(keys, sort=False, dropna=False).agg(
+        lr=("lr", "first"), diverged=("_div", "any"), pruned=("_pruned", "any"),
+        final_val_loss=("final_val_loss", "mean"), steps=("steps_to_target", lambda s: s.mean(skipna=False)))
+    out["score"] = out["steps"] if by_steps else out["final_val_loss"]
+    return out.reset_index(drop=True)
 
-    Pruned trials stopped early, so they are counted but not used for the loss-based numbers. A
-    trial trained at several tuning seeds has a run per seed: counts are of trials, the rest of runs.
+
+def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callable[[str], str] = "val_loss"
+                ) -> pd.DataFrame:
+    """Per cell, from its tuning trials: divergence, largest stable lr and the divergence boundary
+    (from runs), the best trial and the lr sensitivity (from trials, on the tuner's objective:
+    steps to target where the trials were trained with a target, i.e. under the target protocol,
+    else the final ``metric``, a name or a function of the task name giving it).
+
+    Pruned trials stopped early, so they are counted but not used for the best trial or the
+    sensitivity; a trial any of whose seeds diverged counts as diverged, as the tuner scores it.
     """
     out = []
     for key, g in runs[runs["is_trial"]].groupby(list(CELL), sort=False):
-        n_trials = g.groupby(["study", "trial"]).ngroups if {"study", "trial"} <= set(g) else len(g)
-        done = g[~g["pruned"].astype(bool) | g["diverged"].astype(bool)]
-        div = done["diverged"].astype(bool)
-        lrs_div = done.groupby("lr")["diverged"].any()
-        finished = done[~div]
-        best = finished.loc[finished["final_val_loss"].idxmin()] if finished["final_val_loss"].notna().any() else None
-        name = metric(g["task"].iloc[0]) if callable(metric) else metric
-        width, low, high = sensitivity(done["lr"], done[f"final_{name}"], div, tolerance)
-        smallest_diverged, boundary = divergence_boundary(done["lr"], div)
-        out.append(dict(zip(CELL, key), task=g["task"].iloc[0], batch_label=g["batch_label"].iloc[0],
+        task = g["task"].iloc[0]
+        steps = _trained_to_target(g)
+        trials = per_trial(g, steps)
+        done_runs = g[~g["pruned"].astype(bool) | g["diverged"].astype(bool)]
+        div_runs = done_runs["diverged"].astype(bool)
+        finished = trials[~trials["diverged"] & ~trials["pruned"]]
+        best = _best_trial(finished)
+        name = "steps_to_target" if steps else metric(task) if callable(metric) else metric
+        if steps:  # a trial that did not reach the target (NaN) ends the good range, as a diverged one does
+            done = trials[~trials["pruned"]]
+            width, low, high = sensitivity(done["lr"], done["score"], done["diverged"], tolerance)
+        else:
+            width, low, high = sensitivity(done_runs["lr"], done_runs[f"final_{name}"], div_runs, tolerance)
+        lrs_div = done_runs.groupby("lr")["diverged"].any()
+        smallest_diverged, boundary = divergence_boundary(done_runs["lr"], div_runs)
+        out.append(dict(zip(CELL, key), task=task, batch_label=g["batch_label"].iloc[0],
                         study=g["study"].iloc[0] if "study" in g else None,
-                        n_trials=n_trials, n_usable=len(finished),
-                        n_pruned=int((g["pruned"].astype(bool) & ~g["diverged"]).sum()),
-                        n_diverged=int(div.sum()), n_lrs=int(g["lr"].nunique()),
+                        n_trials=len(trials), n_usable=len(finished), n_pruned=int(trials["pruned"].sum()),
+                        n_diverged=int(trials["diverged"].sum()), n_lrs=int(g["lr"].nunique()),
                         frac_lrs_diverged=float(lrs_div.mean()) if len(lrs_div) else math.nan,
                         largest_stable_lr=float(finished["lr"].max()) if len(finished) else math.nan,
                         smallest_diverged_lr=smallest_diverged, divergence_boundary=boundary,
                         best_trial_lr=float(best["lr"]) if best is not None else math.nan,
                         best_trial_val_loss=float(best["final_val_loss"]) if best is not None else math.nan,
+                        best_trial_score=float(best["score"]) if best is not None else math.nan,
+                        trial_objective="steps to target" if steps else "final validation loss",
                         sensitivity_metric=name, sensitivity_decades=width, sensitivity_low_lr=low,
                         sensitivity_high_lr=high))
     return pd.DataFrame(out)
+
+
+def _trained_to_target(trials: pd.DataFrame) -> bool:
+    """Whether a cell's trials were trained with a target (and so ranked by their steps to it)."""
+    return json.loads(trials["config_key"].iloc[0]).get("target") is not None
+
+
+def _best_trial(finished: pd.DataFrame) -> pd.Series | None:
+    """The tuner's choice: least score, then least final validation loss (a trial that did not
+    reach the target ranks behind every one that did)."""
+    if finished.empty or not (finished["score"].notna() | finished["final_val_loss"].notna()).any():
+        return None
+    order = finished.assign(_s=finished["score"].fillna(math.inf), _v=finished["final_val_loss"].fillna(math.inf))
+    return order.sort_values(["_s", "_v"], kind="stable").iloc[0]
 
 
 def ranks(values: pd.DataFrame, maximize: bool = False) -> pd.DataFrame:

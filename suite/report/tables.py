@@ -185,6 +185,8 @@ def ranking(cells: pd.DataFrame, primary: str, maximize: bool, trials: pd.DataFr
     caption = (f"Optimizers by mean rank over batch sizes on {label} (1 = best; cells tied with a row's best by a "
                f"paired t-test over seeds with Holm correction, α = {alpha:g}, share rank 1; a cell with a diverged "
                f"seed ranks last) and on steps to target; wins = batch sizes where it is best or tied with the best; "
+               f"lr sensitivity = median over its cells of the width (decades) of the lr range whose tuning trials "
+               f"score within the tolerance of the cell's best on the tuner's objective (the tuning table); "
                f"bold = best in each column.")
     return Table("ranking", caption, text, bold, data.reset_index())
 

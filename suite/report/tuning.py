@@ -106,7 +106,8 @@ def tuning_table(trials: pd.DataFrame, tolerance: float) -> Table:
             for lo, hi in zip(t["sensitivity_low_lr"], t["sensitivity_high_lr"])]
     searched = [f"{r} (from {i})" if i else (r or "—") for r, i in zip(t["lr_range"].fillna(""),
                                                                    t["lr_range_initial"].fillna(""))]
-    metrics = ", ".join(sorted(set(t["sensitivity_metric"])))
+    metrics = " or ".join(sorted(set(t["sensitivity_metric"].str.replace("_", " "))))
+    objectives = " or ".join(sorted(set(t.get("trial_objective", pd.Series(["final validation loss"])))))
     text = pd.DataFrame({
         "batch size": t["batch_label"], "trials": t["n_trials"].map(str), "pruned": t["n_pruned"].map(str),
         "lrs diverged": t["frac_lrs_diverged"].map(lambda x: f"{x:.0%}" if not math.isnan(x) else "—"),
@@ -117,8 +118,9 @@ def tuning_table(trials: pd.DataFrame, tolerance: float) -> Table:
     })
     text.index = pd.Index(t["optimizer"], name="optimizer")
     caption = (f"Tuning trials per cell: fraction of tried lrs that diverged, the largest lr that did not, the best "
-               f"trial's lr (least final validation loss), and the width (decades) of the contiguous lr range whose "
-               f"final {metrics} is within {tolerance:.0%} of the best (resolution = trial spacing); the final search "
+               f"trial's lr (by the tuner's objective: {objectives}, over its tuning seeds), and the width (decades) of "
+               f"the contiguous lr range whose {metrics} is within {tolerance:.0%} of the best (resolution = trial "
+               f"spacing; an lr that diverged or missed the target ends it); the final search "
                f"range (widened from the initial one where shown), where the lr came from, and whether the optimum "
                f"still sits within {EDGE_DECADES:g} decade of a bound.")
     return plain_table("tuning", caption, text, t)
