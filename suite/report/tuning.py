@@ -118,9 +118,9 @@ def tuning_table(trials: pd.DataFrame, tolerance: float) -> Table:
     })
     text.index = pd.Index(t["optimizer"], name="optimizer")
     caption = (f"Tuning trials per cell: fraction of tried lrs that diverged, the largest lr that did not, the best "
-               f"trial's lr (by the tuner's objective: {objectives}, over its tuning seeds), and the width (decades) of "
-               f"the contiguous lr range whose {metrics} is within {tolerance:.0%} of the best (resolution = trial "
-               f"spacing; an lr that diverged or missed the target ends it); the final search "
+               f"trial's lr (by the tuner's objective: {objectives}, over its tuning seeds), and the width "
+               f"(decades) of the contiguous lr range whose {metrics} is within {tolerance:.0%} of the best "
+               f"(resolution = trial spacing; an lr that diverged or missed the target ends it); the final search "
                f"range (widened from the initial one where shown), where the lr came from, and whether the optimum "
                f"still sits within {EDGE_DECADES:g} decade of a bound.")
     return plain_table("tuning", caption, text, t)
