@@ -208,3 +208,15 @@ def test_performance_profile_and_ranks_known_answers():
     assert list(M.ranks(cost, maximize=True).loc["p1"]) == [2, 1]
     none = M.ranks(pd.DataFrame({"a": [math.nan, 1.0], "b": [math.nan, 2.0]}))
     assert none.iloc[0].isna().all() and list(none.iloc[1]) == [1, 2]  # a row nobody finished ranks no one
+
+
+def test_intervals_are_truncated_to_the_values_a_metric_can_take():
+    runs = pd.DataFrame({"seed": range(5), "final_test_accuracy": [0.99, 0.99, 0.98, 0.99, 0.2],
+                         "steps_to_target": [1.0, 1, 1, 1, 90], "final_excess_loss": [-1e-10, 1e-9, 2e-9, -2e-10, 0.0]})
+    base = {"diverged": False, "reached": True, "censored": False, "cap_steps": 1, "to_target_bracket": 0.0,
+            "censor_reason": "", "run_id": [f"r{i}" for i in range(5)], "g": 0, "task": "t", "model": "m",
+            "batch_label": "1", "regime": "SGD", "lr": 0.1, "has_target": True}
+    line = M.aggregate(runs.assign(**base), by=["g"], columns=list(runs.columns[1:])).iloc[0]
+    assert line["final_test_accuracy_hi"] == 1.0 and 0.0 < line["final_test_accuracy_lo"] < line["final_test_accuracy"]
+    assert line["steps_to_target_lo"] == 0.0 and line["steps_to_target_hi"] > line["steps_to_target"]
+    assert line["final_excess_loss_lo"] < 0  # rounding noise around the optimum is shown as measured

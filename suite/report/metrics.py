@@ -124,9 +124,21 @@ def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*CELL, "config_key"), col
                     censor_reasons=", ".join(sorted(set(g["censor_reason"]) - {""})),
                     run_ids=",".join(g["run_id"]))
         for col in columns:
-            line[col], line[f"{col}_lo"], line[f"{col}_hi"] = t_interval(g[col], confidence)
+            mean, lo, hi = t_interval(g[col], confidence)
+            low, high = metric_range(col)
+            line[col], line[f"{col}_lo"], line[f"{col}_hi"] = mean, max(lo, low), min(hi, high)
         out.append(line)
     return pd.DataFrame(out)
+
+
+def metric_range(column: str) -> tuple[float, float]:
+    """The values a summary column can take; its t-interval is truncated to them (a symmetric
+    interval around an accuracy near 1, or a count near 0, would otherwise leave them)."""
+    if column.endswith("accuracy"):
+        return 0.0, 1.0
+    if "excess" in column:
+        return -math.inf, math.inf  # training loss minus the optimum: rounding makes it slightly negative
+    return 0.0, math.inf  # losses, steps, epochs, samples, seconds, throughput
 
 
 def final_runs(runs: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.DataFrame:

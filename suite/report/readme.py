@@ -211,7 +211,9 @@ SCIENCE_INTRO = ("Where perfect batch scaling ends and why, how the best learnin
 
 def statistics_text(ctx: Context) -> str:
     conf = ctx.cfg.statistics.confidence
-    return (f"A cell shows the mean over seeds and, with several seeds, its {conf:.0%} Student-t interval [lo, hi]. "
+    return (f"A cell shows the mean over seeds and, with several seeds, its {conf:.0%} Student-t interval [lo, hi] "
+            f"(truncated to the values the metric can take: [0, 1] for an accuracy, ≥ 0 for losses, steps and "
+            f"seconds). "
             f"**Bold** marks the best mean of a row among cells whose seeds all finished; a cell that a paired "
             f"t-test over seeds (same seed = same data order and initialization for every optimizer) against that "
             f"best, Holm-corrected across the row at α = {ctx.alpha:g}, cannot separate from it is marked tied "
