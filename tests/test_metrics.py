@@ -155,6 +155,9 @@ def test_trial_stats_under_the_target_protocol_score_trials_by_their_steps_over_
     faster = M.trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 21, 0.03),
                                      trial(0.1, 1, 1001, 21, 0.03))).iloc[0]
     assert faster["best_trial_lr"] == 0.3 and faster["sensitivity_decades"] == pytest.approx(math.log10(3))
+    tie = M.trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 20, 0.04),
+                                  trial(0.1, 1, 1001, 20, 0.04))).iloc[0]
+    assert tie["best_trial_lr"] == 0.1  # as the tuner breaks a tie: the earlier trial, whatever its loss
 
 
 def test_trial_with_a_final_configuration_counts_as_that_seed():

@@ -193,7 +193,9 @@ def per_trial(g: pd.DataFrame, by_steps: bool) -> pd.DataFrame:
         lr=("lr", "first"), diverged=("_div", "any"), pruned=("_pruned", "any"),
         final_val_loss=("final_val_loss", "mean"), steps=("steps_to_target", lambda s: s.mean(skipna=False)))
     out["score"] = out["steps"] if by_steps else out["final_val_loss"]
-    return out.reset_index(drop=True)
+    out = out.reset_index()
+    out["number"] = out["trial"] if "trial" in out else range(len(out))  # the tuner breaks ties by trial number
+    return out
 
 
 def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callable[[str], str] = "val_loss"
@@ -245,12 +247,13 @@ def _trained_to_target(trials: pd.DataFrame) -> bool:
 
 
 def _best_trial(finished: pd.DataFrame) -> pd.Series | None:
-    """The tuner's choice: least score, then least final validation loss (a trial that did not
-    reach the target ranks behind every one that did)."""
+    """The tuner's choice: least score, ties to the earlier trial (a trial that did not reach the
+    target ranks behind every one that did, and among those the least final validation loss)."""
     if finished.empty or not (finished["score"].notna() | finished["final_val_loss"].notna()).any():
         return None
     order = finished.assign(_s=finished["score"].fillna(math.inf), _v=finished["final_val_loss"].fillna(math.inf))
-    return order.sort_values(["_s", "_v"], kind="stable").iloc[0]
+    scored = order["score"].notna().any()
+    return order.sort_values(["_s", "number"] if scored else ["_v", "number"], kind="stable").iloc[0]
 
 
 def ranks(values: pd.DataFrame, maximize: bool = False) -> pd.DataFrame:
