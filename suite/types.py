@@ -107,6 +107,16 @@ class EvalSpec:
 METRICS = ("train_loss", "val_loss", "test_loss", "val_accuracy", "test_accuracy", "excess_loss")
 
 
+SHORTFALL_CAP = 1e3  # relative shortfalls beyond this rank alike (and stay finite)
+
+
+def unreached_value(cap: int, shortfall: float) -> float:
+    """Target protocol: the value of a run that missed its target within ``cap`` steps (a diverged
+    one: a shortfall above the cap) ranks behind every run that reached it, and among those by its
+    shortfall. The tuner scores trials with it; the report replays it from stored rows."""
+    return cap + 1 + cap * shortfall
+
+
 @dataclass(frozen=True)
 class Target:
     """``metric`` reaches ``value`` (absolute) or ``relative`` × its value at step 0 (``<=`` for
@@ -136,6 +146,15 @@ class Target:
 
     def met(self, value, threshold) -> bool:
         return value >= threshold if self.maximize else value <= threshold
+
+    def shortfall(self, initial: float, final: float) -> float:
+        """How far ``final`` falls short of the threshold, relative to it (0 if met), at most
+        :data:`SHORTFALL_CAP` (a non-finite value counts as the cap)."""
+        threshold = self.thresholds(initial)
+        if not math.isfinite(final) or not math.isfinite(threshold) or threshold == 0:
+            return SHORTFALL_CAP
+        gap = (threshold - final) if self.maximize else (final - threshold)
+        return min(max(gap / abs(threshold), 0.0), SHORTFALL_CAP)
 
     def describe(self) -> str:
         op = "≥" if self.maximize else "≤"

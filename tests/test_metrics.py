@@ -160,6 +160,18 @@ def test_trial_stats_under_the_target_protocol_score_trials_by_their_steps_over_
     assert tie["best_trial_lr"] == 0.1  # as the tuner breaks a tie: the earlier trial, whatever its loss
 
 
+def test_when_no_trial_reaches_the_target_the_best_is_the_least_shortfall_on_its_metric():
+    def trial(lr, i, acc, loss):  # trained to val_accuracy >= 0.9; neither reaches it
+        run = hand_run({"val_accuracy": [0.1, acc], "val_loss": [2.3, loss]}, steps=(0, 50), task="mnist", lr=lr,
+                       trial=i)
+        config = {**json.loads(run["config"].iloc[0]), "target": {"metric": "val_accuracy", "value": 0.9}}
+        return run.assign(config=json.dumps(config, sort_keys=True))
+    stats = M.trial_stats(summarize(trial(0.1, 0, 0.85, 0.40), trial(1.0, 1, 0.86, 0.45))).iloc[0]
+    assert stats["best_trial_lr"] == 1.0  # closer to the target, though its loss is higher (as the tuner ranks)
+    assert stats["best_trial_score"] == pytest.approx(50 + 1 + 50 * (0.9 - 0.86) / 0.9)
+    assert math.isnan(stats["sensitivity_decades"])  # no trial reached it: no steps to compare
+
+
 def test_trial_with_a_final_configuration_counts_as_that_seed():
     final = hand_run({"val_loss": [1, 0.5]}, steps=(0, 10), seed=1)
     trial = hand_run({"val_loss": [1, 0.4]}, steps=(0, 10), seed=0).assign(study="s", trial=0.0)

@@ -27,7 +27,7 @@ import pandas as pd
 from suite.report import to_target as TT
 from suite.report.science import divergence_boundary
 from suite.report.stats import t_interval
-from suite.types import METRICS, ConfigError, Target  # noqa: F401  (Target: the report's targets)
+from suite.types import METRICS, Target, unreached_value
 
 # One matrix cell; task_label separates runs of one task with different task options.
 CELL = ("task_label", "optimizer", "batch_size", "micro_batch", "accumulation_steps", "sampling",
@@ -184,15 +184,15 @@ def sensitivity(lrs: pd.Series, losses: pd.Series, diverged: pd.Series, toleranc
 
 def per_trial(g: pd.DataFrame, by_steps: bool) -> pd.DataFrame:
     """One line per tuning trial of a cell (a trial trained at several tuning seeds has a run per
-    seed): its lr, whether any seed diverged or was pruned, and its ``score``, the tuner's objective
-    over its seeds: mean steps to target (NaN unless every seed reached it) when trials were ranked
-    by steps, else the mean final validation loss."""
+    seed): its lr, whether any seed diverged or was pruned, ``steps`` (mean steps to target, NaN
+    unless every seed reached it) and its ``score``, the tuner's value: the mean over its seeds of
+    :func:`_tuner_values` when trials were ranked by steps, else the mean final validation loss."""
     keys = ["study", "trial"] if {"study", "trial"} <= set(g) and g["trial"].notna().all() else ["run_id"]
-    g = g.assign(_div=g["diverged"].astype(bool), _pruned=g["pruned"].astype(bool) & ~g["diverged"].astype(bool))
+    g = g.assign(_div=g["diverged"].astype(bool), _pruned=g["pruned"].astype(bool) & ~g["diverged"].astype(bool),
+                 _value=_tuner_values(g) if by_steps else g["final_val_loss"])
     out = g.groupby(keys, sort=False, dropna=False).agg(
-        lr=("lr", "first"), diverged=("_div", "any"), pruned=("_pruned", "any"),
+        lr=("lr", "first"), diverged=("_div", "any"), pruned=("_pruned", "any"), score=("_value", "mean"),
         final_val_loss=("final_val_loss", "mean"), steps=("steps_to_target", lambda s: s.mean(skipna=False)))
-    out["score"] = out["steps"] if by_steps else out["final_val_loss"]
     out = out.reset_index()
     out["number"] = out["trial"] if "trial" in out else range(len(out))  # the tuner breaks ties by trial number
     return out
@@ -220,7 +220,8 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callab
         name = "steps_to_target" if steps else metric(task) if callable(metric) else metric
         if steps:  # a trial that did not reach the target (NaN) ends the good range, as a diverged one does
             done = trials[~trials["pruned"]]
-            width, low, high = sensitivity(done["lr"], done["score"], done["diverged"], tolerance)
+            width, low, high = sensitivity(done["lr"], done["score"].where(done["steps"].notna()), done["diverged"],
+                                           tolerance)
         else:
             width, low, high = sensitivity(done_runs["lr"], done_runs[f"final_{name}"], div_runs, tolerance)
         lrs_div = done_runs.groupby("lr")["diverged"].any()
@@ -239,6 +240,15 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callab
                         sensitivity_metric=name, sensitivity_decades=width, sensitivity_low_lr=low,
                         sensitivity_high_lr=high))
     return pd.DataFrame(out)
+
+
+def _tuner_values(runs: pd.DataFrame) -> pd.Series:
+    """Each run's value as the tuner scored it under the target protocol: its steps to the target,
+    else (it ran to its cap, ``steps``) :func:`unreached_value` of its shortfall."""
+    target = Target(**json.loads(runs["config_key"].iloc[0])["target"])
+    short = [target.shortfall(i, f) for i, f in zip(runs[f"initial_{target.metric}"], runs[f"final_{target.metric}"])]
+    missed = [unreached_value(cap, s) for cap, s in zip(runs["steps"], short)]
+    return runs["steps_to_target"].where(runs["steps_to_target"].notna(), pd.Series(missed, index=runs.index))
 
 
 def _trained_to_target(trials: pd.DataFrame) -> bool:

@@ -14,10 +14,9 @@ from __future__ import annotations
 import math
 
 from suite.train.schedule import total_steps
-from suite.types import RunResult, RunSpec
+from suite.types import SHORTFALL_CAP, RunResult, RunSpec, unreached_value
 
 FALLBACK_PENALTY = 1e12  # when the initial validation loss itself is not a positive finite number
-SHORTFALL_CAP = 1e3  # relative shortfalls beyond this rank alike (and stay finite)
 
 
 def objective_name(spec: RunSpec) -> str:
@@ -35,13 +34,8 @@ def diverged_penalty(initial_val_loss: float, divergence_factor: float) -> float
 
 def shortfall(spec: RunSpec, result: RunResult) -> float:
     """How far the last evaluation falls short of the target, relative to the threshold (0 if met)."""
-    target = spec.target
-    threshold = target.thresholds(result.rows[0][target.metric])
-    final = result.rows[-1][target.metric]
-    if not math.isfinite(final) or not math.isfinite(threshold) or threshold == 0:
-        return SHORTFALL_CAP
-    gap = (threshold - final) if target.maximize else (final - threshold)
-    return min(max(gap / abs(threshold), 0.0), SHORTFALL_CAP)
+    metric = spec.target.metric
+    return spec.target.shortfall(result.rows[0][metric], result.rows[-1][metric])
 
 
 def trial_value(spec: RunSpec, n_train: int, result: RunResult) -> float:
@@ -51,12 +45,9 @@ def trial_value(spec: RunSpec, n_train: int, result: RunResult) -> float:
         if result.diverged or not math.isfinite(final):
             return diverged_penalty(result.rows[0]["val_loss"], spec.divergence_factor)
         return final
-    cap = total_steps(spec, n_train)
     if not result.diverged and math.isfinite(result.steps_to_target):
         return result.steps_to_target
-    if result.diverged:
-        return cap + 1 + cap * (SHORTFALL_CAP + 1)
-    return cap + 1 + cap * shortfall(spec, result)
+    return unreached_value(total_steps(spec, n_train), SHORTFALL_CAP + 1 if result.diverged else shortfall(spec, result))
 
 
 def intermediate(spec: RunSpec, row: dict) -> float:
