@@ -47,7 +47,8 @@ def trial_value(spec: RunSpec, n_train: int, result: RunResult) -> float:
         return final
     if not result.diverged and math.isfinite(result.steps_to_target):
         return result.steps_to_target
-    return unreached_value(total_steps(spec, n_train), SHORTFALL_CAP + 1 if result.diverged else shortfall(spec, result))
+    missed = SHORTFALL_CAP + 1 if result.diverged else shortfall(spec, result)
+    return unreached_value(total_steps(spec, n_train), missed)
 
 
 def intermediate(spec: RunSpec, row: dict) -> float:
