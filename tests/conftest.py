@@ -5,6 +5,7 @@ own reader and task builders load, and ``compose`` runs Hydra's real config comp
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 import sys
@@ -81,10 +82,25 @@ def one_thread(request):
     if "benchmark" in request.fixturenames:
         yield
         return
+    with _torch_threads(1):
+        yield
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def torch_threads():
+    """``with torch_threads(1): ...``: for module-scoped fixtures that train before the per-test
+    ``one_thread`` applies."""
+    return _torch_threads
 
 
 # Helpers are handed out as fixtures (not imported from here): tests/benchmarks/ has its own

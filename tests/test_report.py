@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from suite.cli import CONF_DIR, report_main
@@ -68,14 +67,10 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, torch_threads):
     root = tmp_path_factory.mktemp("study")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         chosen = tiny_study(root)
-    finally:
-        torch.set_num_threads(threads)
     (root / "report").mkdir()
     (root / "report" / "stale.md").write_text("from an earlier report")
     before, top = snapshot(root / "runs"), sorted(p.name for p in root.iterdir())

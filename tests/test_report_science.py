@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -95,14 +94,10 @@ def science_study(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, torch_threads):
     root = tmp_path_factory.mktemp("science")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         science_study(root)
-    finally:
-        torch.set_num_threads(threads)
     readme = write_report(root, FAST, echo=lambda *_: None).read_text()
     return {"root": root, "readme": readme, "rows": RunStore(root).load(), "tables": root / "report" / "tables"}
 

@@ -90,22 +90,31 @@ def lr_scaling_curves(rows: pd.DataFrame, metric: str, stem: Path, opts: FigureO
     return save(fig, stem, opts)
 
 
+def _batch_panels(data: pd.DataFrame):
+    """One panel per batch size, hue = optimizer: the figure, its axes, the hue order and palette,
+    and per panel (axis, batch size, [(optimizer, colour, its rows)])."""
+    sizes = sorted(data["batch_size"].unique())
+    hue = optimizer_order(data["optimizer"])
+    pal = S.palette(hue)
+    fig, axes = panel_grid(len(sizes), sharey=True)
+    panels = [(ax, b, [(name, pal[name], data[(data["batch_size"] == b) & (data["optimizer"] == name)])
+                       for name in hue]) for ax, b in zip(axes.flat, sizes)]
+    return fig, axes, hue, pal, panels
+
+
 def noise_scale(noise: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | None:
     """B_simple vs training loss (log-log, loss decreasing to the right), one panel per batch size:
     the exact value as lines, the two-batch estimate as points."""
     data = noise[noise["train_loss"] > 0]
-    sizes = sorted(data["batch_size"].unique())
-    if not sizes:
+    if data.empty:
         return None
-    hue = optimizer_order(data["optimizer"])
-    pal = S.palette(hue)
-    fig, axes = panel_grid(len(sizes), sharey=True)
-    for ax, b in zip(axes.flat, sizes):
-        for name in hue:
-            for _, run in data[(data["batch_size"] == b) & (data["optimizer"] == name)].groupby("seed"):
+    fig, axes, hue, pal, panels = _batch_panels(data)
+    for ax, b, lines in panels:
+        for _, color, mine in lines:
+            for _, run in mine.groupby("seed"):
                 exact, est = run[run["b_simple_exact"] > 0], run[run["b_simple_est"] > 0]
-                ax.plot(exact["train_loss"], exact["b_simple_exact"], color=pal[name], lw=1.2)
-                ax.scatter(est["train_loss"], est["b_simple_est"], color=pal[name], s=12, alpha=0.7)
+                ax.plot(exact["train_loss"], exact["b_simple_exact"], color=color, lw=1.2)
+                ax.scatter(est["train_loss"], est["b_simple_est"], color=color, s=12, alpha=0.7)
         ax.set(xscale="log", yscale="log", xlabel=LABELS["train_loss"], title=f"batch {b}")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
@@ -118,16 +127,12 @@ def noise_scale(noise: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | 
 
 def tunability(curves: pd.DataFrame, metric: str, stem: Path, opts: FigureOptions) -> Path | None:
     """Expected best ``metric`` after k trials, one panel per batch size, hue = optimizer."""
-    sizes = sorted(curves["batch_size"].unique())
-    if not sizes:
+    if curves.empty:
         return None
-    hue = optimizer_order(curves["optimizer"])
-    pal = S.palette(hue)
-    fig, axes = panel_grid(len(sizes), sharey=True)
-    for ax, b in zip(axes.flat, sizes):
-        for name in hue:
-            c = curves[(curves["batch_size"] == b) & (curves["optimizer"] == name)]
-            ax.plot(c["k"], c["expected_best"], color=pal[name], marker="o", ms=3, lw=1.3)
+    fig, axes, hue, pal, panels = _batch_panels(curves)
+    for ax, b, lines in panels:
+        for _, color, c in lines:
+            ax.plot(c["k"], c["expected_best"], color=color, marker="o", ms=3, lw=1.3)
         ax.set(xlabel="trials k", title=f"batch {b}")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if (curves["expected_best"] > 0).all():
