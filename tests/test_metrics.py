@@ -8,11 +8,22 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from suite.report import metrics as M
-from suite.types import COLUMNS, ConfigError
+from suite.report.data.metrics import (
+    aggregate,
+    annotate,
+    batch_label,
+    final_runs,
+    performance_profile,
+    pick_best,
+    ranks,
+    summarize_runs,
+    trial_stats,
+)
+from suite.report.stats.seeds import t_interval
+from suite.types import COLUMNS, ConfigError, Target
 
-TARGETS = {"regression": M.Target("excess_loss", relative=1e-3), "tiny_mlp": M.Target("val_loss", value=0.05),
-           "mnist": M.Target("val_accuracy", value=0.9)}
+TARGETS = {"regression": Target("excess_loss", relative=1e-3), "tiny_mlp": Target("val_loss", value=0.05),
+           "mnist": Target("val_accuracy", value=0.9)}
 
 
 def hand_run(values: dict[str, list[float]], steps=(0, 10, 20, 30, 40), *, task="regression", optimizer="sgd",
@@ -42,7 +53,7 @@ def hand_run(values: dict[str, list[float]], steps=(0, 10, 20, 30, 40), *, task=
 
 
 def summarize(*runs: pd.DataFrame) -> pd.DataFrame:
-    return M.summarize_runs(M.annotate(pd.concat(runs, ignore_index=True)), TARGETS)
+    return summarize_runs(annotate(pd.concat(runs, ignore_index=True)), TARGETS)
 
 
 def test_target_reached_at_the_first_evaluation_that_meets_it():
@@ -60,7 +71,7 @@ def test_target_not_reached_is_nan_and_counted():
     run = hand_run({"excess_loss": [10, 5, 1, 0.5, 0.2]})
     s = summarize(run)
     assert math.isnan(s["steps_to_target"].iloc[0]) and not s["reached"].iloc[0]
-    cell = M.aggregate(s).iloc[0]
+    cell = aggregate(s).iloc[0]
     assert cell["n_reached"] == 0 and math.isnan(cell["steps_to_target"])
 
 
@@ -86,15 +97,15 @@ def test_diverged_run_has_no_final_value_and_loses_to_a_finished_configuration()
                    lr=1.0, diverged=True)
     s = summarize(good, bad).set_index("lr")
     assert math.isnan(s.loc[1.0, "final_val_loss"]) and s.loc[1.0, "best_train_loss"] == 0.1
-    configs = M.aggregate(s.reset_index())
+    configs = aggregate(s.reset_index())
     assert configs.set_index("lr").loc[1.0, "n_diverged"] == 1
-    best = M.pick_best(configs, "final_val_loss")
+    best = pick_best(configs, "final_val_loss")
     assert len(best) == 1 and best["lr"].iloc[0] == 0.1  # lower mean loss never beats a finished config
 
 
 def test_seeds_aggregate_to_mean_with_a_student_t_interval():
     runs = [hand_run({"train_loss": [5, 4, 3, 2, v]}, seed=i) for i, v in enumerate([1.0, 2.0, 3.0])]
-    cell = M.aggregate(summarize(*runs), confidence=0.9).iloc[0]
+    cell = aggregate(summarize(*runs), confidence=0.9).iloc[0]
     assert cell["n_runs"] == 3 and cell["n_seeds"] == 3
     assert cell["final_train_loss"] == 2.0
     # The interval is the Student-t interval of the mean: scipy's t.interval on the standard error.
@@ -104,10 +115,10 @@ def test_seeds_aggregate_to_mean_with_a_student_t_interval():
 
 
 def test_t_interval_of_one_value_or_none():
-    value, lo, hi = M.t_interval([4.0])
+    value, lo, hi = t_interval([4.0])
     assert value == 4.0 and math.isnan(lo) and math.isnan(hi)  # one seed: no interval
-    assert all(math.isnan(v) for v in M.t_interval([math.nan]))
-    assert M.t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
+    assert all(math.isnan(v) for v in t_interval([math.nan]))
+    assert t_interval([2.0, 2.0, 2.0]) == (2.0, 2.0, 2.0)
 
 
 def test_throughput_counts_samples_after_warmup_per_training_second():
@@ -124,7 +135,7 @@ def test_trial_stats_divergence_largest_stable_lr_and_sensitivity():
               for i, (lr, v) in enumerate(losses.items())]
     trials.append(hand_run({"val_loss": [2, 1e4]}, steps=(0, 3), lr=10.0, trial=5, diverged=True))
     trials.append(hand_run({"val_loss": [2, 0.01]}, steps=(0, 5), lr=0.5, trial=6, pruned=True))
-    stats = M.trial_stats(summarize(*trials)).iloc[0]
+    stats = trial_stats(summarize(*trials)).iloc[0]
     assert stats["n_trials"] == 7 and stats["n_diverged"] == 1 and stats["n_pruned"] == 1
     assert stats["frac_lrs_diverged"] == pytest.approx(1 / 6)  # pruned lr 0.5 is not a finished lr
     assert stats["largest_stable_lr"] == 100.0
@@ -146,17 +157,17 @@ def test_trial_stats_under_the_target_protocol_score_trials_by_their_steps_over_
     runs += [trial(0.1, 1, 1000, 10, 0.03), trial(0.1, 1, 1001, 20, 0.03)]  # mean 15
     runs += [trial(0.3, 2, s, 20, 0.02) for s in (1000, 1001)]  # 20: not within 10% of 15
     runs += [trial(1.0, 3, 1000, 5, 0.01), trial(1.0, 3, 1001, nan, 1e4, diverged=True)]
-    stats = M.trial_stats(summarize(*runs)).iloc[0]
+    stats = trial_stats(summarize(*runs)).iloc[0]
     assert stats["n_trials"] == 4 and stats["n_diverged"] == 1 and stats["trial_objective"] == "steps to target"
     # the fastest run (lr 1.0, 5 steps) belongs to a trial with a diverged seed: that trial is not the best
     assert stats["best_trial_lr"] == 0.1 and stats["best_trial_score"] == 15.0
     assert stats["largest_stable_lr"] == 0.3 and stats["sensitivity_metric"] == "steps_to_target"
     assert stats["sensitivity_decades"] == 0.0
-    faster = M.trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 21, 0.03),
-                                     trial(0.1, 1, 1001, 21, 0.03))).iloc[0]
+    faster = trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 21, 0.03),
+                                   trial(0.1, 1, 1001, 21, 0.03))).iloc[0]
     assert faster["best_trial_lr"] == 0.3 and faster["sensitivity_decades"] == pytest.approx(math.log10(3))
-    tie = M.trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 20, 0.04),
-                                  trial(0.1, 1, 1001, 20, 0.04))).iloc[0]
+    tie = trial_stats(summarize(*runs[:2], *runs[4:6], trial(0.1, 1, 1000, 20, 0.04),
+                                trial(0.1, 1, 1001, 20, 0.04))).iloc[0]
     assert tie["best_trial_lr"] == 0.1  # as the tuner breaks a tie: the earlier trial, whatever its loss
 
 
@@ -166,7 +177,7 @@ def test_when_no_trial_reaches_the_target_the_best_is_the_least_shortfall_on_its
                        trial=i)
         config = {**json.loads(run["config"].iloc[0]), "target": {"metric": "val_accuracy", "value": 0.9}}
         return run.assign(config=json.dumps(config, sort_keys=True))
-    stats = M.trial_stats(summarize(trial(0.1, 0, 0.85, 0.40), trial(1.0, 1, 0.86, 0.45))).iloc[0]
+    stats = trial_stats(summarize(trial(0.1, 0, 0.85, 0.40), trial(1.0, 1, 0.86, 0.45))).iloc[0]
     assert stats["best_trial_lr"] == 1.0  # closer to the target, though its loss is higher (as the tuner ranks)
     assert stats["best_trial_score"] == pytest.approx(50 + 1 + 50 * (0.9 - 0.86) / 0.9)
     assert math.isnan(stats["sensitivity_decades"])  # no trial reached it: no steps to compare
@@ -177,27 +188,27 @@ def test_trial_with_a_final_configuration_counts_as_that_seed():
     trial = hand_run({"val_loss": [1, 0.4]}, steps=(0, 10), seed=0).assign(study="s", trial=0.0)
     other = hand_run({"val_loss": [1, 0.9]}, steps=(0, 10), lr=0.5, trial=1)
     runs = summarize(final, trial, other)
-    chosen = M.final_runs(runs)
+    chosen = final_runs(runs)
     assert sorted(chosen["seed"]) == [0, 1] and set(chosen["lr"]) == {0.1}
-    assert M.aggregate(chosen).iloc[0]["final_val_loss"] == pytest.approx(0.45)
+    assert aggregate(chosen).iloc[0]["final_val_loss"] == pytest.approx(0.45)
     # With the study's final seeds known, a trial of a tuning seed is never a final seed.
-    assert sorted(M.final_runs(runs, seeds=[1])["seed"]) == [1]
-    assert sorted(M.final_runs(runs, seeds=[0, 1])["seed"]) == [0, 1]
+    assert sorted(final_runs(runs, seeds=[1])["seed"]) == [1]
+    assert sorted(final_runs(runs, seeds=[0, 1])["seed"]) == [0, 1]
 
 
 def test_batch_labels_show_regime_and_accumulation():
-    assert M.batch_label(1024, 64, 16, "mini-batch") == "64×16"
-    assert M.batch_label(1000, 1000, 1, "GD") == "1000 (GD)"
-    assert M.batch_label(1, 1, 1, "SGD") == "1 (SGD)"
-    assert M.batch_label(32, 32, 1, "mini-batch", "sequential", "sum") == "32 seq sum"
-    rows = M.annotate(hand_run({"train_loss": [1, 0.5]}, steps=(0, 10), batch_size=32, accumulation_steps=4))
+    assert batch_label(1024, 64, 16, "mini-batch") == "64×16"
+    assert batch_label(1000, 1000, 1, "GD") == "1000 (GD)"
+    assert batch_label(1, 1, 1, "SGD") == "1 (SGD)"
+    assert batch_label(32, 32, 1, "mini-batch", "sequential", "sum") == "32 seq sum"
+    rows = annotate(hand_run({"train_loss": [1, 0.5]}, steps=(0, 10), batch_size=32, accumulation_steps=4))
     assert set(rows["batch_label"]) == {"8×4"}
 
 
 def test_task_labels_name_the_options_that_differ():
     a = hand_run({"train_loss": [1, 0.5]}, steps=(0, 1), options={"name": "regression", "dim": 1, "n": 10})
     b = hand_run({"train_loss": [1, 0.5]}, steps=(0, 1), lr=0.2, options={"name": "regression", "dim": 10, "n": 10})
-    labels = set(M.annotate(pd.concat([a, b]))["task_label"])
+    labels = set(annotate(pd.concat([a, b]))["task_label"])
     assert labels == {"regression (dim=1)", "regression (dim=10)"}
 
 
@@ -210,18 +221,18 @@ def test_task_labels_name_the_options_that_differ():
 ])
 def test_bad_targets_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        M.Target(**kwargs)
+        Target(**kwargs)
 
 
 def test_performance_profile_and_ranks_known_answers():
     cost = pd.DataFrame({"a": [10, 20, math.nan], "b": [20, 10, 30]}, index=["p1", "p2", "p3"])
-    prof = M.performance_profile(cost, [1, 2])
+    prof = performance_profile(cost, [1, 2])
     assert prof.loc[1, "a"] == pytest.approx(1 / 3) and prof.loc[1, "b"] == pytest.approx(2 / 3)
     assert prof.loc[2, "a"] == pytest.approx(2 / 3) and prof.loc[2, "b"] == 1.0
-    r = M.ranks(cost)
+    r = ranks(cost)
     assert list(r.loc["p1"]) == [1, 2] and list(r.loc["p3"]) == [2, 1]  # NaN ranks last
-    assert list(M.ranks(cost, maximize=True).loc["p1"]) == [2, 1]
-    none = M.ranks(pd.DataFrame({"a": [math.nan, 1.0], "b": [math.nan, 2.0]}))
+    assert list(ranks(cost, maximize=True).loc["p1"]) == [2, 1]
+    none = ranks(pd.DataFrame({"a": [math.nan, 1.0], "b": [math.nan, 2.0]}))
     assert none.iloc[0].isna().all() and list(none.iloc[1]) == [1, 2]  # a row nobody finished ranks no one
 
 
@@ -231,7 +242,7 @@ def test_intervals_are_truncated_to_the_values_a_metric_can_take():
     base = {"diverged": False, "reached": True, "censored": False, "cap_steps": 1, "to_target_bracket": 0.0,
             "censor_reason": "", "run_id": [f"r{i}" for i in range(5)], "g": 0, "task": "t", "model": "m",
             "batch_label": "1", "regime": "SGD", "lr": 0.1, "has_target": True}
-    line = M.aggregate(runs.assign(**base), by=["g"], columns=list(runs.columns[1:])).iloc[0]
+    line = aggregate(runs.assign(**base), by=["g"], columns=list(runs.columns[1:])).iloc[0]
     assert line["final_test_accuracy_hi"] == 1.0 and 0.0 < line["final_test_accuracy_lo"] < line["final_test_accuracy"]
     assert line["steps_to_target_lo"] == 0.0 and line["steps_to_target_hi"] > line["steps_to_target"]
     assert line["final_excess_loss_lo"] < 0  # rounding noise around the optimum is shown as measured

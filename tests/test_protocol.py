@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from suite.optim.registry import resolve_hparams
-from suite.report.science import linear_rate
-from suite.report.science_tables import _grid_boundary  # the report's boundary rule, tested on real runs
+from suite.report.science.tables import _grid_boundary  # the report's boundary rule, tested on real runs
+from suite.report.stats.batch_science import linear_rate
 from suite.run.prepare import prepare
 from suite.tasks import build_task
 from suite.train import train, train_many

@@ -16,7 +16,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from suite.cli import CONF_DIR, report_main
-from suite.report import benchmarks as B
+from suite.report.benchmarks import load_benchmarks, throughput_table
 from suite.report.build import main, write_report
 from suite.run.execute import store_run
 from suite.run.prepare import prepare
@@ -228,7 +228,7 @@ def test_throughput_comes_from_the_benchmarks_where_they_cover_the_cells(study, 
     readme = write_report(root, FAST, echo=lambda *_: None).read_text()
     table = pd.read_csv(root / "report" / "tables" / "tiny_mlp" / "throughput.csv").set_index(
         ["optimizer", "batch_size"])
-    steps = B.throughput_table(B.load_benchmarks(root / "bench"))
+    steps = throughput_table(load_benchmarks(root / "bench"))
     steps = steps[(steps["kind"] == "train-step") & (steps["batch_size"] == 8)].set_index("optimizer")
     for opt in ("sgd", "adam"):
         assert table.loc[(opt, 8), "throughput"] == pytest.approx(steps.loc[opt, "samples_per_s"])
@@ -268,12 +268,12 @@ def test_damaged_run_file_is_named(study, tmp_path):
 
 def test_figures_survive_degenerate_data(study, tmp_path):
     """Nothing to put on a log axis (all steps untimed, every trial diverged) is not a crash."""
-    from suite.report import figures as F
-    from suite.report import metrics as M
+    from suite.report.data.metrics import annotate, summarize_runs
+    from suite.report.figures.curves import FigureOptions, curves, sensitivity
 
-    rows = M.annotate(study["rows"][study["rows"]["task"] == "regression"])
-    opts = F.FigureOptions(formats=("png",), dpi=50)
-    assert F.curves(rows.assign(time_s=0.0), "excess_loss", "time_s", tmp_path / "t", opts) is None
-    runs = M.summarize_runs(rows, {})
+    rows = annotate(study["rows"][study["rows"]["task"] == "regression"])
+    opts = FigureOptions(formats=("png",), dpi=50)
+    assert curves(rows.assign(time_s=0.0), "excess_loss", "time_s", tmp_path / "t", opts) is None
+    runs = summarize_runs(rows, {})
     trials = runs[runs["is_trial"]].assign(diverged=lambda d: d["batch_size"] == 1000)
-    assert F.sensitivity(trials, tmp_path / "s", opts).is_file()
+    assert sensitivity(trials, tmp_path / "s", opts).is_file()

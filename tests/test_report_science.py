@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from suite.cli import CONF_DIR
-from suite.report import science as X
 from suite.report.build import write_report
+from suite.report.stats.batch_science import optimal_parameters
 from suite.run.prepare import prepare
 from suite.store.runs import RunStore
 from suite.train import train_many
@@ -78,7 +78,7 @@ def science_study(root: Path) -> None:
             export(root, name, optimizer, best, min(values))
             finals = [dict(b, batch_size=bs, lr=best, seed=s, target=TARGET) for s in SEEDS]
             train_cell(store, finals, [None] * len(SEEDS), noise=True)
-    opt, long = X.optimal_parameters(KAPPA), {"epochs": 150, "max_steps": None, "max_seconds": None}
+    opt, long = optimal_parameters(KAPPA), {"epochs": 150, "max_steps": None, "max_seconds": None}
     gd = dict(base("sgd", root), batch_size="full", lr=opt["gd_lr"], dtype="float64", budget=long)
     hb = base("momentum", root)
     hb = dict(hb, batch_size="full", lr=opt["hb_lr"], dtype="float64", budget=long,

@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 from test_metrics import TARGETS, hand_run
 
-from suite.report import metrics as M
-from suite.report import stats as ST
-from suite.report import tables as T
-from suite.report.render import latex, markdown
+from suite.report.data.metrics import aggregate, annotate, final_runs, summarize_runs
+from suite.report.stats.seeds import compare_to_best, holm, t_interval, tied_ranks
+from suite.report.tables import comparison
+from suite.report.tables.render import latex, markdown
 
 
 def holm_step_down(p: list[float], alpha: float) -> list[bool]:
@@ -31,7 +31,7 @@ def holm_step_down(p: list[float], alpha: float) -> list[bool]:
 
 def test_t_interval_equals_scipy():
     x = [0.31, 0.35, 0.29, 0.4, 0.33]
-    mean, lo, hi = ST.t_interval(x, 0.95)
+    mean, lo, hi = t_interval(x, 0.95)
     assert mean == pytest.approx(np.mean(x))
     assert (lo, hi) == pytest.approx(stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x)))
 
@@ -41,8 +41,8 @@ def test_holm_adjusted_p_values_reject_exactly_what_the_step_down_rule_rejects(s
     rng = np.random.default_rng(seed)
     p = list(np.round(rng.uniform(0, 0.1, size=rng.integers(1, 8)), 3))  # rounding makes ties
     for alpha in (0.01, 0.05, 0.1):
-        assert list(ST.holm(p) <= alpha) == holm_step_down(p, alpha)
-    assert (ST.holm(p) >= np.asarray(p)).all() and (ST.holm(p) <= 1).all()
+        assert list(holm(p) <= alpha) == holm_step_down(p, alpha)
+    assert (holm(p) >= np.asarray(p)).all() and (holm(p) <= 1).all()
 
 
 def test_compare_to_best_is_a_paired_t_test_with_holm_correction():
@@ -50,22 +50,22 @@ def test_compare_to_best_is_a_paired_t_test_with_holm_correction():
     best = pd.Series([1.0, 1.2, 0.9, 1.1, 1.0], index=seeds)
     tied = best + pd.Series([0.3, -0.2, 0.1, -0.1, 0.05], index=seeds)  # noisy difference: not separable
     worse = best + pd.Series([0.5, 0.52, 0.49, 0.51, 0.5], index=seeds)  # small but consistent: separable
-    out = ST.compare_to_best({"a": best, "b": tied, "c": worse}, maximize=False, alpha=0.05)
+    out = compare_to_best({"a": best, "b": tied, "c": worse}, maximize=False, alpha=0.05)
     raw = [stats.ttest_rel(tied, best).pvalue, stats.ttest_rel(worse, best).pvalue]
-    assert list(out.loc[["b", "c"], "p_holm"]) == pytest.approx(list(ST.holm(raw)))
+    assert list(out.loc[["b", "c"], "p_holm"]) == pytest.approx(list(holm(raw)))
     assert out.loc["a", "best"] and not out.loc["b", "best"]
     assert out.loc["b", "tied_best"] and not out.loc["c", "tied_best"]
     # Pairs are formed by seed: shuffling the order of the values does not change the test.
-    shuffled = ST.compare_to_best({"a": best, "c": worse.iloc[::-1]}, maximize=False)
+    shuffled = compare_to_best({"a": best, "c": worse.iloc[::-1]}, maximize=False)
     assert shuffled.loc["c", "p_holm"] == pytest.approx(stats.ttest_rel(worse, best).pvalue)
-    one_seed = ST.compare_to_best({"a": best.iloc[:1], "c": worse.iloc[:1]}, maximize=False)
+    one_seed = compare_to_best({"a": best.iloc[:1], "c": worse.iloc[:1]}, maximize=False)
     assert one_seed.loc["c", "tied_best"]  # one seed cannot separate anything
 
 
 def test_tied_cells_share_rank_one():
     values = pd.DataFrame({"a": [1.0, 5.0], "b": [1.1, 2.0], "c": [3.0, 1.0]}, index=["r1", "r2"])
     tied = pd.DataFrame({"a": [True, False], "b": [True, False], "c": [False, True]}, index=values.index)
-    r = ST.tied_ranks(values, tied)
+    r = tied_ranks(values, tied)
     assert list(r.loc["r1"]) == [1, 1, 3] and list(r.loc["r2"]) == [3, 2, 1]
 
 
@@ -76,21 +76,21 @@ def _cell_frames(values: dict[str, list[float]], steps: dict[str, list[float]] |
         for seed, v in enumerate(finals):
             frames.append(hand_run({"val_loss": [2.0, v], "excess_loss": [10, 10 * v]}, steps=(0, 40),
                                    optimizer=opt, seed=seed))
-    runs = M.summarize_runs(M.annotate(pd.concat(frames, ignore_index=True)), TARGETS)
-    return runs, M.aggregate(M.final_runs(runs))
+    runs = summarize_runs(annotate(pd.concat(frames, ignore_index=True)), TARGETS)
+    return runs, aggregate(final_runs(runs))
 
 
 def test_pivot_marks_best_and_ties_in_every_rendering():
     values = {"sgd": [1.0, 1.1, 0.9, 1.05], "adam": [1.2, 0.95, 1.0, 1.1], "momentum": [2.0, 2.1, 1.9, 2.05]}
     runs, cells = _cell_frames(values)
-    table = T.pivot(cells, "final_val_loss", "final_val_loss", "caption", maximize=False, runs=runs, alpha=0.05)
+    table = comparison.pivot(cells, "final_val_loss", "final_val_loss", "caption", maximize=False, runs=runs, alpha=0.05)
     data = table.data.set_index("optimizer")
     assert data.loc["sgd", "best"] and not data.loc["sgd", "tied_best"]
     assert data.loc["adam", "tied_best"] and not data.loc["momentum", "tied_best"] and not data.loc["momentum", "best"]
     md, tex = markdown(table), latex(table)
     assert "**≈ 1.06 [" in md and md.count("**") == 4 and md.count("≈") == 1
     assert r"\textbf{$\approx$ 1.06" in tex and tex.count(r"\textbf{") == 2
-    ranking = T.ranking(cells, "final_val_loss", False, None, runs, 0.05).data.set_index("optimizer")
+    ranking = comparison.ranking(cells, "final_val_loss", False, None, runs, 0.05).data.set_index("optimizer")
     assert ranking.loc["adam", "mean rank (final val loss)"] == 1 == ranking.loc["sgd", "mean rank (final val loss)"]
     assert ranking.loc["momentum", "mean rank (final val loss)"] == 3 and ranking.loc["adam", "wins"] == 1
 
@@ -108,7 +108,7 @@ def test_exact_steps_to_target_where_the_run_had_the_reports_target_else_the_eva
     exact = _target_run([10, 1, 0.05, 0.009, 0.001], target=declared, exact=23.0, bracket=1.0, seed=0)
     other = _target_run([10, 1, 0.05, 0.009, 0.001], target={**declared, "relative": 1e-2}, exact=11.0, seed=1)
     old = _target_run([10, 1, 0.05, 0.009, 0.001], seed=2)
-    runs = M.summarize_runs(M.annotate(pd.concat([exact, other, old])), TARGETS).set_index("seed")
+    runs = summarize_runs(annotate(pd.concat([exact, other, old])), TARGETS).set_index("seed")
     assert runs.loc[0, "steps_to_target"] == 23 and runs.loc[0, "to_target_bracket"] == 1
     assert runs.loc[0, "target_source"] == "exact"
     assert runs.loc[0, "epochs_to_target"] == 23 * 10 / 100 and runs.loc[0, "samples_to_target"] == 230
@@ -125,14 +125,14 @@ def test_censored_cells_say_why_and_show_their_cap():
     diverged = _target_run([10, 1e4], steps=(0, 7), target=declared, diverged=True, lr=1.0)
     reached = [_target_run([10, 1, 0.001, 0.001, 0.001], target=declared, exact=17.0, bracket=1.0, seed=s,
                            optimizer="adam") for s in (0, 1)]
-    runs = M.summarize_runs(M.annotate(pd.concat([*capped, diverged, *reached])), TARGETS)
+    runs = summarize_runs(annotate(pd.concat([*capped, diverged, *reached])), TARGETS)
     why = runs.set_index(["optimizer", "lr", "seed"])
     assert why.loc[("sgd", 0.1, 0), "censor_reason"] == "cap" and why.loc[("sgd", 0.1, 0), "cap_steps"] == 40
     assert why.loc[("sgd", 1.0, 0), "censor_reason"] == "diverged"
     assert why.loc[("adam", 0.1, 0), "censor_reason"] == "" and not why.loc[("adam", 0.1, 0), "censored"]
-    cells = M.aggregate(M.final_runs(runs))
+    cells = aggregate(final_runs(runs))
     cells = cells[cells["lr"] == 0.1]
-    table = T.pivot(cells, "steps_to_target", "steps_to_target", "c", style="target", maximize=False, runs=runs)
+    table = comparison.pivot(cells, "steps_to_target", "steps_to_target", "c", style="target", maximize=False, runs=runs)
     assert table.text.loc["10", "sgd"] == "censored (cap 40 steps)"
     assert table.text.loc["10", "adam"] == "17" and bool(table.bold.loc["10", "adam"])
     assert set(table.data.columns) >= {"to_target_bracket", "n_censored", "cap_steps", "best", "tied_best"}
@@ -143,7 +143,7 @@ def test_a_run_stopped_by_its_time_limit_is_censored_for_that_reason():
     run = _target_run([10, 5, 1, 0.5, 0.2], target={"metric": "excess_loss", "value": None, "relative": 1e-3})
     config = json.loads(run["config"].iloc[0])
     run["config"] = json.dumps({**config, "max_seconds": 0.37})  # the last evaluation's clock reading
-    runs = M.summarize_runs(M.annotate(run), TARGETS)
+    runs = summarize_runs(annotate(run), TARGETS)
     assert runs["censor_reason"].iloc[0] == "time limit"
-    table = T.pivot(M.aggregate(runs), "steps_to_target", "s", "c", style="target", maximize=False, runs=runs)
+    table = comparison.pivot(aggregate(runs), "steps_to_target", "s", "c", style="target", maximize=False, runs=runs)
     assert table.text.loc["10", "sgd"] == "censored (time limit; at most 40 steps)"

@@ -6,43 +6,43 @@ import json
 import pandas as pd
 from test_metrics import TARGETS, hand_run
 
-from suite.report import metrics as M
-from suite.report import tuning as TU
+from suite.report.data.metrics import CELL, annotate, summarize_runs, trial_stats
+from suite.report.tables.tuning import attach, edge_reason, flag_cells, load_tuned, tuning_table
 
 
 def test_edge_reason_names_the_bound_within_a_quarter_decade():
-    assert TU.edge_reason(0.09, 1e-4, 0.1).startswith("optimum lr 0.09 within 0.25 decade of the upper bound 0.1")
-    assert "lower bound 0.0001" in TU.edge_reason(1.5e-4, 1e-4, 1.0)
-    assert TU.edge_reason(0.01, 1e-4, 1.0) == ""
+    assert edge_reason(0.09, 1e-4, 0.1).startswith("optimum lr 0.09 within 0.25 decade of the upper bound 0.1")
+    assert "lower bound 0.0001" in edge_reason(1.5e-4, 1e-4, 1.0)
+    assert edge_reason(0.01, 1e-4, 1.0) == ""
 
 
 def _trials(diverged_all: bool) -> pd.DataFrame:
     runs = [hand_run({"val_loss": [2, 1e4 if diverged_all else 0.5]}, steps=(0, 5), lr=lr, trial=i,
                      diverged=diverged_all) for i, lr in enumerate((0.01, 0.1))]
-    summary = M.summarize_runs(M.annotate(pd.concat(runs, ignore_index=True)), TARGETS)
-    return M.trial_stats(summary)
+    summary = summarize_runs(annotate(pd.concat(runs, ignore_index=True)), TARGETS)
+    return trial_stats(summary)
 
 
 def test_flags_from_exports_with_and_without_the_new_keys(tmp_path):
     (tmp_path / "tuned").mkdir()
     (tmp_path / "tuned" / "s.json").write_text(json.dumps({"cell": "s", "lr": 0.095, "lr_range": [1e-4, 0.1]}))
     notes: list[str] = []
-    flagged = TU.attach(_trials(False), TU.load_tuned(tmp_path, notes)).iloc[0]
+    flagged = attach(_trials(False), load_tuned(tmp_path, notes)).iloc[0]
     assert flagged["edge"].startswith("optimum lr 0.095 within 0.25 decade of the upper bound")  # computed
     assert flagged["lr_source"] == "tuned" and not flagged["lr_fallback"] and not notes
     (tmp_path / "tuned" / "s.json").write_text(json.dumps(
         {"cell": "s", "lr": 0.095, "lr_range": [1e-4, 1.0], "lr_range_initial": [1e-4, 0.1], "edge": None}))
     (tmp_path / "tuned" / "broken.json").write_text("{not json")
-    widened = TU.attach(_trials(False), TU.load_tuned(tmp_path, notes)).iloc[0]
+    widened = attach(_trials(False), load_tuned(tmp_path, notes)).iloc[0]
     assert widened["edge"] == "" and widened["lr_range"] == "0.0001–1" and widened["lr_range_initial"] == "0.0001–0.1"
     assert len(notes) == 1 and "broken.json" in notes[0]
 
 
 def test_a_cell_whose_every_trial_diverged_is_a_registry_fallback(tmp_path):
-    trials = TU.attach(_trials(True), TU.load_tuned(tmp_path, []))
+    trials = attach(_trials(True), load_tuned(tmp_path, []))
     assert trials["lr_fallback"].all() and trials["lr_source"].iloc[0].startswith("registry default")
-    cells = pd.DataFrame([{**trials.iloc[0][list(M.CELL)].to_dict(), "lr": 0.05}])
-    flagged = TU.flag_cells(cells, trials).iloc[0]
+    cells = pd.DataFrame([{**trials.iloc[0][list(CELL)].to_dict(), "lr": 0.05}])
+    flagged = flag_cells(cells, trials).iloc[0]
     assert flagged["lr_fallback"] and flagged["edge"] == ""
-    table = TU.tuning_table(trials, 0.1)
+    table = tuning_table(trials, 0.1)
     assert table.text["lr source"].iloc[0].startswith("registry default")

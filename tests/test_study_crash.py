@@ -21,8 +21,8 @@ from faults import during_eval, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import suite.report.figures as report_figures
 from suite.cli import CONF_DIR
+from suite.report.figures import curves
 from suite.store.locks import worker_id
 from suite.store.runs import RunStore
 from suite.study import launchers
@@ -76,7 +76,7 @@ KILL_POINTS = {
     "during the second cell's trials": lambda: during_eval(3, 2),
     "between the first cell's final runs": lambda: on_call(RunStore, "write", 5),
     "after the first cell": lambda: on_call(launchers, "run_cell", 2),
-    "during the report": lambda: on_call(report_figures, "curves", 1),
+    "during the report": lambda: on_call(curves, "curves", 1),
 }
 
 

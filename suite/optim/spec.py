@@ -20,7 +20,7 @@ BOUNDS: dict[str, Bound] = {
     "weight_decay": (0.0, math.inf, True, False),
 }
 
-# Colour families of the report (``suite.report.style``): one hue per family, a shade per member.
+# Colour families of the report (``suite.report.figures.style``): one hue per family, a shade per member.
 FAMILIES = ("sgd", "adaptive", "adam_variant", "modern", "quasi_newton", "external")
 
 

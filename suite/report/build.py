@@ -23,16 +23,16 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from suite.report import metrics as M
-from suite.report import protocol as P
-from suite.report import readme as R
-from suite.report import sections as SEC
-from suite.report import tuning as TU
-from suite.report.figures import FigureOptions
-from suite.report.science_section import science_section
+from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best, summarize_runs, trial_stats
+from suite.report.data.protocol import read_environment, read_study, target_source
+from suite.report.figures.curves import FigureOptions
+from suite.report.readme import Context, per_task, readme, task_order
+from suite.report.science.section import science_section
+from suite.report.sections import cross_task, task_section
+from suite.report.tables.tuning import attach, flag_cells, load_tuned
 from suite.report.tutorials import tutorial_section
 from suite.store.runs import RunStore
-from suite.types import COLUMNS, ConfigError, StoreError
+from suite.types import COLUMNS, METRICS, ConfigError, StoreError, Target
 
 REPORT_CONF = Path(__file__).resolve().parents[2] / "conf" / "report.yaml"
 RENAMED = {"bootstrap": "statistics (confidence, alpha): intervals are Student-t now"}
@@ -42,7 +42,7 @@ FIXED_SECTIONS = ("statistics", "science", "figures")  # option groups whose key
 def load_config(results_dir: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
     base = OmegaConf.load(REPORT_CONF)
     layers = [base]
-    study = P.read_study(Path(results_dir))
+    study = read_study(Path(results_dir))
     layers += [study.report] if study.report is not None else []
     layers += [OmegaConf.create({"targets": study.targets})] if study.targets else []
     bad = [o for o in overrides if "=" not in o]
@@ -66,13 +66,13 @@ def load_config(results_dir: str | Path, overrides: Sequence[str] = ()) -> DictC
     return cfg
 
 
-def targets_of(cfg: DictConfig) -> dict[str, M.Target]:
+def targets_of(cfg: DictConfig) -> dict[str, Target]:
     out = {}
     for task, t in (cfg.targets or {}).items():
         if t is None:  # targets.<task>=null switches a task's target off
             continue
         try:
-            out[task] = M.Target(**OmegaConf.to_container(t))
+            out[task] = Target(**OmegaConf.to_container(t))
         except TypeError as e:
             raise ConfigError(f"targets.{task}: {e}; write {{metric: <name>, value: <v>}} or "
                               f"{{metric: <name>, relative: <fraction>}}.") from None
@@ -90,9 +90,9 @@ def _fraction(name: str, value) -> None:
 def check_options(cfg: DictConfig) -> None:
     named = [m for v in cfg.final_metrics.values() for m in v] + list(cfg.curve_metric.values()) + \
         list(cfg.sensitivity_metric.values()) + [cfg.select]
-    bad = sorted({m for m in named if m not in M.METRICS})
+    bad = sorted({m for m in named if m not in METRICS})
     if bad:
-        raise ConfigError(f"report: unknown metric(s) {', '.join(bad)}; valid: {', '.join(M.METRICS)}.")
+        raise ConfigError(f"report: unknown metric(s) {', '.join(bad)}; valid: {', '.join(METRICS)}.")
     formats = list(cfg.figures.formats or [])
     if not formats or any(f not in FORMATS for f in formats):
         raise ConfigError(f"figures.formats={formats} is invalid; give one or more of {', '.join(FORMATS)}, "
@@ -126,22 +126,22 @@ def load_rows(root: Path) -> pd.DataFrame:
     return rows
 
 
-def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[str]) -> R.Context:
+def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[str]) -> Context:
     """Everything the sections read: rows, per-run summaries, cells, trials, flags, the study."""
-    targets, study, notes = targets_of(cfg), P.read_study(root), []
-    rows = M.annotate(load_rows(root))
-    runs = M.summarize_runs(rows, targets)
+    targets, study, notes = targets_of(cfg), read_study(root), []
+    rows = annotate(load_rows(root))
+    runs = summarize_runs(rows, targets)
     confidence, alpha = cfg.statistics.confidence, cfg.statistics.alpha
-    configs = M.aggregate(M.final_runs(runs, study.seeds or None), confidence=confidence)
-    trials = M.trial_stats(runs, cfg.sensitivity_tolerance,
-                           lambda task: R.per_task(cfg.sensitivity_metric, task))
-    trials = TU.attach(trials, TU.load_tuned(root, notes))
-    cells = M.pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
-    cells = TU.flag_cells(cells, trials)
+    configs = aggregate(final_runs(runs, study.seeds or None), confidence=confidence)
+    trials = trial_stats(runs, cfg.sensitivity_tolerance,
+                         lambda task: per_task(cfg.sensitivity_metric, task))
+    trials = attach(trials, load_tuned(root, notes))
+    cells = pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
+    cells = flag_cells(cells, trials)
     opts = FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, confidence=confidence)
-    sources = {t: P.target_source(t, study, list(overrides)) for t in targets}
-    return R.Context(root, out, cfg, targets, rows, runs, cells, trials, opts, study=study,
-                     env=P.read_environment(root), sources=sources, configs=configs, notes=notes, alpha=alpha)
+    sources = {t: target_source(t, study, list(overrides)) for t in targets}
+    return Context(root, out, cfg, targets, rows, runs, cells, trials, opts, study=study,
+                   env=read_environment(root), sources=sources, configs=configs, notes=notes, alpha=alpha)
 
 
 def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Path:
@@ -160,9 +160,9 @@ def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: C
     try:
         ctx.configs.to_csv(out / "cells.csv", index=False)
         ctx.runs.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
-        tasks = [SEC.task_section(ctx, task) for task in R.task_order(ctx.runs)]
+        tasks = [task_section(ctx, task) for task in task_order(ctx.runs)]
         tutorials = tutorial_section(ctx)
-        text = R.readme(ctx, [tutorials, *tasks] if tutorials else tasks, SEC.cross_task(ctx), science_section(ctx))
+        text = readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross_task(ctx), science_section(ctx))
         (out / "README.md").write_text(text)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)

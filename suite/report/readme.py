@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from suite.report import benchmarks as B
-from suite.report import protocol as P
-from suite.report import tables as T
-from suite.report.figures import FigureOptions
+from suite.report.benchmarks import load_benchmarks, throughput_figure, throughput_table
+from suite.report.data.protocol import Study, protocol_lines
+from suite.report.figures.curves import FigureOptions
+from suite.report.tables.comparison import optimizer_order
+from suite.report.tables.render import Table, fmt, markdown, write
 from suite.tasks import TASKS
 from suite.types import ENVIRONMENT_COLUMNS, HPARAM_COLUMNS, StoreError
 
@@ -31,7 +32,7 @@ class Context:
     cells: pd.DataFrame
     trials: pd.DataFrame
     opts: FigureOptions
-    study: P.Study = field(default_factory=P.Study)
+    study: Study = field(default_factory=Study)
     env: dict = field(default_factory=dict)
     sources: dict = field(default_factory=dict)  # task -> where its target came from
     configs: pd.DataFrame | None = None  # every final configuration, aggregated over seeds
@@ -43,13 +44,13 @@ class Context:
 class Section:
     title: str
     intro: list[str] = field(default_factory=list)
-    tables: list[tuple[T.Table, dict[str, Path]]] = field(default_factory=list)
+    tables: list[tuple[Table, dict[str, Path]]] = field(default_factory=list)
     figures: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    ranking: T.Table | None = None
+    ranking: Table | None = None
 
-    def add(self, table: T.Table, folder: Path) -> None:
-        self.tables.append((table, T.write(table, folder)))
+    def add(self, table: Table, folder: Path) -> None:
+        self.tables.append((table, write(table, folder)))
 
     def fig(self, path: Path | None, caption: str) -> None:
         if path is not None:
@@ -123,7 +124,7 @@ def hyperparameters(ctx: Context) -> list[str]:
     opts = pd.DataFrame([{"optimizer": c["optimizer"], "impl": c["impl"], **c["hparams"]} for c in parsed])
     keys = ["impl", *HPARAM_COLUMNS, *sorted(set(opts) - {"optimizer", "impl", *HPARAM_COLUMNS})]
     rows = []
-    for name in T.optimizer_order(opts["optimizer"]):
+    for name in optimizer_order(opts["optimizer"]):
         sub = opts[opts["optimizer"] == name]
         rows.append((name, "; ".join(f"{k}={_values(sub[k])}" for k in keys if k in sub and sub[k].notna().any())))
     lines += _kv_table(rows, ("optimizer", "fixed"))
@@ -159,7 +160,7 @@ def section(sec: Section, out: Path, level: int = 2) -> list[str]:
     for table, paths in sec.tables:
         links = ", ".join(f"[{ext}]({paths[ext].relative_to(out)})" for ext in ("tex", "csv"))
         lines += [f"{'#' * (level + 1)} {table.name.replace('_', ' ')}", "", f"{table.caption} ({links})", "",
-                  T.markdown(table)]
+                  markdown(table)]
     for path, caption in sec.figures:
         rel = path.relative_to(out)
         lines += [f"![{caption}]({rel})", "", f"*{caption}* ([pdf]({rel.with_suffix('.pdf')}))", ""]
@@ -170,7 +171,7 @@ def section(sec: Section, out: Path, level: int = 2) -> list[str]:
 def _bench_cell(v) -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "—"
-    return T.fmt(v) if isinstance(v, float) else str(v)
+    return fmt(v) if isinstance(v, float) else str(v)
 
 
 def benchmarks(ctx: Context) -> list[str]:
@@ -182,22 +183,22 @@ def benchmarks(ctx: Context) -> list[str]:
         return []
     sec = Section("Benchmarks")
     try:
-        frame = B.load_benchmarks(bench)
-        table = B.throughput_table(frame)
+        frame = load_benchmarks(bench)
+        table = throughput_table(frame)
     except StoreError as e:
         sec.notes.append(f"the benchmark results under `bench/` are not shown: {e}")
         return section(sec, ctx.out)
     table = table[[c for c in table.columns if not table[c].isna().all()]]
     text = table.drop(columns="kind").apply(lambda col: col.map(_bench_cell))
     text.index = pd.Index(table["kind"], name="kind")
-    sec.add(T.Table("benchmarks", f"pytest-benchmark step timings from {len(files)} file(s) under bench/: median "
-                    f"ms per step, samples/s, peak memory, optimizer state bytes per parameter, speedup over the "
-                    f"for-loop implementation; no best marked.", text,
-                    pd.DataFrame(False, index=text.index, columns=text.columns), table), ctx.out / "tables")
+    sec.add(Table("benchmarks", f"pytest-benchmark step timings from {len(files)} file(s) under bench/: median "
+                  f"ms per step, samples/s, peak memory, optimizer state bytes per parameter, speedup over the "
+                  f"for-loop implementation; no best marked.", text,
+                  pd.DataFrame(False, index=text.index, columns=text.columns), table), ctx.out / "tables")
     stem = ctx.out / "figures" / "benchmark_throughput"
     try:
         for ext in ctx.opts.formats:
-            B.throughput_figure(frame, stem.with_suffix(f".{ext}"))
+            throughput_figure(frame, stem.with_suffix(f".{ext}"))
         sec.fig(stem.with_suffix(f".{ctx.opts.formats[0]}"), "Training-step throughput from the benchmarks "
                 "(pytest-benchmark, median of rounds), log-log.")
     except StoreError as e:
@@ -250,7 +251,7 @@ def readme(ctx: Context, tasks: list[Section], cross: Section, science: list[Sec
         f"configuration is a final one counts as that run). Rows are batch sizes (`64×16` = micro-batch 64 × 16 "
         f"accumulation steps; GD = full batch, SGD = batch 1). Every table is also written as LaTeX (booktabs, "
         f"for `\\input`) and CSV.", "",
-        *P.protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"])),
+        *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"])),
         statistics_text(ctx), "",
         *environment(ctx), *hyperparameters(ctx), *flags(ctx),
         "All numbers in one place: [`cells.csv`](cells.csv) (every cell's configurations, aggregated over seeds, "

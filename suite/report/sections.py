@@ -1,23 +1,23 @@
 """The report's sections: per task (its tables and figures) and across tasks. Each returns a
-:class:`suite.report.readme.Section`; the batch-size science lives in :mod:`suite.report.science_section`."""
+:class:`suite.report.readme.Section`; the batch-size science lives in :mod:`suite.report.science.section`."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from suite.report import benchmarks as B
-from suite.report import figures as F
-from suite.report import metrics as M
-from suite.report import protocol as P
-from suite.report import readme as R
-from suite.report import scaling_figures as SF
-from suite.report import tables as T
-from suite.report import tuning as TU
+from suite.report.benchmarks import load_benchmarks, throughput_table
+from suite.report.data.metrics import performance_profile
+from suite.report.data.protocol import load_text
+from suite.report.figures import curves, scaling
+from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
+from suite.report.tables.comparison import marks_note, pivot, profile, ranking, summary
+from suite.report.tables.render import fmt
+from suite.report.tables.tuning import tuning_table
 from suite.store.runs import RunStore
 from suite.types import StoreError
 
 
-def _target_intro(ctx: R.Context, name: str, runs: pd.DataFrame) -> str:
+def _target_intro(ctx: Context, name: str, runs: pd.DataFrame) -> str:
     target = ctx.targets.get(name)
     if not target:
         return f"No target for `{name}`: to-target tables and figures are omitted."
@@ -26,14 +26,14 @@ def _target_intro(ctx: R.Context, name: str, runs: pd.DataFrame) -> str:
     how = f"steps to target located exactly (replay, to 5% or one step) for {int(exact.sum())} of the " \
           f"{len(measured)} runs that reached it"
     if not exact.all():
-        widest = T.fmt(measured.loc[~exact, "to_target_bracket"].max(), "count")
+        widest = fmt(measured.loc[~exact, "to_target_bracket"].max(), "count")
         how += f"; the others at their first evaluation that meets it (bracket up to {widest} steps)"
     return f"Target: {target.describe()} ({ctx.sources.get(name, 'conf/report.yaml')}); {how}."
 
 
 def representative(cells: pd.DataFrame, primary: str, n: int) -> pd.DataFrame:
     """Up to ``n`` cells, batch sizes spread over the range, the best optimizer of each (its first seed)."""
-    plain = R.scaling_cells(cells)
+    plain = scaling_cells(cells)
     sizes = sorted(plain["batch_size"].unique())
     picked = [sizes[i] for i in sorted({int(round(x)) for x in np.linspace(0, len(sizes) - 1, min(n, len(sizes)))})]
     out = []
@@ -46,13 +46,13 @@ def representative(cells: pd.DataFrame, primary: str, n: int) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["run_id", "batch_label", "optimizer"])
 
 
-def bench_throughput(ctx: R.Context, name: str, cells: pd.DataFrame) -> pd.DataFrame | None:
+def bench_throughput(ctx: Context, name: str, cells: pd.DataFrame) -> pd.DataFrame | None:
     """The cells' throughput from ``bench/*.json`` (train-step benchmarks of this task), preferring
     the implementation the runs used; ``None`` where the benchmarks do not cover the task."""
     if not list((ctx.root / "bench").glob("*.json")):
         return None
     try:
-        table = B.throughput_table(B.load_benchmarks(ctx.root / "bench"))
+        table = throughput_table(load_benchmarks(ctx.root / "bench"))
     except StoreError:
         return None  # the Benchmarks section says why
     t = table[table["kind"].isin(["train-step", "accumulation"]) & (table["task"] == name)]
@@ -68,88 +68,89 @@ def bench_throughput(ctx: R.Context, name: str, cells: pd.DataFrame) -> pd.DataF
     return merged.assign(throughput=merged["samples_per_s"]) if merged["samples_per_s"].notna().any() else None
 
 
-def _throughput(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, tables) -> None:
+def _throughput(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, tables) -> None:
     bench = bench_throughput(ctx, name, cells)
     if bench is not None:
         threads = "/".join(map(str, sorted(bench["threads"].dropna().astype(int).unique())))
-        sec.add(T.pivot(bench, "throughput", "throughput", f"Throughput from `bench/*.json` (`make bench`: "
-                        f"pytest-benchmark median of rounds, {threads} torch thread(s), the runs' implementation where "
-                        f"benchmarked): training samples per second (—: not benchmarked); no best marked.",
-                        style="plain"), tables)
+        sec.add(pivot(bench, "throughput", "throughput", f"Throughput from `bench/*.json` (`make bench`: "
+                      f"pytest-benchmark median of rounds, {threads} torch thread(s), the runs' implementation where "
+                      f"benchmarked): training samples per second (—: not benchmarked); no best marked.",
+                      style="plain"), tables)
         return
-    load = P.load_text(ctx.rows[ctx.rows["task"] == name], ctx.study, ctx.env)
-    sec.add(T.pivot(cells, "throughput", "throughput", f"Throughput, training samples per training-clock second "
-                    f"after warm-up (—: no timed step), {load}; {T.marks_note(ctx.alpha, _seeds(cells))}.", style="plain",
-                    maximize=True, runs=runs, alpha=ctx.alpha), tables)
+    load = load_text(ctx.rows[ctx.rows["task"] == name], ctx.study, ctx.env)
+    sec.add(pivot(cells, "throughput", "throughput", f"Throughput, training samples per training-clock second "
+                  f"after warm-up (—: no timed step), {load}; {marks_note(ctx.alpha, _seeds(cells))}.", style="plain",
+                  maximize=True, runs=runs, alpha=ctx.alpha), tables)
 
 
 def _seeds(cells: pd.DataFrame) -> int:
     return int(cells["n_seeds"].max()) if len(cells) else 0
 
 
-def _cell_tables(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame, tables) -> None:
-    conf, note = ctx.cfg.statistics.confidence, T.marks_note(ctx.alpha, _seeds(cells))
-    for metric in R.per_task(ctx.cfg.final_metrics, name):
-        sec.add(T.pivot(cells, f"final_{metric}", f"final_{metric}", f"Final {metric} (mean over seeds "
-                        f"[{conf:.0%} t-interval]); {note}.", maximize=metric.endswith("accuracy"), runs=ctx.runs,
-                        alpha=ctx.alpha), tables)
+def _cell_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, tables) -> None:
+    conf, note = ctx.cfg.statistics.confidence, marks_note(ctx.alpha, _seeds(cells))
+    for metric in per_task(ctx.cfg.final_metrics, name):
+        sec.add(pivot(cells, f"final_{metric}", f"final_{metric}", f"Final {metric} (mean over seeds "
+                      f"[{conf:.0%} t-interval]); {note}.", maximize=metric.endswith("accuracy"), runs=ctx.runs,
+                      alpha=ctx.alpha), tables)
     if name in ctx.targets:
         for col, what in (("steps_to_target", "Steps"), ("seconds_to_target", "Training-clock seconds")):
-            sec.add(T.pivot(cells, col, col, f"{what} to reach the target ({ctx.targets[name].describe()}; mean "
-                            f"[{conf:.0%} t-interval]; censored = no seed reached it within its step cap, shown with "
-                            f"the cap); fewest is best: {note}.", style="target", maximize=False, runs=ctx.runs,
-                            alpha=ctx.alpha), tables)
-    sec.add(T.pivot(cells, "lr", "best_lr", "Learning rate of each cell's reported configuration (tuned where a "
-                    "study tuned it); no best marked: an lr is a setting, not a score.", style="plain"), tables)
+            sec.add(pivot(cells, col, col, f"{what} to reach the target ({ctx.targets[name].describe()}; mean "
+                          f"[{conf:.0%} t-interval]; censored = no seed reached it within its step cap, shown with "
+                          f"the cap); fewest is best: {note}.", style="target", maximize=False, runs=ctx.runs,
+                          alpha=ctx.alpha), tables)
+    sec.add(pivot(cells, "lr", "best_lr", "Learning rate of each cell's reported configuration (tuned where a "
+                  "study tuned it); no best marked: an lr is a setting, not a score.", style="plain"), tables)
 
 
-def task_section(ctx: R.Context, task: str) -> R.Section:
+def task_section(ctx: Context, task: str) -> Section:
     """One task's tables and figures; returns its README section."""
-    sec = R.Section(task)
+    sec = Section(task)
     cells = ctx.cells[ctx.cells["task_label"] == task] if len(ctx.cells) else ctx.cells
     runs = ctx.runs[ctx.runs["task_label"] == task]
     trials = ctx.trials[ctx.trials["task_label"] == task] if len(ctx.trials) else ctx.trials
     name = runs["task"].iloc[0]
-    tables, figures = ctx.out / "tables" / R.slug(task), ctx.out / "figures" / R.slug(task)
+    tables, figures = ctx.out / "tables" / slug(task), ctx.out / "figures" / slug(task)
     sec.intro.append(_target_intro(ctx, name, runs))
     if len(cells) == 0:
         sec.notes.append("no final runs yet (only tuning trials): the optimizer × batch-size tables, the loss curves "
                          "and the throughput figure are omitted.")
     else:
-        primary = R.per_task(ctx.cfg.final_metrics, name)
+        primary = per_task(ctx.cfg.final_metrics, name)
         _cell_tables(ctx, sec, name, cells, tables)
         _throughput(ctx, sec, name, cells, runs, tables)
-        sec.ranking = T.ranking(cells, f"final_{primary[0]}", primary[0].endswith("accuracy"),
-                                trials if len(trials) else None, ctx.runs, ctx.alpha)
+        sec.ranking = ranking(cells, f"final_{primary[0]}", primary[0].endswith("accuracy"),
+                              trials if len(trials) else None, ctx.runs, ctx.alpha)
         sec.add(sec.ranking, tables)
         _cell_figures(ctx, sec, name, cells, runs, figures, f"final_{primary[0]}")
     trial_runs = runs[runs["is_trial"]]
     if len(trial_runs):
-        sec.add(TU.tuning_table(trials, ctx.cfg.sensitivity_tolerance), tables)
-        metric = R.per_task(ctx.cfg.sensitivity_metric, name)
-        sec.fig(F.sensitivity(trial_runs, figures / "lr_sensitivity", ctx.opts, metric),
-                f"Final {F.LABELS.get(metric, metric)} vs lr for every tuning trial (log-log); ✕ on the top edge: "
-                f"diverged; hollow: pruned (its last evaluation).")
+        sec.add(tuning_table(trials, ctx.cfg.sensitivity_tolerance), tables)
+        metric = per_task(ctx.cfg.sensitivity_metric, name)
+        sec.fig(curves.sensitivity(trial_runs, figures / "lr_sensitivity", ctx.opts, metric),
+                f"Final {curves.LABELS.get(metric, metric)} vs lr for every tuning trial (log-log); ✕ on the top "
+                f"edge: diverged; hollow: pruned (its last evaluation).")
     else:
         sec.notes.append("no tuning trials stored: the lr-sensitivity figure and the tuning table (divergence, "
                          "largest stable lr, sensitivity) are omitted.")
     return sec
 
 
-def _cell_figures(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, figures,
+def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, figures,
                   primary: str) -> None:
     chosen = ctx.rows[ctx.rows["run_id"].isin(",".join(cells["run_ids"]).split(","))]
-    curve, seeds = R.per_task(ctx.cfg.curve_metric, name), int(cells["n_seeds"].max())
-    label = F.LABELS.get(curve, curve)
+    curve, seeds = per_task(ctx.cfg.curve_metric, name), int(cells["n_seeds"].max())
+    label = curves.LABELS.get(curve, curve)
     for x, stem, what in (("epoch", "loss_vs_epoch", "epochs"),
                           ("time_s", "loss_vs_time", "training-clock seconds (eval and warm-up excluded)")):
         notes: list[str] = []
-        path = F.curves(chosen, curve, x, figures / stem, ctx.opts, notes)
-        sec.fig(path, f"{label} vs {what}; {F.spread(seeds, ctx.opts)}; log-log." + "".join(f" ({n}.)" for n in notes))
+        path = curves.curves(chosen, curve, x, figures / stem, ctx.opts, notes)
+        sec.fig(path, f"{label} vs {what}; {curves.spread(seeds, ctx.opts)}; log-log." +
+                "".join(f" ({n}.)" for n in notes))
     if ctx.cfg.figures.minibatch:
         picks = representative(cells, primary, int(ctx.cfg.figures.representative))
         traces = RunStore(ctx.root).load_traces(picks["run_id"])
-        path = F.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
+        path = curves.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
         sec.fig(path, "Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
                 "loss on the full training set at the evaluations, for representative cells (the best optimizer at "
                 "batch sizes across the range, first seed), against the updates the parameters had (a step's "
@@ -157,43 +158,43 @@ def _cell_figures(ctx: R.Context, sec: R.Section, name: str, cells: pd.DataFrame
         if path is None:
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")
-    plain = R.scaling_cells(cells)
+    plain = scaling_cells(cells)
     if name in ctx.targets:
         notes = []
-        path = SF.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts, notes)
-        sec.fig(path, f"Steps to target vs batch size (log-log): {F.spread(seeds, ctx.opts, 'whiskers')} with the "
+        path = scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts, notes)
+        sec.fig(path, f"Steps to target vs batch size (log-log): {curves.spread(seeds, ctx.opts, 'whiskers')} with the "
                 f"line through the means; black ring: some seeds not reached; red ring: lr at an edge of its search "
                 f"range; ▲ at the cap: censored (no seed reached it); dashed: perfect scaling from the smallest batch "
                 f"every seed reached." + "".join(f" ({n}.)" for n in notes))
-    sec.fig(SF.best_lr(plain, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), with the linear "
-            "and square-root scaling rules drawn through a measured, interior lr; red ring: optimum at an edge of "
-            "its search range; ✕: registry-default lr.")
-    sec.fig(SF.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts),
+    sec.fig(scaling.best_lr(plain, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), with the "
+            "linear and square-root scaling rules drawn through a measured, interior lr; red ring: optimum at an edge "
+            "of its search range; ✕: registry-default lr.")
+    sec.fig(scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts),
             f"Training samples per second (log) per optimizer and batch size; bars: mean, "
-            f"{F.spread(seeds, ctx.opts, 'whiskers')}; {P.load_text(chosen, ctx.study, ctx.env)}.")
+            f"{curves.spread(seeds, ctx.opts, 'whiskers')}; {load_text(chosen, ctx.study, ctx.env)}.")
 
 
-def cross_task(ctx: R.Context) -> R.Section:
-    sec = R.Section("Across tasks")
+def cross_task(ctx: Context) -> Section:
+    sec = Section("Across tasks")
     if len(ctx.cells) == 0:
         return sec
     tables = ctx.out / "tables"
     ranks, primary = {}, {}
-    for task in R.task_order(ctx.runs):
+    for task in task_order(ctx.runs):
         cells = ctx.cells[ctx.cells["task_label"] == task]
         if len(cells):
-            primary[task] = f"final_{R.per_task(ctx.cfg.final_metrics, cells['task'].iloc[0])[0]}"
-            ranks[task] = T.ranking(cells, primary[task], primary[task].endswith("accuracy"), None, ctx.runs,
-                                    ctx.alpha)
-    sec.add(T.summary(ranks, primary), tables)
+            primary[task] = f"final_{per_task(ctx.cfg.final_metrics, cells['task'].iloc[0])[0]}"
+            ranks[task] = ranking(cells, primary[task], primary[task].endswith("accuracy"), None, ctx.runs,
+                                  ctx.alpha)
+    sec.add(summary(ranks, primary), tables)
     solved = ctx.cells[ctx.cells["has_target"] & (ctx.cells["n_reached"] == ctx.cells["n_runs"])]
     if len(solved):
-        table, cost = T.profile(ctx.cells[ctx.cells["has_target"]].assign(
+        table, cost = profile(ctx.cells[ctx.cells["has_target"]].assign(
             steps_to_target=ctx.cells["steps_to_target"].where(ctx.cells["n_reached"] == ctx.cells["n_runs"])))
         sec.add(table, tables)
         worst = float(cost.div(cost.min(axis=1), axis=0).max().max())
         taus = np.geomspace(1, max(2.0, 1.2 * worst), 200)
-        sec.fig(F.profile(M.performance_profile(cost, taus), ctx.out / "figures" / "performance_profile", ctx.opts),
+        sec.fig(curves.profile(performance_profile(cost, taus), ctx.out / "figures" / "performance_profile", ctx.opts),
                 "Performance profile on steps-to-target: the fraction of problems an optimizer solves within τ × "
                 "the best optimizer's steps; higher and further left is better.")
     return sec

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from suite.report.readme import Context, Section
-from suite.report.style import FigureOptions, plt, save
+from suite.report.figures.style import FigureOptions, plt, save
 from suite.store.runs import RunStore
 
 REGIMES = {"GD": "batch (GD, all 1000)", "SGD": "stochastic (batch 1)", "mini-batch": "mini-batch"}

@@ -11,11 +11,11 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from suite.report import science as X
-from suite.report import style as S
-from suite.report.figures import LABELS, FigureOptions, individual, label_rows, panel_grid
-from suite.report.style import save
-from suite.report.tables import optimizer_order
+from suite.report.figures import style
+from suite.report.figures.curves import LABELS, FigureOptions, individual, label_rows, panel_grid
+from suite.report.figures.style import save
+from suite.report.stats.batch_science import scaling_curve
+from suite.report.tables.comparison import optimizer_order
 
 
 def _fit_panel(ax, steps: dict[float, list[float]], caps: dict[float, float], fit: pd.Series, color,
@@ -33,7 +33,7 @@ def _fit_panel(ax, steps: dict[float, list[float]], caps: dict[float, float], fi
     ax.scatter(cens, [caps.get(b, math.nan) for b in cens], marker="^", facecolors="none", edgecolors=color, s=70)
     if not math.isnan(fit["b_crit"]):
         grid = np.geomspace(sizes.min(), sizes.max(), 100)
-        ax.plot(grid, X.scaling_curve(grid, fit["s_min"], fit["b_crit"]), color=color, lw=1.5)
+        ax.plot(grid, scaling_curve(grid, fit["s_min"], fit["b_crit"]), color=color, lw=1.5)
     if ok.any():
         b0, s0 = sizes[ok][0], med[ok][0]
         ax.plot(sizes[sizes >= b0], s0 * b0 / sizes[sizes >= b0], ls="--", color="0.5", lw=1)
@@ -45,7 +45,7 @@ def batch_scaling(steps: dict[str, dict[float, list[float]]], caps: dict[str, di
     names = [n for n in optimizer_order(steps) if steps[n]]
     if not names:
         return None
-    pal, fit = S.palette(names), fits.set_index("optimizer")
+    pal, fit = style.palette(names), fits.set_index("optimizer")
     fig, axes = panel_grid(len(names), sharey=True)
     for ax, name in zip(axes.flat, names):
         _fit_panel(ax, steps[name], caps.get(name, {}), fit.loc[name], pal[name], opts)
@@ -61,7 +61,7 @@ def batch_scaling(steps: dict[str, dict[float, list[float]]], caps: dict[str, di
     if individual(max(len(v) for o in names for v in steps[o].values()), opts):
         handles.insert(2, Line2D([], [], ls="", marker="o", color="0.3", ms=3))
         labels.insert(2, "one seed")
-    S.legend(fig, handles, labels, title=None)
+    style.legend(fig, handles, labels, title=None)
     return save(fig, stem, opts)
 
 
@@ -86,7 +86,7 @@ def lr_scaling_curves(rows: pd.DataFrame, metric: str, stem: Path, opts: FigureO
         ax.set(xscale="log", yscale="log", xlabel="epochs", title=name)
         ax.grid(alpha=0.3)
     label_rows(axes, LABELS.get(metric, metric))
-    S.legend(fig, handles, labels, title=None)
+    style.legend(fig, handles, labels, title=None)
     return save(fig, stem, opts)
 
 
@@ -95,7 +95,7 @@ def _batch_panels(data: pd.DataFrame):
     and per panel (axis, batch size, [(optimizer, colour, its rows)])."""
     sizes = sorted(data["batch_size"].unique())
     hue = optimizer_order(data["optimizer"])
-    pal = S.palette(hue)
+    pal = style.palette(hue)
     fig, axes = panel_grid(len(sizes), sharey=True)
     panels = [(ax, b, [(name, pal[name], data[(data["batch_size"] == b) & (data["optimizer"] == name)])
                        for name in hue]) for ax, b in zip(axes.flat, sizes)]
@@ -119,9 +119,9 @@ def noise_scale(noise: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | 
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
     label_rows(axes, "B_simple = tr(Σ)/|G|² (log)")
-    handles, labels = S.handles(hue, pal, marker=None)
+    handles, labels = style.handles(hue, pal, marker=None)
     handles += [Line2D([], [], color="0.3"), Line2D([], [], ls="", marker="o", color="0.3", ms=3)]
-    S.legend(fig, handles, labels + ["exact (per-example gradients)", "two-batch-size estimate"])
+    style.legend(fig, handles, labels + ["exact (per-example gradients)", "two-batch-size estimate"])
     return save(fig, stem, opts)
 
 
@@ -139,5 +139,5 @@ def tunability(curves: pd.DataFrame, metric: str, stem: Path, opts: FigureOption
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     label_rows(axes, f"expected best final {LABELS.get(metric, metric)}")
-    S.legend(fig, *S.handles(hue, pal))
+    style.legend(fig, *style.handles(hue, pal))
     return save(fig, stem, opts)

@@ -8,7 +8,7 @@ trials: divergence, largest stable lr and the divergence boundary, lr sensitivit
 
 - *final* = the last evaluation row; *best* = the best value over all evaluation rows. A
   diverged run has no final value (NaN: its loss exploded) and is counted in ``n_diverged``.
-- *to-target*: :mod:`suite.report.to_target` (exact steps where the run was trained with the
+- *to-target*: :mod:`suite.report.data.to_target` (exact steps where the run was trained with the
   target, else the first evaluation that meets it; unreached runs are censored, with the reason).
 - *throughput* = training samples after the warm-up steps / training-clock seconds (the
   clock excludes evaluation and the untimed warm-up steps).
@@ -24,9 +24,9 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from suite.report import to_target as TT
-from suite.report.science import divergence_boundary
-from suite.report.stats import t_interval
+from suite.report.data import to_target
+from suite.report.stats.batch_science import divergence_boundary
+from suite.report.stats.seeds import t_interval
 from suite.types import METRICS, Target, unreached_value
 
 # One matrix cell; task_label separates runs of one task with different task options.
@@ -75,7 +75,7 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-TO_TARGET = TT.TO_TARGET
+TO_TARGET = to_target.TO_TARGET
 STATIC = (*CELL, "task", "model", "batch_label", "regime", "lr", "seed", "config_key", "is_trial", "is_extra",
           "diverged", "diverged_step", "pruned", "n_train", "warmup_steps")
 TAGS = ("study", "trial", "purpose")
@@ -96,13 +96,13 @@ def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.Data
         out[f"best_{m}"] = groups[m].max() if m.endswith("accuracy") else groups[m].min()
     timed = (last["step"] - last["warmup_steps"]).clip(lower=0) * last["batch_size"]
     out["throughput"] = (timed / last["time_s"]).where((last["time_s"] > 0) & (timed > 0))
-    hits = [TT.task_to_target(sub, targets[task]) for task, sub in rows.groupby("task") if task in targets]
-    hits = pd.concat(hits) if hits else pd.DataFrame(columns=list(TT.COLUMNS))
-    for col in TT.COLUMNS:
+    hits = [to_target.task_to_target(sub, targets[task]) for task, sub in rows.groupby("task") if task in targets]
+    hits = pd.concat(hits) if hits else pd.DataFrame(columns=list(to_target.COLUMNS))
+    for col in to_target.COLUMNS:
         out[col] = hits[col].reindex(out.index).astype(str if col == "target_source" else float)
     out["has_target"] = out["task"].isin(list(targets))
     out["reached"] = out["steps_to_target"].notna()
-    out = out.join(TT.censoring(last, out["reached"], out["has_target"]))
+    out = out.join(to_target.censoring(last, out["reached"], out["has_target"]))
     return out.reset_index()
 
 

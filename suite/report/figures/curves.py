@@ -1,9 +1,9 @@
 """Report figures over runs: loss curves, the per-step mini-batch loss, lr sensitivity and the
 performance profile (seaborn/matplotlib on Agg, saved as PNG and PDF, every figure closed).
-:mod:`suite.report.scaling_figures` draws the batch-size figures, :mod:`suite.report.science_figures`
+:mod:`suite.report.figures.scaling` draws the batch-size figures, :mod:`suite.report.science.figures`
 the batch-size science.
 
-Each function takes frames from :mod:`suite.report.metrics` and a file stem and returns the PNG
+Each function takes frames from :mod:`suite.report.data.metrics` and a file stem and returns the PNG
 path (``None`` when nothing can be drawn). Colours are fixed per optimizer. Seeds: with fewer than
 ``individual_below`` (10) seeds every seed is drawn (thin lines or points); with more, the mean and
 its Student-t band. Axes are log-scaled where values span decades; values at zero cannot sit on a
@@ -22,9 +22,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from scipy import stats as sps
 
-from suite.report import style as S
-from suite.report.style import plt, save
-from suite.report.tables import batch_order, optimizer_order
+from suite.report.figures import style
+from suite.report.figures.style import plt, save
+from suite.report.tables.comparison import batch_order, optimizer_order
 
 LABELS = {
     "train_loss": "training loss (full training set)", "excess_loss": "excess loss (training loss − optimum)",
@@ -36,7 +36,7 @@ LABELS = {
 
 
 @dataclass(frozen=True)
-class FigureOptions(S.FigureOptions):
+class FigureOptions(style.FigureOptions):
     confidence: float = 0.95  # Student-t bands over seeds
     individual_below: int = 10  # fewer seeds than this: every seed is drawn instead of a band
 
@@ -96,7 +96,7 @@ def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOpti
     if not shown:
         return None
     hue = optimizer_order(rows["optimizer"])
-    pal, n_seeds = S.palette(hue), int(rows.groupby(["batch_label", "optimizer"])["seed"].nunique().max())
+    pal, n_seeds = style.palette(hue), int(rows.groupby(["batch_label", "optimizer"])["seed"].nunique().max())
     fig, axes = panel_grid(len(shown), sharey=True)
     for ax, batch in zip(axes.flat, shown):
         sub = data[data["batch_label"] == batch]
@@ -105,7 +105,7 @@ def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOpti
         ax.set(xscale="log", yscale="log", title=f"batch {batch}", xlabel=LABELS.get(x, x))
         ax.grid(alpha=0.3)
     label_rows(axes, LABELS.get(metric, metric))
-    S.legend(fig, *S.handles(hue, pal, marker=None))
+    style.legend(fig, *style.handles(hue, pal, marker=None))
     return save(fig, stem, opts)
 
 
@@ -132,7 +132,7 @@ def minibatch(rows: pd.DataFrame, traces: pd.DataFrame, picks: pd.DataFrame, ste
     picks = picks[picks["run_id"].isin(set(traces["run_id"]))] if len(traces) else picks.iloc[:0]
     if picks.empty:
         return None
-    pal = S.palette(picks["optimizer"])
+    pal = style.palette(picks["optimizer"])
     fig, axes = panel_grid(len(picks), sharey=False, size=(3.6, 2.9))
     for ax, (_, p) in zip(axes.flat, picks.iterrows()):
         trace = traces[(traces["run_id"] == p["run_id"]) & (traces["mean"] > 0)]
@@ -142,15 +142,15 @@ def minibatch(rows: pd.DataFrame, traces: pd.DataFrame, picks: pd.DataFrame, ste
     label_rows(axes, "loss")
     handles = [Line2D([], [], color="0.4", lw=0.8), Line2D([], [], color="0.4", lw=6, alpha=0.25),
                Line2D([], [], color="black", marker="o", ms=3.5)]
-    S.legend(fig, handles, ["mini-batch loss, every step (bin mean)", "min–max within a bin of steps",
-                            "loss on the full training set (evaluations)"], title=None)
+    style.legend(fig, handles, ["mini-batch loss, every step (bin mean)", "min–max within a bin of steps",
+                                "loss on the full training set (evaluations)"], title=None)
     return save(fig, stem, opts)
 
 
 def sensitivity(trials: pd.DataFrame, stem: Path, opts: FigureOptions, metric: str = "val_loss") -> Path:
     """Final ``metric`` vs lr from every trial, one panel per batch size; diverged ✕, pruned ○."""
     order, hue = batch_order(trials), optimizer_order(trials["optimizer"])
-    pal, col = S.palette(hue), f"final_{metric}"
+    pal, col = style.palette(hue), f"final_{metric}"
     fig, axes = panel_grid(len(order), sharey=False)
     for ax, batch in zip(axes.flat, order):
         sub = trials[trials["batch_label"] == batch]
@@ -175,23 +175,23 @@ def sensitivity(trials: pd.DataFrame, stem: Path, opts: FigureOptions, metric: s
         else:
             ax.set_yticks([])
     label_rows(axes, LABELS.get(col, col))
-    handles, labels = S.handles(hue, pal)
+    handles, labels = style.handles(hue, pal)
     marks = {"diverged (at top)": Line2D([], [], ls="", marker="x", color="black"),
              "pruned (last eval)": Line2D([], [], ls="", marker="o", mfc="none", mec="black")}
     shown = {"diverged (at top)": trials["diverged"].any(), "pruned (last eval)": trials["pruned"].any()}
-    S.legend(fig, handles + [marks[k] for k in marks if shown[k]], labels + [k for k in marks if shown[k]])
+    style.legend(fig, handles + [marks[k] for k in marks if shown[k]], labels + [k for k in marks if shown[k]])
     return save(fig, stem, opts)
 
 
 def profile(data: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path:
     """Performance profile: fraction of problems solved within tau × the best steps-to-target."""
     hue = optimizer_order(data.columns)
-    pal = S.palette(hue)
+    pal = style.palette(hue)
     fig, ax = plt.subplots(figsize=(6.2, 4.0))
     for name in hue:
         ax.step(data.index, data[name], where="post", color=pal[name], lw=1.6)
     ax.set_xscale("log", base=2)
     ax.set(xlabel="τ (steps ≤ τ × best, log₂)", ylabel="fraction of problems", ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
-    S.legend(fig, *S.handles(hue, pal))
+    style.legend(fig, *style.handles(hue, pal))
     return save(fig, stem, opts)

@@ -1,5 +1,5 @@
 """Figure plumbing shared by the report's figures: the Agg backend, options, colours, legends,
-log-axis labels, saving (PNG and PDF) and closing. :mod:`suite.report.figures` draws with it.
+log-axis labels, saving (PNG and PDF) and closing. :mod:`suite.report.figures.curves` draws with it.
 
 Colours come in families, declared once per registry entry (``OptimizerSpec.family``): the SGD
 family in blues, the adaptive methods in oranges/reds, Adam's relatives in greens, the newer

@@ -1,5 +1,6 @@
-"""The batch-size science tables, from report frames (:mod:`suite.report.science` does the math):
-``batch_scaling``, ``lr_scaling``, ``noise_scale`` and ``tunability`` per task, ``theory`` across tasks.
+"""The batch-size science tables, from report frames (:mod:`suite.report.stats.batch_science` does
+the math): ``batch_scaling``, ``lr_scaling``, ``noise_scale`` and ``tunability`` per task, ``theory``
+across tasks.
 Their CSV columns are fixed (others read them); the Markdown/LaTeX versions show the same numbers."""
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report import science as X
-from suite.report.render import Table, fmt, interval, plain_table
-from suite.report.tables import optimizer_order
-from suite.report.tuning import flags
+from suite.report.stats import batch_science
+from suite.report.tables.comparison import optimizer_order
+from suite.report.tables.render import Table, fmt, interval, plain_table
+from suite.report.tables.tuning import flags
 
 BATCH_SCALING = ("optimizer", "b_crit", "b_crit_lo", "b_crit_hi", "s_min", "s_min_lo", "s_min_hi", "e_min",
                  "fit_rmse_log", "n_batch_sizes", "censored")
@@ -36,7 +37,7 @@ def batch_scaling(cells: pd.DataFrame, runs: pd.DataFrame, resamples: int, confi
                   seed: int) -> pd.DataFrame:
     """One critical-batch fit per optimizer (:data:`BATCH_SCALING` columns)."""
     steps = seed_steps(cells, runs)
-    lines = [{"optimizer": o, **X.batch_scaling(steps[o], resamples, confidence, seed)}
+    lines = [{"optimizer": o, **batch_science.batch_scaling(steps[o], resamples, confidence, seed)}
              for o in optimizer_order(steps)]
     return pd.DataFrame(lines, columns=list(BATCH_SCALING))
 
@@ -66,7 +67,7 @@ def lr_scaling(cells: pd.DataFrame, fits: pd.DataFrame, confidence: float) -> pd
         c = c[~flags(c, "edge") & ~flags(c, "lr_fallback")]
         limit = b_crit.get(name, math.nan)
         used = c if math.isnan(limit) else c[c["batch_size"] <= limit]
-        slope = X.lr_slope(used["batch_size"], used["lr"], confidence)
+        slope = batch_science.lr_slope(used["batch_size"], used["lr"], confidence)
         lines.append((name, *slope, float(used["batch_size"].max()) if len(used) else math.nan, len(used)))
     return pd.DataFrame(lines, columns=list(LR_SCALING))
 
@@ -137,7 +138,7 @@ def tunability(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
         mine = plain[plain["optimizer"] == name]
         for b, g in mine.groupby("batch_size"):
             values = _trial_values(g, metric).dropna()
-            for k, e in enumerate(X.expected_best_of_k(values.tolist(), metric.endswith("accuracy")), start=1):
+            for k, e in enumerate(batch_science.expected_best_of_k(values.tolist(), metric.endswith("accuracy")), start=1):
                 lines.append((name, int(b), k, e))
     return pd.DataFrame(lines, columns=list(TUNABILITY))  # optimizer (registry order), batch size, k
 
@@ -222,11 +223,11 @@ def _theory_runs(rows: pd.DataFrame, summary: pd.DataFrame, traces: pd.DataFrame
         L, mu = 2 * kappa, 2.0
         trace = traces[traces["run_id"] == r["run_id"]].sort_values("step_lo") if len(traces) else traces
         optimal = float(rows.loc[rows["run_id"] == r["run_id"], "optimal_loss"].iloc[0])
-        floor = 1e3 * X.FLOAT_EPS.get(config.get("dtype", "float32"), 1e-7) * abs(optimal)
-        rate = X.linear_rate(trace["step_lo"], trace["count"], trace["mean"] - optimal, floor) if len(trace) \
-            else math.nan
+        floor = 1e3 * batch_science.FLOAT_EPS.get(config.get("dtype", "float32"), 1e-7) * abs(optimal)
+        rate = batch_science.linear_rate(trace["step_lo"], trace["count"], trace["mean"] - optimal, floor) \
+            if len(trace) else math.nan
         lines.append(dict(task_label=r["task_label"], method=method, kappa=kappa, lr=float(r["lr"]),
                           momentum=momentum, rate_measured=rate, two_over_L=2 / L,
-                          rate_theory=X.theory_rate(method, float(r["lr"]), momentum, L, mu)))
+                          rate_theory=batch_science.theory_rate(method, float(r["lr"]), momentum, L, mu)))
     return pd.DataFrame(lines, columns=["task_label", "method", "kappa", "lr", "momentum", "rate_measured",
                                         "rate_theory", "two_over_L"])

@@ -1,5 +1,6 @@
 """Report tables: optimizer × batch-size pivots, rankings, the cross-task summary and the tuning
-table, built from :mod:`suite.report.metrics` frames only (rendered by :mod:`suite.report.render`).
+table, built from :mod:`suite.report.data.metrics` frames only (rendered by
+:mod:`suite.report.tables.render`).
 
 Orientation: one row per batch size, one column per optimizer, so "best cell per row" is the best
 optimizer at that batch size. A cell shows the mean over seeds and, with more than one seed, its
@@ -16,9 +17,9 @@ import math
 import pandas as pd
 
 from suite.optim.registry import OPTIMIZERS
-from suite.report.metrics import performance_profile
-from suite.report.render import Table, fmt, interval, latex, markdown, plain_table, tex_escape, write  # noqa: F401
-from suite.report.stats import compare_to_best, tied_ranks
+from suite.report.data.metrics import performance_profile
+from suite.report.stats.seeds import compare_to_best, tied_ranks
+from suite.report.tables.render import Table, fmt, interval
 
 EDGE_MARK, FALLBACK_MARK = " †", " ‡"
 

@@ -7,10 +7,9 @@ import math
 
 import pandas as pd
 
-from suite.report import readme as R
-from suite.report import science_figures as XF
-from suite.report import science_tables as ST
-from suite.report.render import fmt, interval
+from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
+from suite.report.science import figures, tables
+from suite.report.tables.render import fmt, interval
 from suite.store.runs import RunStore
 
 RULES = {"linear rule (slope 1; Goyal et al. 2017)": 1.0, "square-root rule (slope 0.5; Malladi et al. 2022)": 0.5}
@@ -18,9 +17,9 @@ EXPECTED = {"sgd": "linear", "momentum": "linear", "nesterov": "linear", "adam":
             "adamw": "square-root", "rmsprop": "square-root", "adagrad": "square-root"}
 
 
-def science_section(ctx: R.Context) -> list[R.Section]:
+def science_section(ctx: Context) -> list[Section]:
     """One sub-section per task with something to say, then the theory checks."""
-    out = [_task(ctx, task) for task in R.task_order(ctx.runs)]
+    out = [_task(ctx, task) for task in task_order(ctx.runs)]
     out.append(_theory(ctx))
     return [s for s in out if s.tables or s.figures or s.intro]
 
@@ -88,70 +87,71 @@ def _caps(cells: pd.DataFrame) -> dict[str, dict[float, float]]:
     return out
 
 
-def _batch_science(ctx: R.Context, sec: R.Section, name: str, plain: pd.DataFrame, tables, figures) -> pd.DataFrame:
+def _batch_science(ctx: Context, sec: Section, name: str, plain: pd.DataFrame, table_dir, figure_dir) -> pd.DataFrame:
     sc, conf = ctx.cfg.science, ctx.cfg.statistics.confidence
-    fits = ST.batch_scaling(plain, ctx.runs, int(sc.resamples), conf, int(sc.seed))
-    sec.add(ST.batch_scaling_table(fits, conf, int(sc.resamples)), tables)
+    fits = tables.batch_scaling(plain, ctx.runs, int(sc.resamples), conf, int(sc.seed))
+    sec.add(tables.batch_scaling_table(fits, conf, int(sc.resamples)), table_dir)
     sec.intro += ["Critical batch size, S(B) = S_min·(1 + B_crit/B) (McCandlish et al. 2018):", "",
-                  *_scaling_lines(fits, {o: list(v) for o, v in ST.seed_steps(plain, ctx.runs).items()}), ""]
-    sec.fig(XF.batch_scaling(ST.seed_steps(plain, ctx.runs), _caps(plain), fits, figures / "batch_scaling", ctx.opts),
+                  *_scaling_lines(fits, {o: list(v) for o, v in tables.seed_steps(plain, ctx.runs).items()}), ""]
+    sec.fig(figures.batch_scaling(tables.seed_steps(plain, ctx.runs), _caps(plain), fits,
+                                  figure_dir / "batch_scaling", ctx.opts),
             "Steps to target vs batch size per optimizer (log-log; Shallue et al. 2019): medians over seeds, the "
             "fitted S(B), perfect scaling (dashed) from the smallest uncensored batch, ▲ censored medians at the cap.")
     return fits
 
 
-def _task(ctx: R.Context, task: str) -> R.Section:
-    sec = R.Section(task)
+def _task(ctx: Context, task: str) -> Section:
+    sec = Section(task)
     cells = ctx.cells[ctx.cells["task_label"] == task] if len(ctx.cells) else ctx.cells
     rows = ctx.rows[ctx.rows["task_label"] == task]
     name = rows["task"].iloc[0]
-    tables, figures = ctx.out / "tables" / R.slug(task), ctx.out / "figures" / R.slug(task)
-    plain = R.scaling_cells(cells) if len(cells) else cells
-    fits = pd.DataFrame(columns=list(ST.BATCH_SCALING))
+    table_dir, figure_dir = ctx.out / "tables" / slug(task), ctx.out / "figures" / slug(task)
+    plain = scaling_cells(cells) if len(cells) else cells
+    fits = pd.DataFrame(columns=list(tables.BATCH_SCALING))
     if len(plain) and name in ctx.targets:
-        fits = _batch_science(ctx, sec, name, plain, tables, figures)
+        fits = _batch_science(ctx, sec, name, plain, table_dir, figure_dir)
     if len(plain):
-        slopes = ST.lr_scaling(plain, fits, ctx.cfg.statistics.confidence)
-        sec.add(ST.lr_scaling_table(slopes, ctx.cfg.statistics.confidence), tables)
+        slopes = tables.lr_scaling(plain, fits, ctx.cfg.statistics.confidence)
+        sec.add(tables.lr_scaling_table(slopes, ctx.cfg.statistics.confidence), table_dir)
         sec.intro += ["Learning-rate scaling, slope of log(reported lr) on log B:", "",
                       *(_lr_line(s) for _, s in slopes.iterrows()), ""]
     extra = rows[rows["purpose"].astype(str) == "lr_scaling"] if "purpose" in rows else rows.iloc[:0]
-    curve = R.per_task(ctx.cfg.curve_metric, name)
-    sec.fig(XF.lr_scaling_curves(extra, curve, figures / "lr_scaling_curves", ctx.opts) if len(extra) else None,
+    curve = per_task(ctx.cfg.curve_metric, name)
+    sec.fig(figures.lr_scaling_curves(extra, curve, figure_dir / "lr_scaling_curves", ctx.opts) if len(extra) else None,
             "Runs at (B, η) and (kB, kη) (purpose lr_scaling) on an epoch axis: where a scaling rule holds, "
             "configurations with the same η/B trace the same curve.")
-    _noise(ctx, sec, rows, plain, fits, tables, figures)
+    _noise(ctx, sec, rows, plain, fits, table_dir, figure_dir)
     trials = ctx.runs[(ctx.runs["task_label"] == task) & ctx.runs["is_trial"]]
     if len(trials):
-        curves = ST.tunability(trials, ctx.cfg.select)
-        sec.add(ST.tunability_table(curves, ctx.cfg.select), tables)
-        sec.fig(XF.tunability(curves, ctx.cfg.select, figures / "tunability", ctx.opts),
+        curves = tables.tunability(trials, ctx.cfg.select)
+        sec.add(tables.tunability_table(curves, ctx.cfg.select), table_dir)
+        sec.fig(figures.tunability(curves, ctx.cfg.select, figure_dir / "tunability", ctx.opts),
                 f"Expected best final {ctx.cfg.select} after k tuning trials (exact over each cell's finished trials).")
     return sec
 
 
-def _noise(ctx: R.Context, sec: R.Section, rows, plain, fits, tables, figures) -> None:
-    noise = ST.noise_scale(rows)
+def _noise(ctx: Context, sec: Section, rows, plain, fits, table_dir, figure_dir) -> None:
+    noise = tables.noise_scale(rows)
     if noise.empty:
         return
-    sec.add(ST.noise_scale_table(noise), tables)
-    sec.fig(XF.noise_scale(noise, figures / "noise_scale", ctx.opts),
+    sec.add(tables.noise_scale_table(noise), table_dir)
+    sec.fig(figures.noise_scale(noise, figure_dir / "noise_scale", ctx.opts),
             "Gradient noise scale B_simple against the training loss (log-log; training proceeds to the right): "
             "exact (lines) and the two-batch-size estimate (points).")
-    lines = _noise_lines(fits, ST.noise_at_target(plain, ctx.runs, rows)) if len(fits) else []
+    lines = _noise_lines(fits, tables.noise_at_target(plain, ctx.runs, rows)) if len(fits) else []
     if lines:
         sec.intro += ["Critical batch vs the gradient noise scale at the target (McCandlish et al. predict "
                       "B_crit ≈ B_noise):", "", *lines, ""]
 
 
-def _theory(ctx: R.Context) -> R.Section:
-    sec = R.Section("Theory on the quadratic")
+def _theory(ctx: Context) -> Section:
+    sec = Section("Theory on the quadratic")
     runs = ctx.runs[ctx.runs["purpose"].astype(str) == "theory"] if "purpose" in ctx.runs else ctx.runs.iloc[:0]
     if runs.empty:
         return sec
     traces = RunStore(ctx.root).load_traces(runs["run_id"])
     grid = ctx.runs[ctx.runs["purpose"].astype(str) == "theory_boundary"]
-    table = ST.theory_table(ctx.rows[ctx.rows["run_id"].isin(runs["run_id"])], runs, traces, ctx.trials, grid)
+    table = tables.theory_table(ctx.rows[ctx.rows["run_id"].isin(runs["run_id"])], runs, traces, ctx.trials, grid)
     sec.add(table, ctx.out / "tables")
     for _, t in table.data.iterrows():
         dev = t["rate_measured"] / t["rate_theory"] - 1 if t["rate_theory"] else math.nan

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.report.metrics import CELL
-from suite.report.render import Table, fmt, plain_table
-from suite.report.tables import batch_order, optimizer_order
+from suite.report.data.metrics import CELL
+from suite.report.tables.comparison import batch_order, optimizer_order
+from suite.report.tables.render import Table, fmt, plain_table
 
 EDGE_DECADES = 0.25
 FALLBACK = "registry default (every tuning trial diverged)"

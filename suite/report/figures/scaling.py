@@ -10,12 +10,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-from suite.report import style as S
-from suite.report.figures import FigureOptions, individual
-from suite.report.stats import t_interval
-from suite.report.style import plt, save
-from suite.report.tables import batch_order, optimizer_order
-from suite.report.tuning import flags
+from suite.report.figures import style
+from suite.report.figures.curves import FigureOptions, individual
+from suite.report.figures.style import plt, save
+from suite.report.stats.seeds import t_interval
+from suite.report.tables.comparison import batch_order, optimizer_order
+from suite.report.tables.tuning import flags
 
 CENSORED = dict(marker="^", facecolors="none", s=70, linewidths=1.3)
 
@@ -70,20 +70,20 @@ def scaling(cells: pd.DataFrame, runs: pd.DataFrame, stem: Path, opts: FigureOpt
     if reached.empty and censored.empty:
         return None
     hue = optimizer_order(cells["optimizer"])
-    pal, seeds = S.palette(hue), cell_runs(reached, runs)
+    pal, seeds = style.palette(hue), cell_runs(reached, runs)
     fig, ax = plt.subplots(figsize=(6.4, 4.3))
     for i, name in enumerate(hue):
         p = reached[reached["optimizer"] == name].sort_values("batch_size")
         if len(p):
-            _steps(ax, p, seeds, S.dodge(p["batch_size"], i, len(hue)), pal[name], opts)
+            _steps(ax, p, seeds, style.dodge(p["batch_size"], i, len(hue)), pal[name], opts)
         c = censored[censored["optimizer"] == name]
-        ax.scatter(S.dodge(c["batch_size"], i, len(hue)), c["cap_steps"], edgecolors=pal[name], **CENSORED)
+        ax.scatter(style.dodge(c["batch_size"], i, len(hue)), c["cap_steps"], edgecolors=pal[name], **CENSORED)
     sizes = np.array(sorted(cells["batch_size"].unique()), dtype=float)
     rule = perfect_scaling(ax, reached, sizes)
-    S.batch_axis(ax, sizes)
+    style.batch_axis(ax, sizes)
     ax.set_ylabel("steps to target (log)")
     ax.grid(alpha=0.3)
-    handles, labels = S.handles(hue, pal)
+    handles, labels = style.handles(hue, pal)
     extra = [(rule, Line2D([], [], ls="--", color="0.5")),
              ("some seeds not reached" if (reached["n_reached"] < reached["n_runs"]).any() else None,
               Line2D([], [], ls="", marker="o", mfc="none", mec="black", ms=9)),
@@ -91,7 +91,7 @@ def scaling(cells: pd.DataFrame, runs: pd.DataFrame, stem: Path, opts: FigureOpt
               Line2D([], [], ls="", marker="^", mfc="none", mec="black", ms=8)),
              ("lr at an edge of its search range" if flags(reached, "edge").any() else None,
               Line2D([], [], ls="", marker="o", mfc="none", mec="red", ms=10))]
-    S.legend(fig, handles + [h for t, h in extra if t], labels + [t for t, _ in extra if t], title=None)
+    style.legend(fig, handles + [h for t, h in extra if t], labels + [t for t, _ in extra if t], title=None)
     return save(fig, stem, opts)
 
 
@@ -109,19 +109,19 @@ def best_lr(cells: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path:
     """Each cell's reported lr vs batch size, log-log; the linear and square-root rules drawn through
     a measured lr; edge-of-range lrs ringed, registry-default lrs crossed."""
     hue = optimizer_order(cells["optimizer"])
-    pal = S.palette(hue)
+    pal = style.palette(hue)
     fig, ax = plt.subplots(figsize=(6.4, 4.3))
     edge, fallback = flags(cells, "edge"), flags(cells, "lr_fallback")
     for i, name in enumerate(hue):
         mine = cells["optimizer"] == name
         p = cells[mine].sort_values("batch_size")
-        x = S.dodge(p["batch_size"], i, len(hue))
+        x = style.dodge(p["batch_size"], i, len(hue))
         ax.plot(x, p["lr"], color=pal[name], marker="o", lw=1.4)
         ax.scatter(x[edge[p.index]], p.loc[edge[p.index], "lr"], s=120, facecolors="none", edgecolors="red", zorder=3)
         ax.scatter(x[fallback[p.index]], p.loc[fallback[p.index], "lr"], s=80, marker="x", color="black", zorder=3)
     xs = np.array(sorted(cells["batch_size"].unique()), dtype=float)
     ax.set_ylim(cells["lr"].min() / 2, cells["lr"].max() * 2)  # the rules never squash the data
-    handles, labels = S.handles(hue, pal)
+    handles, labels = style.handles(hue, pal)
     anchor = _anchor(cells)
     if anchor is not None and len(xs) > 1:
         b0, lr0 = float(anchor["batch_size"]), float(anchor["lr"])
@@ -137,10 +137,10 @@ def best_lr(cells: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path:
         if shown:
             handles.append(handle)
             labels.append(label)
-    S.batch_axis(ax, xs)
+    style.batch_axis(ax, xs)
     ax.set_ylabel("reported learning rate (log)")
     ax.grid(alpha=0.3)
-    S.legend(fig, handles, labels, title=None)
+    style.legend(fig, handles, labels, title=None)
     return save(fig, stem, opts)
 
 
@@ -151,7 +151,7 @@ def throughput(runs: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | No
     if data.empty:
         return None
     order, hue = batch_order(data), optimizer_order(data["optimizer"])
-    pal = S.palette(hue)
+    pal = style.palette(hue)
     seeds = int(data.groupby(["batch_label", "optimizer"]).size().max())
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(order) + 2.5), 4.0))
     common = dict(data=data, x="batch_label", y="throughput", hue="optimizer", order=order, hue_order=hue,
