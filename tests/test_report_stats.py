@@ -90,7 +90,8 @@ def test_pivot_marks_best_and_ties_in_every_rendering():
     md, tex = markdown(table), latex(table)
     assert "**≈ 1.06 [" in md and md.count("**") == 4 and md.count("≈") == 1
     assert r"\textbf{$\approx$ 1.06" in tex and tex.count(r"\textbf{") == 2
-    ranking = comparison.ranking(cells, "final_val_loss", False, None, runs, 0.05).data.set_index("optimizer")
+    score = [comparison.Score("final_val_loss", "final", False)]
+    ranking = comparison.ranking(cells, score, None, runs, 0.05).data.set_index("optimizer")
     assert ranking.loc["adam", "mean rank (final val loss)"] == 1 == ranking.loc["sgd", "mean rank (final val loss)"]
     assert ranking.loc["momentum", "mean rank (final val loss)"] == 3 and ranking.loc["adam", "wins"] == 1
 
