@@ -150,8 +150,9 @@ def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[st
     tunings = flag_cells(tunings, trials)
     opts = FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, confidence=confidence)
     sources = {t: target_source(t, study, list(overrides)) for t in targets}
-    return Context(root, out, cfg, targets, rows, runs, _primary(tunings), _primary(trials), opts, study=study, env=read_environment(root), sources=sources, configs=configs, notes=notes,
-                   alpha=alpha, stored=stored, tunings=tunings)
+    return Context(root, out, cfg, targets, rows, runs, _primary(tunings), _primary(trials), opts, study=study,
+                   env=read_environment(root), sources=sources, configs=configs, notes=notes, alpha=alpha,
+                   stored=stored, tunings=tunings)
 
 
 def _primary(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from suite.report.benchmarks import load_benchmarks, throughput_figure, throughput_table
 from suite.report.data.protocol import PARTS, Study, protocol_lines
 from suite.report.figures.curves import FigureOptions
+from suite.report.stats.resolution import ROUNDOFF_MULTIPLE
 from suite.report.tables.comparison import optimizer_order
 from suite.report.tables.render import Table, fmt, markdown, write
 from suite.tasks import TASKS
@@ -167,16 +168,21 @@ def hyperparameters(ctx: Context) -> list[str]:
         "accumulation": c["accumulation_reduction"], "dtype": c["dtype"], "device": c["device"],
         "divergence factor": c["divergence_factor"],
         "task options": ", ".join(f"{k}={v}" for k, v in c["task_options"].items() if k != "name"),
-    } for label, c in zip(configs["task_label"], parsed)])
-    for label in task_order(runs):
+    } for label, c in zip(configs["task_label"] + configs["part"].map(_part_label(ctx)), parsed)])
+    for label in [t + _part_label(ctx)(p) for t in task_order(runs) for p in ctx.parts or [""]]:
         sub = settings[settings["task"] == label].drop(columns="task")
-        lines += [f"**{label}**: " + "; ".join(f"{k} {_values(sub[k])}" for k in sub), ""]
+        lines += [f"**{label}**: " + "; ".join(f"{k} {_values(sub[k])}" for k in sub), ""] if len(sub) else []
     if (ctx.root / "config.yaml").is_file():
         lines += ["The study's resolved configuration: [`config.yaml`](../config.yaml).", ""]
         if not ctx.study.tune:
             lines += ["**Learning rates were not tuned** (`study.tune=false`): every cell ran at the optimizer "
                       "registry's default lr (`suite/optim/registry.py`).", ""]
     return lines
+
+
+def _part_label(ctx: Context):
+    """`` (target part)`` after a task's name where the report has several parts."""
+    return lambda part: f" ({part} part)" if ctx.shown_part(part) else ""
 
 
 def _eval(ev: dict) -> str:
@@ -259,9 +265,11 @@ def statistics_text(ctx: Context) -> str:
             f"cell that a paired t-test over seeds (same seed = same data order and initialization for every "
             f"optimizer) against that best, Holm-corrected across the row at α = {ctx.alpha:g}, cannot separate "
             f"from it is marked tied (**≈ bold**); counts are tested as log counts with censored seeds at their "
-            f"cap, which understates the cells with censored seeds and so can only add ties (a two-sided Wilcoxon "
-            f"signed-rank test cannot reach p < 0.05 with 5 pairs). An excess loss within 10 units of float "
-            f"roundoff of the loss level (|x| ≤ 10·ε·ℓ*, ε the dtype's machine epsilon; float32 evaluation of the "
+            f"cap, which understates the cells with censored seeds and so can only add ties (where the best itself "
+            f"has censored seeds, whose lead this would overstate, no cell is separated from it; a two-sided "
+            f"Wilcoxon signed-rank test cannot reach p < 0.05 with 5 pairs). An excess loss within {ROUNDOFF_MULTIPLE} units "
+            f"of float roundoff of the loss level (|x| ≤ {ROUNDOFF_MULTIPLE}·ε·ℓ*, ε the dtype's machine epsilon; "
+            f"float32 evaluation of the "
             f"loss scatters within about ±7ε·ℓ* once converged) is *at floor*: such values are equal and none is "
             f"bold. Throughput and seconds to the target are compared only where every run trained alone (not "
             f"stacked, one worker); otherwise nothing is bold and `make bench` has the comparable timings. The CSVs "
@@ -288,8 +296,8 @@ def flags(ctx: Context) -> list[str]:
         cells = ", ".join(f"{r['optimizer']} at {r['batch_label']}" for _, r in g.iterrows())
         lines.append(f"- **unresolved optimum** (◦; fewer than two other trials within the tuner's tolerance of the "
                      f"best): {task} / {part}: {len(g)} of {int(known.sum())} tuned cells: {cells}")
-    return ["## Flags", "", "Cells compared at an lr that is not a resolved, interior tuned optimum (marked †, ‡ and ◦ "
-            "in the tables):", "", *lines, ""] if lines else []
+    return ["## Flags", "", "Cells compared at an lr that is not a resolved, interior tuned optimum (marked †, ‡ "
+            "and ◦ in the tables):", "", *lines, ""] if lines else []
 
 
 def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: list[Section],

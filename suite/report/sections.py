@@ -12,6 +12,7 @@ from suite.report.benchmarks import load_benchmarks, throughput_table
 from suite.report.data.protocol import load_text, trained_alone
 from suite.report.figures import curves, scaling
 from suite.report.readme import Context, Section, of, per_task, scaling_cells
+from suite.report.stats.resolution import ROUNDOFF_MULTIPLE
 from suite.report.tables.comparison import Score, marks_note, pivot, ranking
 from suite.report.tables.render import fmt
 from suite.report.tables.tuning import tuning_table
@@ -124,8 +125,8 @@ def _budget_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, t
 
 
 def _floor_note(metric: str) -> str:
-    return ("; at floor = within 10 units of float roundoff of the loss level, where values are equal and none is "
-            "marked") if "excess" in metric else ""
+    return (f"; at floor = within {ROUNDOFF_MULTIPLE} units of float roundoff of the loss level, where values are "
+            f"equal and none is marked") if "excess" in metric else ""
 
 
 def _target_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, tables, where: str) -> None:
@@ -148,7 +149,7 @@ def _target_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, t
 def _caps(cells: pd.DataFrame) -> str:
     """The step cap the part's censored seeds ran into: one number under the target protocol; several
     where the cap differs between batch sizes (an epoch budget bound first), which the caption says."""
-    caps = sorted(cells["cap_steps"].dropna().unique())
+    caps = sorted(cells["step_cap"].dropna().unique())
     if len(caps) == 1:
         return f", cap {fmt(caps[0], 'count')} steps"
     if caps:
@@ -245,8 +246,8 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
         path = scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts, notes)
         sec.fig(path, f"Steps to target vs batch size (log-log): {curves.spread(seeds, ctx.opts, 'whiskers')} with the "
                 f"line through the means; black ring: some seeds not reached; red ring: lr at an edge of its search "
-                f"range; ▲ at the cap: censored (no seed reached it); dashed: perfect scaling from the smallest batch "
-                f"every seed reached." + "".join(f" ({n}.)" for n in notes))
+                f"range; ▲ at the cap: censored (fewer than half of the seeds reached it); dashed: perfect scaling "
+                f"from the smallest batch every seed reached." + "".join(f" ({n}.)" for n in notes))
     sec.fig(scaling.best_lr(plain, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), with the "
             "linear and square-root scaling rules drawn through a measured, interior lr; red ring: optimum at an edge "
             "of its search range; ✕: registry-default lr.")

@@ -125,8 +125,9 @@ SUMMARY_COLUMNS = (*(f"{k}_{m}" for k in ("final", "best") for m in METRICS), "t
 def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*TUNED_CELL, "config_key"), columns=SUMMARY_COLUMNS,
               confidence: float = 0.95) -> pd.DataFrame:
     """The runs of each group over seeds: ``col`` and ``col_lo``/``col_hi``, counts (``n_failed`` =
-    diverged + collapsed), and for to-target: the widest bracket and the cap of the seeds that ran
-    out of steps (``cap_steps``; not those that failed).
+    diverged + collapsed), and for to-target: the widest bracket, the last step of the seeds that
+    did not reach it (``cap_steps``) and of those that ran out of steps (``step_cap``: the cap, not
+    where a failed seed stopped).
     A final metric is the mean with its Student-t interval (NaN with one seed); a count to the
     target the median over all seeds with its order-statistic interval (:mod:`..stats.censored`:
     ``to_target_censored`` when fewer than half reached it, ``to_target_coverage`` the interval's
@@ -139,15 +140,16 @@ def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*TUNED_CELL, "config_key"
                     n_runs=len(g), n_seeds=g["seed"].nunique(), n_diverged=int(g["diverged"].sum()),
                     n_collapsed=int(g["collapsed"].sum()), n_failed=int(g["failed"].sum()),
                     n_reached=int(g["reached"].sum()), n_censored=int(g["censored"].sum()),
-                    cap_steps=g.loc[g["censor_reason"].isin(CAPPED), "cap_steps"].max(),
+                    cap_steps=g["cap_steps"].max(), step_cap=g.loc[g["censor_reason"].isin(CAPPED), "cap_steps"].max(),
                     to_target_bracket=g["to_target_bracket"].max(),
                     censor_reasons=", ".join(sorted(set(g["censor_reason"]) - {""})),
                     run_ids=",".join(g["run_id"]))
         for col in columns:
             if col in TO_TARGET.values():
                 median, lo, hi, line["to_target_coverage"] = median_interval(g[col].fillna(math.inf), confidence)
-                line[col], line[f"{col}_lo"], line[f"{col}_hi"] = (median if math.isfinite(median) else math.nan), lo, hi
-                line["to_target_censored"] = bool(line["has_target"]) and not math.isfinite(median)
+                censored = not math.isfinite(median)
+                line[col], line[f"{col}_lo"], line[f"{col}_hi"] = math.nan if censored else median, lo, hi
+                line["to_target_censored"] = bool(line["has_target"]) and censored
                 continue
             mean, lo, hi = t_interval(g[col], confidence)
             low, high = metric_range(col)

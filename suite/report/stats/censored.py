@@ -16,7 +16,7 @@ t-interval on skewed step counts runs below one step. Instead:
 - **Best and tied** compare log counts (the scale on which step counts are roughly symmetric) by
   the paired t-test of :mod:`suite.report.stats.seeds`, a censored seed entered at its cap: that
   understates the steps of cells with censored seeds, which can only make them look closer to
-  the best, so a "best" it finds holds. A two-sided Wilcoxon signed-rank test cannot reach
+  the best (the caller separates no one from a best that has censored seeds itself). A two-sided Wilcoxon signed-rank test cannot reach
   p < 0.05 with 5 pairs (its smallest p is 1/16), so it could never separate anything here.
 """
 from __future__ import annotations

@@ -55,7 +55,7 @@ def censored_text(line) -> str:
     n, d = line["n_runs"], line["n_diverged"]
     if d == n:
         return "diverged"
-    cap, why = line.get("cap_steps", math.nan), line.get("censor_reasons", "cap")
+    cap, why = line.get("step_cap", line.get("cap_steps", math.nan)), line.get("censor_reasons", "cap")
     stopped = ", ".join(r for r in str(why).split(", ") if r not in ("cap", "diverged"))  # e.g. time limit
     if pd.isna(cap):
         text = "censored"
@@ -71,11 +71,11 @@ def _median_text(line, column: str) -> str:
     kind, hi = kind_of(column), line[f"{column}_hi"]
     if pd.notna(hi) and math.isinf(hi):
         per_step = line[column] / line["steps_to_target"] if line["steps_to_target"] else math.nan
-        cap = line["cap_steps"] * per_step if column != "seconds_to_target" else math.nan  # epochs, samples ∝ steps
+        cap = line["step_cap"] * per_step if column != "seconds_to_target" else math.nan  # epochs, samples ∝ steps
         if pd.notna(cap):
             top = f"> {fmt(cap, kind)}"
         else:  # seconds have no cap of their own; without a cap, the seeds beyond the others failed
-            top = "beyond the cap" if pd.notna(line["cap_steps"]) else "never"
+            top = "beyond the cap" if pd.notna(line["step_cap"]) else "never"
         return f"{fmt(line[column], kind)} [{fmt(line[f'{column}_lo'], kind)}, {top}]"
     return with_ci(line, column)
 

@@ -65,7 +65,7 @@ def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str 
     data = cells[["batch_label", "batch_size", "micro_batch", "accumulation_steps", "optimizer", "lr", "n_runs",
                   "n_diverged", "n_reached"]].copy()
     extras = (column, f"{column}_lo", f"{column}_hi", "n_collapsed", "n_failed",
-              *(("to_target_bracket", "n_censored", "cap_steps", "to_target_censored", "to_target_coverage")
+              *(("to_target_bracket", "n_censored", "cap_steps", "step_cap", "to_target_censored", "to_target_coverage")
                 if style == "target" else ()))
     for extra in extras:
         if extra in cells:

@@ -5,7 +5,9 @@ and for counts to the target the median exists). The best is the best mean (fina
 least median (counts to the target); a cell that a paired t-test over seeds, Holm-corrected
 across the row, cannot separate from it is tied (:func:`suite.report.stats.seeds.compare_to_best`).
 Counts are compared as log counts with censored seeds at their cap
-(:mod:`suite.report.stats.censored`). Where a value lies within its metric's resolution of the
+(:mod:`suite.report.stats.censored`): that understates a censored cell's counts, so it can only tie
+more cells with the best, except where the best itself has censored seeds, whose lead it would
+overstate: then no cell is separated from that best. Where a value lies within its metric's resolution of the
 floor (:mod:`suite.report.stats.resolution`), the row's cells at the floor are equal and none is
 marked.
 """
@@ -36,6 +38,13 @@ def log_count_values(cells: pd.DataFrame, runs: pd.DataFrame, column: str) -> di
     return {i: pd.Series(log_counts(counts[i], caps[i]), index=counts[i].index) for i in counts}
 
 
+def _censored_best(flags: pd.DataFrame, cells: pd.DataFrame, runs: pd.DataFrame) -> bool:
+    """Whether the best cell of a row has seeds that did not reach the target: entered at the cap,
+    they understate its counts and so overstate its lead over every other cell."""
+    best = flags.index[flags["best"]]
+    return bool(len(best)) and not seed_values(cells.loc[best], runs, "reached")[best[0]].astype(bool).all()
+
+
 def floor_flags(cells: pd.DataFrame, column: str) -> pd.Series:
     """Per cell: its value lies within its metric's resolution of the floor."""
     return pd.Series([at_floor(line[column], floor(column, line.get("dtype"), line.get("optimal_loss")))
@@ -63,6 +72,8 @@ def mark_cells(cells: pd.DataFrame, runs: pd.DataFrame | None, column: str, styl
             continue  # values at the floor are equal: nothing in this row is better than them
         flags = compare_to_best({i: samples[i] for i in row.index}, maximize, alpha,
                                 center=reach_median if counts else pd.Series.mean)
+        if counts and runs is not None and _censored_best(flags, cells, runs):
+            flags["tied_best"] = True  # its lead would be overstated: separate no one from it
         out.loc[flags.index, "best"] = flags["best"].to_numpy()
         out.loc[flags.index, "tied_best"] = (flags["tied_best"] & ~flags["best"]).to_numpy() & (runs is not None)
     return out
