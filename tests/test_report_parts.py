@@ -245,3 +245,21 @@ def test_tuning_noise_and_ranking_stability_by_hand(report):
     assert "## Tuning noise and ranking stability" in report["readme"]
     # The main tables show the first tuning only.
     assert set(table(report, "budget", "best_lr")["lr"]) == {0.1, 0.2}
+
+
+def test_an_untuned_study_reports_its_fixed_lr_and_a_plain_store_every_configuration():
+    from suite.report.data.metrics import annotate, summarize_runs
+    from suite.report.data.protocol import Study
+    from suite.report.data.reported import abandoned
+    from suite.report.data.tuned import EXPORTS
+
+    finals = [hand_run({"val_loss": [2.0, 1.0]}, steps=(0, 10), lr=lr, seed=seed)
+              for lr in (0.1, 0.2) for seed in (0, 1)]
+    runs = summarize_runs(annotate(pd.concat(finals, ignore_index=True)), {})
+    none = pd.DataFrame(columns=[*EXPORTS, "optimizer"])
+    fixed = abandoned(runs, none, Study(name="tutorials", tune=False, lr=0.1))
+    assert set(runs.loc[fixed, "lr"]) == {0.2} and fixed.sum() == 2
+    default = abandoned(runs, none, Study(name="quick", tune=False))  # at sgd's registry default lr: no run
+    assert not default.any()  # (the default may have changed since): every configuration is reported
+    assert not abandoned(runs, none, Study()).any()  # plain suite-train runs: every configuration is reported
+    assert not abandoned(runs, none, Study(name="quick")).any()  # a tuned study's cell without an export yet

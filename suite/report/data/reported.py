@@ -2,7 +2,8 @@
 
 A cell's *reported configuration* is the one its tuner export names (lr + searched
 hyperparameters; one per re-tuning), or, in a study that did not tune, the study's fixed lr (the
-optimizer registry's default where the study gives none). Any other configuration of that cell
+optimizer registry's default where the study gives none; where the cell has no run at that lr,
+e.g. the default changed since, it reports every configuration it has). Any other configuration of that cell
 found among the final runs (an earlier lr, an old search range) is *abandoned*: it stays in
 storage and in ``runs.csv`` (``abandoned``) but enters no table, figure or ``cells.csv``. A cell
 with no export in a study that tuned, or a store without a study (plain ``suite-train`` runs),
@@ -47,10 +48,13 @@ def abandoned(runs: pd.DataFrame, exports: pd.DataFrame, study: Study) -> pd.Ser
     named = _named(exports)
     out = pd.Series(False, index=runs.index)
     finals = runs[~runs["is_trial"].astype(bool) & ~runs["is_extra"].astype(bool)]
-    for key, g in finals.groupby([*TUNED_CELL, "config_key"], sort=False):
-        config = json.loads(key[-1])
-        if key[:-1] in named:
-            out[g.index] = not _is_named(config, *named[key[:-1]])
-        elif (fixed := _fixed_lr(study, config["optimizer"])) is not None:
-            out[g.index] = not math.isclose(config["lr"], fixed, rel_tol=1e-9)
+    for key, cell in finals.groupby(list(TUNED_CELL), sort=False):
+        configs = {k: json.loads(k) for k in cell["config_key"].unique()}
+        if key in named:
+            keep = {k for k, c in configs.items() if _is_named(c, *named[key])}
+        elif (fixed := _fixed_lr(study, cell["optimizer"].iloc[0])) is not None:
+            keep = {k for k, c in configs.items() if math.isclose(c["lr"], fixed, rel_tol=1e-9)} or set(configs)
+        else:
+            keep = set(configs)
+        out[cell.index] = ~cell["config_key"].isin(keep)
     return out
