@@ -145,8 +145,9 @@ def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*TUNED_CELL, "config_key"
                     censor_reasons=", ".join(sorted(set(g["censor_reason"]) - {""})),
                     run_ids=",".join(g["run_id"]))
         for col in columns:
-            if col in TO_TARGET.values():
-                median, lo, hi, line["to_target_coverage"] = median_interval(g[col].fillna(math.inf), confidence)
+            if col in TO_TARGET.values():  # without a target, nothing to count (NaN)
+                counts = g[col].fillna(math.inf) if line.get("has_target", True) else g[col]
+                median, lo, hi, line["to_target_coverage"] = median_interval(counts, confidence)
                 censored = not math.isfinite(median)
                 line[col], line[f"{col}_lo"], line[f"{col}_hi"] = math.nan if censored else median, lo, hi
                 line["to_target_censored"] = bool(line["has_target"]) and censored
