@@ -42,6 +42,12 @@ class CellsFailed(SuiteError):
     """Some cells' jobs failed; the others finished and are stored."""
 
 
+def _line(e: BaseException, last: bool = False) -> str:
+    """One line of an error's message (the first, or the last), or its type when it has none."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    return lines[-1] if last else lines[0]
+
+
 def _submitit():
     try:
         import submitit
@@ -74,7 +80,7 @@ def make_executor(cfg: DictConfig):
         executor.update_parameters(slurm_array_parallelism=int(cfg.study.workers), **parameters(cfg))
     except (NameError, ValueError, TypeError, AssertionError) as e:
         raise ConfigError(
-            f"study.submitit.parameters: {str(e).splitlines()[0]} Valid: "
+            f"study.submitit.parameters: {_line(e)} Valid: "
             f"{', '.join(sorted(executor._valid_parameters()))}, and SLURM's own options with the prefix "
             f"slurm_ (slurm_partition, slurm_qos, slurm_account, ...).") from None
     return executor
@@ -140,7 +146,7 @@ class Driver:
         try:
             subs = self.executor.map_array(run_cell, jobs)
         except (submitit.core.utils.FailedJobError, OSError) as e:
-            raise slurm.SchedulerError(f"the jobs could not be submitted: {str(e).strip().splitlines()[-1]}") from None
+            raise slurm.SchedulerError(f"the jobs could not be submitted: {_line(e, last=True)}") from None
         new = [InFlight(job, sub, attempt) for job, sub, attempt in zip(jobs, subs, attempts)]
         self.flight += new
         return new
@@ -221,7 +227,12 @@ class Driver:
         if not ids:
             return
         if self.slurm:
-            slurm.cancel(ids)
+            try:
+                slurm.cancel(ids)
+            except slurm.SchedulerError as e:
+                self.echo(f"could not cancel the {len(ids)} job(s) of this study still queued or running ({e}); "
+                          f"cancel them yourself: scancel {' '.join(ids)}")
+                return
         else:
             for f in self.flight:
                 f.sub.cancel(check=False)

@@ -67,7 +67,8 @@ def queue_states() -> dict[str, str]:
 
 
 def cancel(job_ids: Iterable[str]) -> None:
-    """``scancel`` the jobs (array tasks by their ``12_3`` ids); errors are ignored (a job may be gone)."""
+    """``scancel`` the jobs (array tasks by their ``12_3`` ids); raises :class:`SchedulerError` if the
+    controller could not be told (a job already gone is no error)."""
     ids = list(job_ids)
     if ids:
-        subprocess.run(["scancel", *ids], capture_output=True, timeout=TIMEOUT_S)
+        _run("scancel", *ids)
