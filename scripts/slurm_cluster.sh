@@ -68,6 +68,7 @@ SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
 ReturnToService=2
 MpiDefault=none
+MailProg=/bin/true
 SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
