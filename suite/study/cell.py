@@ -17,11 +17,11 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from suite.run.execute import store_run
-from suite.run.prepare import prepare, set_threads
+from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
 from suite.train.stacked import stacking_pays, train_many
-from suite.tune.tuner import cell_name_of, tune_cell
+from suite.tune.tuner import cell_name_of, load_tuned, tune_cell
 
 FALLBACK = "registry default (no tuning trial finished without diverging)"
 
@@ -39,12 +39,16 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
     return HolderLock(Path(results_dir) / "locks" / f"{cell}.final.lock")
 
 
+def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
+    return [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+
+
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
                echo: Callable[[str], Any] = notice) -> int | None:
     """Train the cell's chosen configuration once per seed (stacked), skipping stored runs; None if
     another process holds the cell's final runs and ``wait`` is False."""
     store = RunStore(cfg.results_dir)
-    prepared = [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+    prepared = _final_configs(cfg, seeds, lr, hparams)
     cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
     lock = final_lock(cfg.results_dir, cell)
 
@@ -93,23 +97,46 @@ class Job:
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
 
 
+def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[str, Any], str]:
+    """The lr, searched hyperparameters and lr source of a cell's final runs, from its tuning export
+    ``best`` (None for an untuned cell)."""
+    if job.tuning is None:
+        return job.lr, {}, f"fixed (study.lr={job.lr})" if job.lr is not None else "registry default (study.tune=false)"
+    if best["lr"] is None:
+        return None, {}, FALLBACK
+    return best["lr"], best.get("hparams", {}), "tuned"
+
+
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
     """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started = time.perf_counter()
     cfg = OmegaConf.create(job.config)
     set_threads(cfg.get("threads"))
-    lr, hparams = job.lr, {}
-    source = f"fixed (study.lr={job.lr})" if job.lr is not None else "registry default (study.tune=false)"
+    best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
-        if best["lr"] is None:
-            source = FALLBACK
-        else:
-            lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
+    lr, hparams, source = _choice(job, best)
     trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
     if trained is None:
         return None
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
+
+
+def finished_summary(job: Job) -> dict[str, Any] | None:
+    """What ``run_cell`` would return for a finished cell (its tuning exported after all its trials,
+    every final run stored), without running anything or writing; None if the cell has work left."""
+    best = None
+    if job.tuning is not None:
+        tuning = OmegaConf.create(job.tuning)
+        best = load_tuned(tuning.results_dir, tuning)
+        if best is None or best.get("n_finished", 0) < tuning.tune.n_trials:
+            return None
+    lr, hparams, source = _choice(job, best)
+    cfg = OmegaConf.create(job.config)
+    store = RunStore(cfg.results_dir)
+    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams)):
+        return None
+    return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}

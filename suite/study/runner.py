@@ -22,7 +22,7 @@ from suite.store.runs import RunStore
 from suite.study.cell import FALLBACK, Job, notice
 from suite.study.context import now, record_wall_time, write_context
 from suite.study.extras import run_extras
-from suite.study.launchers import launch
+from suite.study.launchers import check_launcher, launch
 from suite.study.presets import Cell, cell_config, expand, validate
 
 
@@ -33,6 +33,7 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     check_keys(cfg, (*RUN_KEYS, "study", "report"), "")
     results_dir(cfg.results_dir)
     sizes = validate(study)
+    check_launcher(cfg)
     RunStore(cfg.results_dir).ensure_writable()
     write_context(cfg, started or now())
     cells = expand(study, sizes)
