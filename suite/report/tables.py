@@ -20,7 +20,7 @@ from suite.report.metrics import performance_profile
 from suite.report.render import Table, fmt, interval, latex, markdown, plain_table, tex_escape, write  # noqa: F401
 from suite.report.stats import compare_to_best, tied_ranks
 
-EDGE_MARK, FALLBACK_MARK = " †", " ‡"
+EDGE_MARK, FALLBACK_MARK, UNREACHED_MARK = " †", " ‡", " §"
 
 
 def kind_of(column: str) -> str:
@@ -111,7 +111,8 @@ def mark_cells(cells: pd.DataFrame, runs: pd.DataFrame | None, column: str, styl
 
 
 def _flag(line) -> str:
-    return (EDGE_MARK if line.get("edge") else "") + (FALLBACK_MARK if line.get("lr_fallback") else "")
+    return (EDGE_MARK if line.get("edge") else "") + (FALLBACK_MARK if line.get("lr_fallback") else "") + \
+        (UNREACHED_MARK if line.get("lr_unreached") else "")
 
 
 def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str = "final",
@@ -137,6 +138,8 @@ def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str 
         caption += " † the tuned lr still sits at an edge of its search range (see the tuning table)."
     if "lr_fallback" in cells and cells["lr_fallback"].fillna(False).astype(bool).any():
         caption += " ‡ registry-default lr: every tuning trial diverged."
+    if "lr_unreached" in cells and cells["lr_unreached"].fillna(False).astype(bool).any():
+        caption += " § no tuning trial reached the target: the lr of the trial closest to it."
     return Table(name, caption, text, bold, data.reset_index(drop=True))
 
 
