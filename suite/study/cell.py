@@ -16,14 +16,13 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from suite.run import validate as V
 from suite.run.execute import store_run
 from suite.run.prepare import prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
 from suite.train.stacked import stacking_pays, train_many
-from suite.tune.tuner import cell_name_of, tune_cell
-
-FALLBACK = "registry default (no tuning trial finished without diverging)"
+from suite.tune.tuner import cell_name_of, check_tuning, tune_cell
 
 
 def notice(message: str) -> None:
@@ -93,6 +92,17 @@ class Job:
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
 
 
+def check_job(job: Job) -> None:
+    """Every check :func:`run_cell` makes before it trains, made without training or writing anything:
+    the cell's run config (threads, budget, evaluation, target against its task, ...; the final seeds
+    are checked with the study's axes) and its tuning config."""
+    cfg = OmegaConf.create(job.config)
+    V.threads(cfg.get("threads"))
+    prepare(OmegaConf.merge(cfg, {"lr": job.lr}))
+    if job.tuning is not None:
+        check_tuning(OmegaConf.create(job.tuning))
+
+
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
     """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
@@ -105,10 +115,9 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
-        if best["lr"] is None:
-            source = FALLBACK
-        else:
-            lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
+        source = best["lr_source"]
+        if best["lr"] is not None:
+            lr, hparams = best["lr"], best.get("hparams", {})
     trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
     if trained is None:
         return None
