@@ -98,9 +98,10 @@ def check_job(job: Job) -> None:
     are checked with the study's axes) and its tuning config."""
     cfg = OmegaConf.create(job.config)
     V.threads(cfg.get("threads"))
-    prepare(OmegaConf.merge(cfg, {"lr": job.lr}))
     if job.tuning is not None:
         check_tuning(OmegaConf.create(job.tuning))
+    if job.tuning != job.config:  # else the tuning config was this one (a task is costly to build twice)
+        prepare(OmegaConf.merge(cfg, {"lr": job.lr}))
 
 
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
