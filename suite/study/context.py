@@ -57,6 +57,9 @@ def _read_env(root: Path) -> dict:
         return {}  # a damaged file is rewritten whole
 
 
+_ABSENT = object()  # a setting the config does not have
+
+
 def _leaves(node, prefix: str) -> dict[str, object]:
     """``{dotted.key: value}`` for every leaf under ``node`` (a mapping; other values are leaves)."""
     if not isinstance(node, dict) or not node:
@@ -71,9 +74,6 @@ def _setting(config: dict, dotted: str):
             return _ABSENT
         node = node[key]
     return node
-
-
-_ABSENT = object()
 
 
 def _changed(recorded: dict, given: dict, keys: tuple[str, ...]) -> list[str]:

@@ -47,7 +47,8 @@ from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, 
 from suite.tune.widening import decide
 from suite.types import ConfigError
 
-__all__ = ["tune_cell", "check_tuning", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts", "best_trial"]
+__all__ = ["tune_cell", "check_tuning", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts",
+           "best_trial"]
 
 POLL_S = 0.5  # how often a worker waiting for others' trials looks again
 
