@@ -173,3 +173,17 @@ def test_report_targets_are_checked_against_the_stored_runs(finished):
             write_report(finished, [override], echo=quiet)
         assert says in str(err.value)
     assert files(finished / "report") == before and not list(finished.glob(".report.*"))
+
+
+def test_suite_train_rebuilds_a_damaged_trace_of_its_run(compose, tmp_path):
+    from suite.run.execute import execute
+
+    cfg = compose("task=tiny_mlp", "budget.max_steps=5", "eval.points=2", f"results_dir={tmp_path}", "progress=false")
+    execute(cfg, echo=quiet)
+    (trace,) = (tmp_path / "traces").glob("*.parquet")
+    whole = pd.read_parquet(trace)
+    trace.write_bytes(trace.read_bytes()[: trace.stat().st_size // 2])
+    said: list[str] = []
+    execute(cfg, echo=said.append)
+    assert said[0] == f"run {trace.stem}: its trace {trace} is damaged; training the run again rebuilds it."
+    pd.testing.assert_frame_equal(pd.read_parquet(trace), whole)
