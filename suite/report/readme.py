@@ -228,12 +228,15 @@ def flags(ctx: Context) -> list[str]:
     if not len(t):
         return []
     edge, fallback = t[t["edge"].astype(bool)], t[t["lr_fallback"].astype(bool)]
+    unreached = t[t["lr_unreached"].astype(bool)] if "lr_unreached" in t else t.iloc[:0]
     lines = [f"- **edge of range**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: {r['edge']}"
              for _, r in edge.iterrows()]
     lines += [f"- **registry-default lr**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: "
               f"{r['lr_source']}" for _, r in fallback.iterrows()]
+    lines += [f"- **target not reached in tuning**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: "
+              f"{r['lr_source']}; its lr is the trial closest to the target" for _, r in unreached.iterrows()]
     head = "## Flags" if lines else None
-    return [head, "", "Cells compared at an lr that is not an interior tuned optimum (marked † and ‡ in the "
+    return [head, "", "Cells compared at an lr that is not an interior tuned optimum (marked †, ‡ and § in the "
             "tables):", "", *lines, ""] if head else []
 
 
@@ -251,7 +254,7 @@ def readme(ctx: Context, tasks: list[Section], cross: Section, science: list[Sec
         f"configuration is a final one counts as that run). Rows are batch sizes (`64×16` = micro-batch 64 × 16 "
         f"accumulation steps; GD = full batch, SGD = batch 1). Every table is also written as LaTeX (booktabs, "
         f"for `\\input`) and CSV.", "",
-        *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"])),
+        *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"]), ctx.env),
         statistics_text(ctx), "",
         *environment(ctx), *hyperparameters(ctx), *flags(ctx),
         "All numbers in one place: [`cells.csv`](cells.csv) (every cell's configurations, aggregated over seeds, "

@@ -16,14 +16,13 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from suite.run import validate as V
 from suite.run.execute import store_run
 from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
 from suite.train.stacked import stacking_pays, train_many
-from suite.tune.tuner import cell_name_of, load_tuned, tune_cell
-
-FALLBACK = "registry default (no tuning trial finished without diverging)"
+from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
 
 
 def notice(message: str) -> None:
@@ -97,14 +96,26 @@ class Job:
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
 
 
+def check_job(job: Job) -> None:
+    """Every check :func:`run_cell` makes before it trains, made without training or writing anything:
+    the cell's run config (threads, budget, evaluation, target against its task, ...; the final seeds
+    are checked with the study's axes) and its tuning config."""
+    cfg = OmegaConf.create(job.config)
+    V.threads(cfg.get("threads"))
+    if job.tuning is not None:
+        check_tuning(OmegaConf.create(job.tuning))
+    if job.tuning != job.config:  # else the tuning config was this one (a task is costly to build twice)
+        prepare(OmegaConf.merge(cfg, {"lr": job.lr}))
+
+
 def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[str, Any], str]:
     """The lr, searched hyperparameters and lr source of a cell's final runs, from its tuning export
     ``best`` (None for an untuned cell)."""
     if job.tuning is None:
         return job.lr, {}, f"fixed (study.lr={job.lr})" if job.lr is not None else "registry default (study.tune=false)"
     if best["lr"] is None:
-        return None, {}, FALLBACK
-    return best["lr"], best.get("hparams", {}), "tuned"
+        return None, {}, best["lr_source"]
+    return best["lr"], best.get("hparams", {}), best["lr_source"]
 
 
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from suite.report.data.metrics import performance_profile
 from suite.report.stats.seeds import compare_to_best, tied_ranks
 from suite.report.tables.render import Table, fmt, interval
 
-EDGE_MARK, FALLBACK_MARK = " †", " ‡"
+EDGE_MARK, FALLBACK_MARK, UNREACHED_MARK = " †", " ‡", " §"
 
 
 def kind_of(column: str) -> str:
@@ -112,7 +112,8 @@ def mark_cells(cells: pd.DataFrame, runs: pd.DataFrame | None, column: str, styl
 
 
 def _flag(line) -> str:
-    return (EDGE_MARK if line.get("edge") else "") + (FALLBACK_MARK if line.get("lr_fallback") else "")
+    return (EDGE_MARK if line.get("edge") else "") + (FALLBACK_MARK if line.get("lr_fallback") else "") + \
+        (UNREACHED_MARK if line.get("lr_unreached") else "")
 
 
 def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str = "final",
@@ -138,6 +139,8 @@ def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str 
         caption += " † the tuned lr still sits at an edge of its search range (see the tuning table)."
     if "lr_fallback" in cells and cells["lr_fallback"].fillna(False).astype(bool).any():
         caption += " ‡ registry-default lr: every tuning trial diverged."
+    if "lr_unreached" in cells and cells["lr_unreached"].fillna(False).astype(bool).any():
+        caption += " § no tuning trial reached the target: the lr of the trial closest to it."
     return Table(name, caption, text, bold, data.reset_index(drop=True))
 
 

@@ -4,8 +4,9 @@ fallback flags, and the tuning table.
 A tuned optimum should be interior to its search range: the tuner widens a range whose optimum
 sits within :data:`EDGE_DECADES` of a boundary and records why one still does (``edge``). Exports
 written before that key existed are checked here against their recorded ``lr_range``. A cell whose
-every tuning trial diverged runs at the optimizer registry's default lr (``lr_source``); both are
-flagged wherever the cell is shown.
+every tuning trial diverged runs at the optimizer registry's default lr (``lr_source``), and one in
+which no trial reached the target at the lr of the trial closest to it (``target_reached: false``);
+all three are flagged wherever the cell is shown.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from suite.report.tables.render import Table, fmt, plain_table
 
 EDGE_DECADES = 0.25
 FALLBACK = "registry default (every tuning trial diverged)"
-TUNED_COLUMNS = ("study", "tuned_lr", "objective", "lr_range", "lr_range_initial", "edge", "lr_source")
+TUNED_COLUMNS = ("study", "tuned_lr", "objective", "lr_range", "lr_range_initial", "edge", "lr_source", "lr_unreached")
+FLAGS = ("edge", "lr_fallback", "lr_unreached")  # a cell's flags, as columns of its trials and cells
 
 
 def edge_reason(lr: float, lo: float, hi: float, decades: float = EDGE_DECADES) -> str:
@@ -49,7 +51,8 @@ def _tuned_line(path: Path, data: dict) -> dict:
     return {"study": data.get("cell") or path.stem, "tuned_lr": lr, "objective": data.get("objective") or "",
             "lr_range": _range_text(lr_range),
             "lr_range_initial": _range_text(initial) if initial != lr_range else "",
-            "edge": edge, "lr_source": data.get("lr_source") or ("tuned" if lr else FALLBACK)}
+            "edge": edge, "lr_source": data.get("lr_source") or ("tuned" if lr else FALLBACK),
+            "lr_unreached": data.get("target_reached") is False}
 
 
 def load_tuned(root: Path, notes: list[str]) -> pd.DataFrame:
@@ -75,6 +78,7 @@ def attach(trials: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     out["lr_source"] = out["lr_source"].where(out["lr_source"].notna(), none_finished.map({True: FALLBACK,
                                                                                            False: "tuned"}))
     out["lr_fallback"] = out["lr_source"].astype(str).str.startswith("registry")
+    out["lr_unreached"] = out["lr_unreached"].fillna(False).astype(bool)
     return out
 
 
@@ -83,14 +87,15 @@ def flag_cells(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
     if cells.empty:
         return cells
     if trials.empty:
-        return cells.assign(edge="", lr_fallback=False)
-    flags = trials[[*CELL, "edge", "lr_fallback"]].drop_duplicates(list(CELL))
+        return cells.assign(edge="", lr_fallback=False, lr_unreached=False)
+    flags = trials[[*CELL, *FLAGS]].drop_duplicates(list(CELL))
     out = cells.merge(flags, on=list(CELL), how="left")
-    return out.assign(edge=out["edge"].fillna(""), lr_fallback=out["lr_fallback"].fillna(False).astype(bool))
+    return out.assign(edge=out["edge"].fillna(""), lr_fallback=out["lr_fallback"].fillna(False).astype(bool),
+                      lr_unreached=out["lr_unreached"].fillna(False).astype(bool))
 
 
 def flags(cells: pd.DataFrame, column: str) -> pd.Series:
-    """A cell flag as booleans (``edge`` holds a reason or "", ``lr_fallback`` a bool); False if absent."""
+    """A cell flag as booleans (``edge`` holds a reason or "", the others a bool); False if absent."""
     if column not in cells:
         return pd.Series(False, index=cells.index)
     return cells[column].fillna("" if column == "edge" else False).astype(bool)
