@@ -15,7 +15,7 @@ import pytest
 from faults import killed_in_child, on_call
 from hydra import compose, initialize_config_dir
 
-import suite.report.figures as report_figures
+from suite.report.figures import curves as report_curves
 from suite.cli import CONF_DIR, guarded
 from suite.report.build import write_report
 from suite.study.runner import study_and_report
@@ -141,7 +141,7 @@ def test_a_protocol_change_on_purpose_is_recorded_and_reported(study, monkeypatc
 
 def test_an_invocation_killed_during_the_report_is_interrupted(tmp_path):
     root = tmp_path / "killed"
-    killed_in_child(lambda: study_and_report(study_cfg(root), echo=quiet), lambda: on_call(report_figures, "curves", 1))
+    killed_in_child(lambda: study_and_report(study_cfg(root), echo=quiet), lambda: on_call(report_curves, "curves", 1))
     env = json.loads((root / "environment.json").read_text())
     assert [i["seconds"] for i in env["invocations"]] == [None] and env.get("wall_seconds") is None
 

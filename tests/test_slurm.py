@@ -171,20 +171,21 @@ def test_a_killed_job_fails_its_cell_only_and_the_rerun_submits_that_cell_alone(
 
 
 def test_a_cell_that_raises_in_its_job_is_reported_with_its_error(cluster, local_root, tmp_path):
-    """An unfinished cell (no tuning export) whose trial file is damaged: its job raises, the other
-    cell is finished and gets no job."""
+    """An unfinished cell (no tuning export) whose Optuna journal is damaged inside (the driver's checks
+    before submitting read run files, not journals): its job raises, the other cell is finished and
+    gets no job."""
     shutil.copytree(local_root, tmp_path, dirs_exist_ok=True)
     (export,) = (tmp_path / "tuned").glob("regression-sgd-*.json")
     export.unlink()
-    rows = pd.read_parquet(tmp_path / "runs")
-    trial_file = tmp_path / "runs" / f"{rows.loc[rows['study'].notna() & (rows['optimizer'] == 'sgd'), 'run_id'].iloc[0]}.parquet"
-    trial_file.write_bytes(trial_file.read_bytes()[:100])
+    journal = tmp_path / "optuna" / f"{export.stem}.log"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join([*lines[:2], b"{not a record\n", *lines[2:]]))
     out = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path}", *TWO_CELLS, *ON_SLURM],
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     (job,) = submitted(tmp_path)
-    assert (f"regression/sgd/bfull: job {job} raised suite.types.StoreError: {trial_file} is not a readable parquet "
-            f"file") in out.stderr
+    assert f"regression/sgd/bfull: job {job} raised suite.types.StoreError: " in out.stderr
+    assert f"{journal}" in out.stderr
     assert f"(log: {tmp_path / 'submitit' / job / f'{job}_0_log.err'})" in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 cell(s) failed (listed above)")
 

@@ -82,7 +82,7 @@ def targets_of(cfg: DictConfig) -> dict[str, Target]:
     return out
 
 
-def check_targets(targets: dict[str, M.Target], rows: pd.DataFrame) -> None:
+def check_targets(targets: dict[str, Target], rows: pd.DataFrame) -> None:
     """Each stored task's target against its runs (the report has no task objects): a metric the runs
     store (no accuracy without a classifier, no excess loss without a known optimum), a training
     loss no lower than the optimum they record."""
@@ -90,7 +90,7 @@ def check_targets(targets: dict[str, M.Target], rows: pd.DataFrame) -> None:
         mine = rows[rows["task"] == task]
         if mine.empty:
             continue
-        stored = [m for m in M.METRICS if mine[m].notna().any() and not m.startswith("test")]
+        stored = [m for m in METRICS if mine[m].notna().any() and not m.startswith("test")]
         fix = f"set targets.{task}.metric=<one of those> (and its value), or targets.{task}=null"
         if target.metric not in stored:
             raise ConfigError(f"targets.{task}: {target.describe()} cannot be met: {task}'s runs store no "
