@@ -32,7 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from suite.optim.build import build_optimizer
-from suite.train.schedule import copy_schedule, start_schedule
+from suite.optim.restore import restore_optimizer
+from suite.train.schedule import start_schedule
 from suite.train.stack_models import Stacked
 from suite.types import RunSpec
 
@@ -83,10 +84,13 @@ class Stack:
         self.weight = torch.cat([lr.repeat_interleave(p.numel() // k) for p in params])
 
     def clone(self) -> Stack:
-        """An independent copy in the same state (parameters, optimizer state, schedule)."""
-        twin = copy.deepcopy(self)  # one deepcopy: the optimizer keeps pointing at the copied parameters
-        twin._flatten()  # a deep copy does not keep the parameters' aliasing of the flat buffer
-        twin.scheduler = copy_schedule(self.scheduler, twin.opt, self.factor)
+        """An independent copy in the same state (parameters, the whole optimizer, schedule): a
+        fresh stack over a copy of the model, given the optimizer's state as
+        :func:`suite.optim.restore.restore_optimizer` restores it (a deep copy would lose the
+        optimizer's attributes)."""
+        done = self.scheduler.last_epoch if self.scheduler is not None else 0
+        twin = Stack(copy.deepcopy(self.model), self.ids, self.lrs, self.spec, self.factor, done)
+        restore_optimizer(self.opt, twin.opt)
         return twin
 
     def __len__(self) -> int:
