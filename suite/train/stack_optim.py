@@ -29,6 +29,7 @@ import copy
 from typing import Callable, Sequence
 
 import torch
+
 from suite.optim.build import build_optimizer
 from suite.optim.restore import restore_optimizer
 from suite.train.schedule import start_schedule

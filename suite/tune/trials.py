@@ -87,6 +87,9 @@ class Claimed:
     configs: list[dict[str, Any]]
     stack: list[int] = dataclasses.field(default_factory=list)  # the slots it trains with (recorded)
 
+    def __post_init__(self):
+        self.stack = self.stack or [self.slot]  # alone until its batch's stack is recorded
+
     @property
     def run_ids(self) -> list[str]:
         return [run_id(c) for c in self.configs]
@@ -221,8 +224,18 @@ def redo_lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> int:
     """Retrain the finished trials' runs whose file is missing (each with its parameters, under its
     run id, in its recorded stack), so the store and the study agree again; a damaged file is an
     error that says so."""
-    lost: dict[tuple[int, ...], list[tuple[FrozenTrial, list[int]]]] = {}
-    own: Runs = {}
+    lost = _lost_runs(cell, echo)
+    for stack, trials in lost.items():
+        _retrain(cell, list(stack), trials, echo)
+    return sum(len(trials) for trials in lost.values())
+
+
+Lost = tuple[FrozenTrial, list[RunSpec], list[dict[str, Any]], list[int]]  # a trial, its runs, the missing ones
+
+
+def _lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> dict[tuple[int, ...], list[Lost]]:
+    """The finished trials with missing run files that can be rebuilt, by recorded stack."""
+    lost: dict[tuple[int, ...], list[Lost]] = {}
     for t in cell.study.get_trials(deepcopy=False, states=FINISHED):
         if "run_id" not in t.user_attrs:
             continue
@@ -235,21 +248,22 @@ def redo_lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> int:
             echo(f"{cell.name}: trial {t.number} lacks stored runs {', '.join(rids[k] for k in missing)} and "
                  f"cannot be rebuilt under those ids; its study value {t.value!r} stays, without rows.")
             continue
-        own[slot_of(t)] = (specs, configs)
-        lost.setdefault(tuple(t.user_attrs.get(STACK) or [slot_of(t)]), []).append((t, missing))
+        lost.setdefault(tuple(t.user_attrs.get(STACK) or [slot_of(t)]), []).append((t, specs, configs, missing))
+    return lost
+
+
+def _retrain(cell: CellTuning, stack: list[int], trials: list[Lost], echo: Callable[[str], object]) -> None:
+    """Retrain lost trials of one stack (a pruned one stops where it was pruned); store the missing runs."""
     task = cell.base.task
-    for stack, trials in lost.items():
-        stops = {slot_of(t): max(t.intermediate_values) for t, _ in trials
-                 if t.state == TrialState.PRUNED and t.intermediate_values}
-        mine = {slot_of(t): own[slot_of(t)] for t, _ in trials}
-        results = train_stack(cell, list(stack), mine, lambda slot, j: True,
-                              lambda slot, row: slot in stops and row["step"] >= stops[slot])
-        for t, missing in trials:
-            slot, (specs, configs) = slot_of(t), own[slot_of(t)]
-            for k in missing:
-                store_run(cell.store, specs[k], task, configs[k], results[(slot, k)],
-                          tags={"study": cell.name, "trial": slot})
-            outcome = Outcome.of_results(specs, task.n_train, [results[(slot, j)] for j in range(len(specs))])
-            outcome.reports = reports_of(specs[0], results[(slot, 0)].rows)
-            _check_agrees(cell, t, outcome, echo)
-    return sum(len(trials) for trials in lost.values())
+    stops = {slot_of(t): max(t.intermediate_values) for t, *_ in trials
+             if t.state == TrialState.PRUNED and t.intermediate_values}
+    results = train_stack(cell, stack, {slot_of(t): (specs, configs) for t, specs, configs, _ in trials},
+                          lambda slot, j: True, lambda slot, row: slot in stops and row["step"] >= stops[slot])
+    for t, specs, configs, missing in trials:
+        slot = slot_of(t)
+        for k in missing:
+            store_run(cell.store, specs[k], task, configs[k], results[(slot, k)],
+                      tags={"study": cell.name, "trial": slot})
+        outcome = Outcome.of_results(specs, task.n_train, [results[(slot, j)] for j in range(len(specs))])
+        outcome.reports = reports_of(specs[0], results[(slot, 0)].rows)
+        _check_agrees(cell, t, outcome, echo)
