@@ -21,7 +21,7 @@ from suite.run.execute import store_run
 from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
-from suite.train.stacked import stacking_pays, train_many
+from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
 
 
@@ -57,19 +57,15 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     if not lock.acquire(blocking=wait, on_wait=waiting):
         return None
     try:
-        todo = [p for p in prepared if not store.has(p.run_id)]
-        if not todo:
-            return 0
-        # A stack of another size rounds differently: retrain the stored seeds with the rest, so
-        # every final run has the value an uninterrupted study gives it.
-        task, specs = todo[0].task, [p.spec for p in prepared]
-        runs = prepared if stacking_pays(task, specs) else todo
-        results = train_many(task, [p.spec for p in runs], progress=bool(cfg.progress))
-        missing = {p.run_id for p in todo}
-        for p, result in zip(runs, results):
-            if p.run_id in missing:
-                store_run(store, p.spec, p.task, p.config, result)
-        return len(todo)
+        missing = [not store.has(p.run_id) for p in prepared]
+        # A stack of another composition rounds differently: the stored seeds train again with the
+        # missing ones where they train stacked, so every final run has the uninterrupted study's value.
+        todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
+        results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
+        for k, result in zip(todo, results):
+            if missing[k]:
+                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result)
+        return sum(missing)
     finally:
         lock.release()
 

@@ -37,7 +37,8 @@ from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
 from suite.train.schedule import total_steps
-from suite.tune.claims import claim, fail_abandoned, held_elsewhere, next_slot, release, slot_of
+from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_elsewhere, next_slot, record_stacks,
+                               release, slot_of)
 from suite.tune.journal import Journal
 from suite.tune.objective import diverged_penalty
 from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
@@ -79,7 +80,7 @@ def load_tuned(results_dir, cell) -> dict | None:
 
 def _open_study(name: str, url: str, tspec: TuneSpec, base: Prepared, storage=None) -> optuna.Study:
     storage = open_storage(url) if storage is None else storage
-    pruner = PRUNERS[tspec.pruner](tspec, total_steps(base.spec, base.task.n_train))
+    pruner = StackBlindPruner(PRUNERS[tspec.pruner](tspec, total_steps(base.spec, base.task.n_train)))
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
                                 sampler=SAMPLERS[tspec.sampler](tspec, tspec.seed), pruner=pruner)
     record = json.loads(json.dumps(tspec.sampler_record()))
@@ -113,8 +114,9 @@ def _claim_one(cell: CellTuning, slot: int) -> Claimed | None:
 
 
 def claim_batch(cell: CellTuning) -> list[Claimed]:
-    """Up to ``tune.batch`` trials, never across a multiple of ``tune.batch`` slots: the batches of a
-    rerun are the batches of an uninterrupted run, so each stack trains the same trials together."""
+    """Up to ``tune.batch`` trials, never across a multiple of ``tune.batch`` slots, each with its
+    stack recorded (a retry keeps its first one): whoever trains a trial again trains it with the
+    same trials, so every value is the uninterrupted run's."""
     batch: list[Claimed] = []
     boundary = None
     while len(batch) < cell.tspec.batch:
@@ -131,6 +133,12 @@ def claim_batch(cell: CellTuning) -> list[Claimed]:
         if claimed is None:  # other workers took the last slots
             break
         batch.append(claimed)
+    try:
+        for c, stack in zip(batch, record_stacks([c.trial for c in batch], [c.slot for c in batch])):
+            c.stack = stack
+    except BaseException as e:
+        release_all(cell, batch, e)
+        raise
     return batch
 
 
