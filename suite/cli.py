@@ -5,14 +5,19 @@ torch and ``suite-train`` without the report's plotting stack.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 import hydra
 from omegaconf import DictConfig
 
+from suite.command_line import check_command_line
 from suite.store.locks import REASONS, io_error
-from suite.types import SuiteError
+from suite.types import COMMAND_VARIABLE, SuiteError
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
@@ -40,47 +45,67 @@ def guarded(fn):
     return wrapper
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def train_main(cfg: DictConfig) -> None:
+def console_script(name: str, config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """The console script ``name``: its command line recorded (messages name what the user ran, in
+    every process it starts), checked as Hydra will compose it (one line and exit status 2 for what
+    Hydra would refuse in its own words, see :mod:`suite.command_line`), then run by ``@hydra.main``."""
+
+    @hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")
+    def hydra_main(cfg: DictConfig) -> None:
+        run(cfg)
+
+    def main() -> None:
+        with command_recorded(name, sys.argv[1:]):
+            guarded(lambda _: check_command_line(CONF_DIR, config_name, sys.argv[1:]))(None)
+            hydra_main()
+
+    return main
+
+
+@contextlib.contextmanager
+def command_recorded(name: str, args: list[str]):
+    """The command line in the environment while the command runs (its worker processes inherit it)."""
+    before = os.environ.get(COMMAND_VARIABLE)
+    os.environ[COMMAND_VARIABLE] = shlex.join([name, *args])
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(COMMAND_VARIABLE, None)
+        else:
+            os.environ[COMMAND_VARIABLE] = before
+
+
+def _train(cfg: DictConfig) -> None:
     from suite.run.execute import execute
 
     guarded(execute)(cfg)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def tune_main(cfg: DictConfig) -> None:
+def _tune(cfg: DictConfig) -> None:
     from suite.tune.tuner import tune_cell
 
-    guarded(tune_cell)(cfg)
+    guarded(lambda c: tune_cell(c, survey=True))(cfg)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="study_app", version_base="1.3")
-def study_main(cfg: DictConfig) -> None:
+def _study(cfg: DictConfig) -> None:
     from suite.study.runner import study_and_report
 
     guarded(study_and_report)(cfg)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def _check(cfg: DictConfig) -> None:
+    """``suite-check-optimizer optimizer=<name>``: the conformance checks and a one-screen verdict;
+    exit 0 pass, 1 fail, 2 bad input (e.g. a user's optimizer YAML that names no importable class)."""
     from suite.run.conformance import check_command
 
-    _check.ran = True
     sys.exit(guarded(check_command)(cfg))
 
 
-def check_main() -> None:
-    """``suite-check-optimizer optimizer=<name>``: the conformance checks and a one-screen verdict;
-    exit 0 pass, 1 fail, 2 bad input (e.g. a user's optimizer YAML that names no importable class).
-    A command line Hydra refuses (an unknown optimizer name) is bad input too: its exit 1 becomes 2,
-    so 1 always means a check failed."""
-    _check.ran = False
-    try:
-        _check()
-    except SystemExit as e:
-        if not _check.ran and e.code == 1:
-            sys.exit(2)
-        raise
+train_main = console_script("suite-train", "config", _train)
+tune_main = console_script("suite-tune", "config", _tune)
+study_main = console_script("suite-study", "study_app", _study)
+check_main = console_script("suite-check-optimizer", "config", _check)
 
 
 def report_main(argv: list[str] | None = None) -> None:
@@ -89,4 +114,6 @@ def report_main(argv: list[str] | None = None) -> None:
     from conf/report.yaml, merged with OmegaConf; overrides are key=value as in Hydra)."""
     from suite.report.build import main
 
-    guarded(lambda _: main(argv))(None)
+    args = sys.argv[1:] if argv is None else list(argv)
+    with command_recorded("suite-report", args):
+        guarded(lambda _: main(args))(None)

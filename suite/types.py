@@ -10,6 +10,7 @@ report (which only read rows) start without it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -35,6 +36,23 @@ class DataError(SuiteError):
 
 class StoreError(SuiteError):
     """The results store cannot be written or holds an unreadable file."""
+
+
+# The command line the user typed, set by the console script (``suite.cli``) and inherited by the
+# processes it starts (study workers, submitit jobs), so a message deep in a worker says what to
+# run again in the user's own words.
+COMMAND_VARIABLE = "OPTSUITE_COMMAND"
+
+
+def command_line() -> str | None:
+    """The command line of this process's console script (None outside one, e.g. in tests)."""
+    return os.environ.get(COMMAND_VARIABLE) or None
+
+
+def command() -> str:
+    """The console script the user ran (``suite-study``), or "the same command" outside one."""
+    line = command_line()
+    return line.split()[0] if line else "the same command"
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,14 @@ class Task:
     @property
     def n_train(self) -> int:
         return len(self.train)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics this task's rows fill: accuracies for classifiers, the excess loss where the
+        optimum is known."""
+        has = {"excess_loss": self.optimal_loss is not None, "val_accuracy": self.classifier,
+               "test_accuracy": self.classifier}
+        return tuple(m for m in METRICS if has.get(m, True))
 
     def to(self, device: torch.device, dtype: torch.dtype) -> Task:
         moved = {s: getattr(self, s).to(device, dtype) for s in ("train", "val", "test")}
@@ -149,9 +175,27 @@ class Target:
             raise ConfigError(f"{where}: unknown metric; valid: {', '.join(METRICS)}.")
         if (self.value is None) == (self.relative is None):
             raise ConfigError(f"{where}: give exactly one of value (absolute) or relative (fraction of step 0).")
-        if self.relative is not None and (self.maximize or not 0 < self.relative):
-            raise ConfigError(f"{where}: relative targets are for losses and must be > 0; "
-                              f"give accuracies an absolute value.")
+        if self.relative is not None and (self.maximize or not 0 < self.relative < 1):
+            raise ConfigError(f"{where}: relative targets are for losses and lie in (0, 1) (a fraction of the "
+                              f"step-0 loss; 1 or more is met at step 0); give accuracies an absolute value.")
+        if self.value is not None and self.maximize and not 0 < self.value <= 1:
+            raise ConfigError(f"{where}: an accuracy can only reach values in (0, 1]; e.g. value: 0.85.")
+        if self.value is not None and not self.maximize and self.value < 0:
+            raise ConfigError(f"{where}: a loss is never below 0; give a value >= 0 (or relative: <fraction>).")
+
+    def check_task(self, task: Task) -> Target:
+        """This target for ``task``: its metric must be one the task has, and a loss value at least
+        the task's known floor (the training loss's optimum, where it is known)."""
+        where = f"target {{metric: {self.metric}, value: {self.value}, relative: {self.relative}}}"
+        if self.metric not in task.metrics:
+            why = "it is not a classifier" if self.metric.endswith("accuracy") else "its optimum is not known"
+            raise ConfigError(f"{where}: task {task.name} has no {self.metric} ({why}); its metrics: "
+                              f"{', '.join(m for m in task.metrics if not m.startswith('test'))}.")
+        if self.metric == "train_loss" and self.value is not None and task.optimal_loss is not None \
+                and self.value < task.optimal_loss:
+            raise ConfigError(f"{where}: task {task.name}'s training loss is never below its optimum "
+                              f"{task.optimal_loss:.6g}; give a value above it (or metric: excess_loss).")
+        return self
 
     @property
     def maximize(self) -> bool:

@@ -13,7 +13,6 @@ runtime config set, so messages name the file as they do for a user).
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +21,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
+from user_config import EXAMPLES, byo_cfg, registry_restored, user_env, write_yaml  # noqa: F401 (a fixture)
 
-from suite.cli import CONF_DIR, guarded
+from suite.cli import guarded
 from suite.optim.build import build_optimizer
 from suite.optim.external import spec_from_options
 from suite.optim.registry import OPTIMIZERS, resolve_hparams
@@ -39,40 +38,8 @@ from suite.train.stacked import train_many
 from suite.tune.tuner import tune_cell
 from suite.types import ConfigError, EvalSpec, RunSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 COMMON = ("threads=1", "progress=false")
-
-
-@pytest.fixture(autouse=True)
-def registry_restored(monkeypatch):
-    """Entries registered by a test leave with it (the registry is process-wide)."""
-    before = set(OPTIMIZERS)
-    monkeypatch.syspath_prepend(str(EXAMPLES))  # the user's package is importable, as with PYTHONPATH
-    yield
-    for name in set(OPTIMIZERS) - before:
-        del OPTIMIZERS[name]
-    HydraConfig.instance().cfg = None
-
-
-def byo_cfg(conf_dir: Path, *overrides: str, config_name: str = "config"):
-    """The suite's config composed with the user's config directory on the search path, and
-    Hydra's runtime config set as a console script has it (what names the file in messages)."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[f"hydra.searchpath=[file://{conf_dir}]", *overrides],
-                      return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-def write_yaml(directory: Path, name: str, text: str) -> Path:
-    path = directory / "optimizer" / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return directory
 
 
 # --- the worked example, through the console scripts ---------------------------------------------
@@ -100,10 +67,6 @@ def launched(tmp_path_factory):
 def run_script(args, env, cwd) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / args[0]), *args[1:], *COMMON], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=300)
-
-
-def user_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])}
 
 
 def test_suite_train_runs_the_users_optimizer(launched):

@@ -133,6 +133,7 @@ BAD = {  # override -> what the message says
     "eval.every_steps=0": "every_steps >= 1",
     "seed=-1": "seed=-1 must be an integer >= 0",
     "warmup_steps=-2": "warmup_steps=-2 must be an integer >= 0",
+    "seed=-1": "seed=-1 is invalid; a seed is an integer from 0 to 4294967295 (2^32 - 1)",
     "divergence_factor=1": "divergence_factor=1 must be a number > 1",
     "device=tpu": "device='tpu' is invalid; use auto, cpu, cuda",
     "optimizer.weight_decay=-1": "weight_decay=-1 is out of range",
@@ -147,6 +148,11 @@ BAD = {  # override -> what the message says
     "target={metric: val_accuracy}": "give exactly one of value (absolute) or relative",
     "target={metric: test_accuracy, value: 0.9}": "runs and tuning never look at test",
     "target={metric: val_acc, value: 0.9}": "unknown metric; valid: train_loss",
+    "target={metric: val_accuracy, value: 2}": "an accuracy can only reach values in (0, 1]",
+    "target={metric: val_loss, value: -1}": "a loss is never below 0",
+    "target={metric: excess_loss, relative: 1.5}": "relative targets are for losses and lie in (0, 1)",
+    "seed=9223372036854775808": "seed=9223372036854775808 is invalid; a seed is an integer from 0 to 4294967295",
+    "task.data_seed=4294967296": "task.data_seed=4294967296 is invalid; a seed is an integer from 0 to 4294967295",
     "eval.points=abc": "eval.points='abc' is invalid: eval: points must be >= 2",
     "eval.points=2.5": "eval.points=2.5 is invalid",
     "eval.every_steps=abc": "eval.every_steps='abc' must be null or an integer >= 1",
@@ -175,6 +181,20 @@ def test_bad_values_are_refused(override, compose):
     with pytest.raises(ConfigError) as err:
         prepare(compose(override))
     assert BAD[override] in str(err.value)
+
+
+@pytest.mark.parametrize("task, target, message", [
+    ("tiny_mlp", "{metric: val_accuracy, value: 0.9}", "task tiny_mlp has no val_accuracy (it is not a classifier); "
+                                                       "its metrics: train_loss, val_loss."),
+    ("tiny_mlp", "{metric: excess_loss, relative: 0.1}", "task tiny_mlp has no excess_loss (its optimum is not known)"),
+    ("regression", "{metric: val_accuracy, value: 0.9}", "task regression has no val_accuracy"),
+    ("regression", "{metric: train_loss, value: 0.001}", "training loss is never below its optimum 0.00966"),
+])
+def test_a_target_must_be_one_the_task_can_reach(task, target, message, compose):
+    with pytest.raises(ConfigError) as err:
+        prepare(compose(f"task={task}", f"target={target}"))
+    assert message in str(err.value)
+    assert prepare(compose("task=regression", "target={metric: excess_loss, relative: 0.01}")).spec.target
 
 
 def test_run_keys_are_the_top_level_keys_of_config_yaml(compose):

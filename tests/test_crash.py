@@ -221,10 +221,11 @@ def test_a_missing_trial_run_is_retrained_and_agrees_with_its_study(clean, tmp_p
     path.unlink()
     lines: list[str] = []
     tune_cell(cfg, echo=lines.append)
-    assert any(f"retrained it as run {lost}: its value agrees with" in line for line in lines), lines
+    assert any(f"retrained it as run {lost}: its value equals the" in line for line in lines), lines
     assert state(cfg) == clean
-    again = pd.read_parquet(path)
-    assert again["val_loss"].tolist() == pytest.approx(good["val_loss"].tolist(), rel=1e-5)
+    again = pd.read_parquet(path)  # retrained in its recorded stack: bit for bit, not to rounding
+    clock = ["time_s", "created_at"]
+    pd.testing.assert_frame_equal(again.drop(columns=clock), good.drop(columns=clock))
     path.write_bytes(b"PAR1 damaged")  # a damaged one: the message says what the rerun will do
     with pytest.raises(StoreError, match=f"{path} is not a readable parquet file.*trains that run again"):
         tune_cell(cfg, echo=quiet)

@@ -217,7 +217,11 @@ def test_task_labels_name_the_options_that_differ():
     ({"metric": "val_loss"}, "exactly one of value"),
     ({"metric": "val_loss", "value": 1.0, "relative": 0.1}, "exactly one of value"),
     ({"metric": "val_accuracy", "relative": 0.5}, "absolute value"),
-    ({"metric": "val_loss", "relative": -1.0}, "must be > 0"),
+    ({"metric": "val_loss", "relative": -1.0}, r"lie in \(0, 1\)"),
+    ({"metric": "excess_loss", "relative": 1.0}, r"lie in \(0, 1\) .*1 or more is met at step 0"),
+    ({"metric": "val_accuracy", "value": 2}, r"an accuracy can only reach values in \(0, 1\]"),
+    ({"metric": "val_accuracy", "value": 0}, r"an accuracy can only reach values in \(0, 1\]"),
+    ({"metric": "val_loss", "value": -1}, "a loss is never below 0"),
 ])
 def test_bad_targets_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):

@@ -2,8 +2,10 @@
 
 Every entry must build a real torch optimizer, lower the regression loss through the training
 loop, give an identical curve under the same seed, reject bad hyperparameters with a
-:class:`ConfigError` that names the fix, and take a short run on a small instance of every task
-at its default lr without diverging.
+:class:`ConfigError` that names the fix, take a short run on a small instance of every task
+at its default lr without diverging, and survive every mechanism the suite applies to an
+optimizer (the copy a target's replay starts from, ``state_dict`` round trip, eval mode and
+closure where declared; stacking is ``test_stacked.py``'s).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 from suite.optim.build import build_optimizer, optimizer_class
 from suite.optim.registry import BOUNDS, IMPLS, OPTIMIZERS, get_spec, resolve_hparams
 from suite.run.conformance import short_run, short_task_options
+from suite.run.mechanisms import closure_check, eval_mode_check, round_trip_check, snapshot_check
 from suite.tasks import TASKS, build_task
 from suite.train import train
 from suite.train.rows import regime
@@ -152,6 +155,17 @@ def test_deterministic_under_seed(name, regression):
     assert curve(a) == curve(b)
     other = train(regression, regression_spec(name, epochs=2.0, seed=4))
     assert curve(other) != curve(a), "the seed must change the initialization and batch order"
+
+
+@pytest.mark.parametrize("check", [snapshot_check, round_trip_check, eval_mode_check, closure_check])
+@pytest.mark.parametrize("name", NAMES)
+def test_every_mechanism_the_suite_applies_to_it_works(name, check):
+    """A copy continues bit for bit and a replay finds the exact step (the target protocol); its
+    state dict survives a round trip; eval mode and closure work where declared, and are declared
+    where the class has them."""
+    result = check(name, resolve_hparams(name, {}))
+    assert result.status != "FAIL", result.detail
+    assert result.status == "PASS" or check in (eval_mode_check, closure_check)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,10 +12,11 @@ import torch
 from suite.optim.registry import resolve_hparams
 from suite.store.identity import run_config, run_id
 from suite.store.runs import RunStore
+from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import build_task
 from suite.train import train
 from suite.train.rows import make_frame
-from suite.types import COLUMNS, HPARAM_COLUMNS, EvalSpec, RunSpec, StoreError
+from suite.types import COLUMNS, COMMAND_VARIABLE, HPARAM_COLUMNS, EvalSpec, RunSpec, StoreError
 
 TASK_OPTIONS = {"name": "regression", "n": 64, "n_val": 16, "n_test": 16}
 
@@ -164,6 +165,50 @@ def test_corrupt_file_is_reported_and_left_alone(task, tmp_path, damage):
     with pytest.raises(StoreError, match=rid):
         store.load()
     assert store.path(rid).read_bytes() == content
+
+
+def test_every_damaged_file_is_named_in_one_pass_with_the_fix_of_the_command_run(task, tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    paths = [store.write(frame_for(task, make_spec(seed=seed)), trace=None) for seed in range(4)]
+    for path in paths[:3]:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for line, fix in [("suite-study study=quick", "then re-run suite-study: it trains those runs again"),
+                      ("suite-report results/quick", "then run suite-report again: it reports the other runs")]:
+        monkeypatch.setenv(COMMAND_VARIABLE, line)
+        for look in (store.load, lambda: store.survey(print)):
+            with pytest.raises(StoreError) as err:
+                look()
+            message = str(err.value)
+            assert message.startswith(f"3 files under {store.runs} are not readable runs of this suite (") and fix in message
+            assert all(f"{p.name}: not a readable parquet file" in message for p in paths[:3]) and paths[3].name not in message
+    assert "trains" not in message  # suite-report never trains
+
+
+def test_a_damaged_trace_makes_its_run_count_as_not_stored(task, tmp_path, monkeypatch):
+    store = RunStore(tmp_path)
+    frame = frame_for(task, make_spec())
+    rid = frame["run_id"].iloc[0]
+    store.write(frame, trace=frame[["run_id"]].head(1).assign(step_lo=0, step_hi=0, count=1, mean=1.0, min=1.0, max=1.0))
+    trace = store.traces / f"{rid}.parquet"
+    assert store.has(rid) and len(store.load_traces([rid])) == 1
+    trace.write_bytes(trace.read_bytes()[:20])
+    said: list[str] = []
+    monkeypatch.setenv(COMMAND_VARIABLE, "suite-tune task=regression")
+    store.survey(said.append)
+    assert said == [f"damaged trace file(s) under {store.traces}: {trace.name} (not readable parquet); suite-tune "
+                    f"trains their runs again when it reaches them, which rebuilds them."]
+    assert not store.has(rid) and store.load_traces([rid]).empty  # trained again; the report leaves it out
+
+
+@pytest.mark.parametrize("line, again", [("suite-study study=quick", "re-run suite-study: it exports"),
+                                         ("suite-tune task=regression", "re-run suite-tune: it exports"),
+                                         ("suite-train lr=tuned", "re-run suite-tune with the cell's overrides")])
+def test_a_damaged_tuned_export_names_the_command_that_rewrites_it(line, again, tmp_path, monkeypatch):
+    monkeypatch.setenv(COMMAND_VARIABLE, line)
+    tuned_path(tmp_path, "cell").parent.mkdir(parents=True)
+    tuned_path(tmp_path, "cell").write_text('{"lr": 0.1')
+    with pytest.raises(StoreError, match=f"not a readable tuned configuration .*; delete it and {again}"):
+        read_tuned(tmp_path, "cell")
 
 
 def test_load_empty_store_says_how_to_fill_it(tmp_path):

@@ -30,6 +30,7 @@ from suite.study.cell import Job, final_lock, run_cell
 from suite.study.presets import cell_config, expand, validate
 from suite.study.runner import study_and_report
 from suite.tune.storage import default_journal, open_storage
+from suite.tune.summary import UNREACHED
 from suite.tune.tuner import cell_name_of, tune_cell
 
 TWO_CELLS = [
@@ -125,7 +126,7 @@ def test_a_cell_held_by_another_process_is_waited_for(tmp_path):
     threading.Timer(0.5, lock.release).start()
     summary = run_cell(as_job, wait=True, echo=said.append)
     assert said == [f"{cell_name_of(job)}: waiting for {worker_id()}, which is training this cell's final runs."]
-    assert summary["lr_source"] == "tuned" and summary["trained"] == 2
+    assert summary["lr_source"] == UNREACHED and summary["trained"] == 2  # 30 steps stay short of the target
 
 
 def first_cell(cfg):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -80,7 +81,40 @@ def targets_of(cfg: DictConfig) -> dict[str, Target]:
         except TypeError as e:
             raise ConfigError(f"targets.{task}: {e}; write {{metric: <name>, value: <v>}} or "
                               f"{{metric: <name>, relative: <fraction>}}.") from None
+        except ConfigError as e:
+            raise ConfigError(f"targets.{task}: {e}") from None
     return out
+
+
+def check_targets(targets: dict[str, Target], rows: pd.DataFrame) -> None:
+    """Each stored task's target against its runs (the report has no task objects): a metric the runs
+    store (no accuracy without a classifier, no excess loss without a known optimum), a training
+    loss no lower than the optimum they record."""
+    for task, target in targets.items():
+        mine = rows[rows["task"] == task]
+        if mine.empty:
+            continue
+        stored = [m for m in METRICS if mine[m].notna().any() and not m.startswith("test")]
+        fix = f"set targets.{task}.metric=<one of those> (and its value), or targets.{task}=null"
+        if target.metric not in stored:
+            raise ConfigError(f"targets.{task}: {target.describe()} cannot be met: {task}'s runs store no "
+                              f"{target.metric} (they store {', '.join(stored)}); {fix}.")
+        floor = mine["optimal_loss"].min()
+        if target.metric == "train_loss" and target.value is not None and target.value < floor:
+            raise ConfigError(f"targets.{task}: {target.describe()} cannot be met: the training loss of {task} is "
+                              f"never below its optimum {floor:.6g}; give a value above it, or use excess_loss.")
+
+
+def damaged_traces(root: Path, notes: list[str], notice: Callable[[str], object]) -> None:
+    """Name the traces that cannot be read (their runs are drawn without them), in the README and on stderr."""
+    damaged = RunStore(root).damaged_traces()
+    if damaged:
+        names = ", ".join(f"`traces/{p.name}`" for p in damaged)
+        text = (f"damaged trace file(s) {names} (not readable parquet): those runs are drawn without their "
+                f"mini-batch losses; the study command that stored them (suite-study or suite-train with the "
+                f"same overrides) rebuilds them by training their runs again")
+        notes.append(text + ".")
+        notice(f"notice: {text.replace('`', '')}; suite-report reads everything else.")
 
 
 FORMATS = ("png", "pdf", "svg")
@@ -130,12 +164,15 @@ def load_rows(root: Path) -> pd.DataFrame:
     return rows
 
 
-def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[str]) -> Context:
+def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[str],
+                  env: dict | None = None) -> Context:
     """Everything the sections read: rows, per-run summaries, cells, trials, flags, the study.
     Runs of abandoned configurations (:mod:`suite.report.data.reported`) are left out of all of it
     but ``stored`` (``runs.csv``)."""
     targets, study, notes = targets_of(cfg), read_study(root), []
+    env = read_environment(root) if env is None else env
     rows = annotate(load_rows(root))
+    check_targets(targets, rows)
     stored = summarize_runs(rows, targets)
     exports = link(read_exports(root, notes), stored)
     stored["abandoned"] = abandoned(stored, exports, study)
@@ -149,10 +186,10 @@ def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[st
     tunings = pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
     tunings = flag_cells(tunings, trials)
     opts = FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, confidence=confidence)
-    sources = {t: target_source(t, study, list(overrides)) for t in targets}
+    sources = {t: target_source(t, study, list(overrides), env) for t in targets}
     return Context(root, out, cfg, targets, rows, runs, _primary(tunings), _primary(trials), opts, study=study,
-                   env=read_environment(root), sources=sources, configs=configs, notes=notes, alpha=alpha,
-                   stored=stored, tunings=tunings)
+                   env=env, sources=sources, configs=configs, notes=notes, alpha=alpha, stored=stored,
+                   tunings=tunings)
 
 
 def _primary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -160,13 +197,21 @@ def _primary(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["retune"] == 0].reset_index(drop=True) if len(frame) else frame
 
 
-def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print) -> Path:
-    """Build the whole report; return the path of its README."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
+                 notice: Callable[[str], object] = _stderr, environment: dict | None = None) -> Path:
+    """Build the whole report; return the path of its README. ``notice`` gets what the report leaves
+    out (damaged traces); ``environment``: the study's, as it reads once the invocation writing this
+    report has finished (default: ``environment.json``)."""
     root = Path(results_dir)
     cfg = load_config(root, overrides)
     check_options(cfg)
     out = root / f".report.tmp-{os.getpid()}"
-    ctx = build_context(root, out, cfg, overrides)
+    ctx = build_context(root, out, cfg, overrides, environment)
+    damaged_traces(root, ctx.notes, notice)
     shutil.rmtree(out, ignore_errors=True)
     try:
         out.mkdir(parents=True)

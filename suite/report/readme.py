@@ -287,17 +287,19 @@ def flags(ctx: Context) -> list[str]:
     t = ctx.trials
     if not len(t):
         return []
-    edge, fallback = t[t["edge"].astype(bool)], t[t["lr_fallback"].astype(bool)]
+    edge, fallback, unreached = (t[t[f].astype(bool)] for f in ("edge", "lr_fallback", "lr_unreached"))
     lines = [f"- **edge of range** (†): {_where(r)}: {r['edge']}" for _, r in edge.iterrows()]
     lines += [f"- **registry-default lr** (‡): {_where(r)}: {r['lr_source']}" for _, r in fallback.iterrows()]
+    lines += [f"- **target not reached in tuning** (§): {_where(r)}: {r['lr_source']}; its lr is the trial closest "
+              f"to the target" for _, r in unreached.iterrows()]
     for (task, part), g in t[t["unresolved"].astype(bool)].groupby(["task_label", "part"], sort=False):
         known = t[(t["task_label"] == task) & (t["part"] == part)]["resolution_resolved"].map(
             lambda r: isinstance(r, bool))
         cells = ", ".join(f"{r['optimizer']} at {r['batch_label']}" for _, r in g.iterrows())
         lines.append(f"- **unresolved optimum** (◦; fewer than two other trials within the tuner's tolerance of the "
                      f"best): {task} / {part}: {len(g)} of {int(known.sum())} tuned cells: {cells}")
-    return ["## Flags", "", "Cells compared at an lr that is not a resolved, interior tuned optimum (marked †, ‡ "
-            "and ◦ in the tables):", "", *lines, ""] if lines else []
+    return ["## Flags", "", "Cells compared at an lr that is not a resolved, interior tuned optimum (marked †, ‡, "
+            "§ and ◦ in the tables):", "", *lines, ""] if lines else []
 
 
 def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: list[Section],
@@ -321,7 +323,7 @@ def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: li
         f"configuration is a final one counts as that run). Rows are batch sizes (`64×16` = micro-batch 64 × 16 "
         f"accumulation steps; GD = full batch, SGD = batch 1). Every table is also written as LaTeX (booktabs, "
         f"for `\\input`) and CSV.", "",
-        *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"])),
+        *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"]), ctx.env),
         statistics_text(ctx), "",
         *environment(ctx), *hyperparameters(ctx), *flags(ctx),
         "All numbers in one place: [`cells.csv`](cells.csv) (one line per cell and tuning — `part`, `retune` — "

@@ -4,15 +4,18 @@
 The checks are the registry contract the suite's own entries pass in its tests: it builds every
 implementation it declares and a step moves the parameters; it lowers a regression loss at its
 default lr; the same seed gives the same curve and another seed another; every hyperparameter
-has a valid range and values outside it are refused; its state is the size it declares; stacked
-training equals separate runs where it declares stacking exact; and a short run on every task
-at its default lr does not diverge (full batch where the entry is full-batch only). Exit status
-of the command: 0 every check passed (or was skipped, with the reason), 1 one failed, 2 bad input.
+has a valid range and values outside it are refused; its state is the size it declares; every
+mechanism the suite applies to an optimizer works on it (``suite.run.mechanisms``: the copy a
+target's replay starts from continues bit for bit, its ``state_dict`` survives a round trip,
+eval mode and closure where declared); stacked training equals separate runs where it declares
+stacking exact; and a short run on every task at its default lr does not diverge (full batch
+where the entry is full-batch only). A check that raises is a failure that names the exception.
+Exit status of the command: 0 every check passed (or was skipped, with the reason), 1 one
+failed, 2 bad input.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch
@@ -22,34 +25,22 @@ from suite.bench.steps import optimizer_step, state_bytes
 from suite.optim.build import build_optimizer
 from suite.optim.external import DECLARATIONS
 from suite.optim.registry import OptimizerSpec, get_spec, resolve_hparams
+from suite.run.mechanisms import (Check, closure_check, curve, eval_mode_check, round_trip_check, run_spec,
+                                  snapshot_check)
 from suite.run.prepare import register_optimizer, set_threads
 from suite.tasks import TASKS, build_task
 from suite.train.parity import stacking_parity
 from suite.train.single import train
-from suite.types import DataError, EvalSpec, RunResult, RunSpec, Task
+from suite.types import DataError, EvalSpec, RunResult, Task
 
 SHORT_STEPS = 20
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # PASS | FAIL | SKIP
-    detail: str
-
-
-def _spec(name: str, hparams: Mapping[str, Any], task: Task, **kw) -> RunSpec:
-    entry = get_spec(name)
-    base = dict(task=task.name, optimizer=name, hparams=dict(hparams), lr=entry.lr_default,
-                batch_size=task.n_train if entry.full_batch_only else min(32, task.n_train), warmup_steps=1)
-    return RunSpec(**{**base, **kw})
 
 
 def short_run(name: str, hparams: Mapping[str, Any], task: Task, steps: int = SHORT_STEPS) -> RunResult:
     """``steps`` steps of ``task`` at the entry's default lr (batch 8, or full for full-batch-only
     entries), evaluated on a 256-sample training subset at start, middle and end."""
     batch = task.n_train if get_spec(name).full_batch_only else min(8, task.n_train)
-    return train(task, _spec(name, hparams, task, batch_size=batch, epochs=steps * batch / task.n_train,
+    return train(task, run_spec(name, hparams, task, batch_size=batch, epochs=steps * batch / task.n_train,
                              max_steps=steps, eval=EvalSpec(points=3, train_subset=256)))
 
 
@@ -104,7 +95,7 @@ def _builds(entry: OptimizerSpec, hparams: Mapping[str, Any]) -> Check:
 
 def _descends(name: str, hparams: Mapping[str, Any]) -> Check:
     task = build_task({"name": "regression", "n": 512, "n_val": 64, "n_test": 64})
-    spec = _spec(name, hparams, task, epochs=8.0, eval=EvalSpec(points=6))
+    spec = run_spec(name, hparams, task, epochs=8.0, eval=EvalSpec(points=6))
     r = train(task, spec)
     first, last = r.rows[0]["train_loss"], r.rows[-1]["train_loss"]
     ok = not r.diverged and last < 0.9 * first
@@ -112,16 +103,12 @@ def _descends(name: str, hparams: Mapping[str, Any]) -> Check:
                  f"train loss {first:.4g} -> {last:.4g}" + ("" if ok else " (needs < 0.9x: check lr_default)"))
 
 
-def _curve(result: RunResult) -> list[tuple]:
-    return [tuple(v for k, v in sorted(row.items()) if k != "time_s") for row in result.rows]
-
-
 def _deterministic(name: str, hparams: Mapping[str, Any]) -> Check:
     task = build_task({"name": "regression", "n": 512, "n_val": 64, "n_test": 64})
-    a, b, other = (train(task, _spec(name, hparams, task, epochs=2.0, seed=s)) for s in (3, 3, 4))
-    if _curve(a) != _curve(b):
+    a, b, other = (train(task, run_spec(name, hparams, task, epochs=2.0, seed=s)) for s in (3, 3, 4))
+    if curve(a) != curve(b):
         return Check("deterministic", "FAIL", "two runs with the same seed gave different curves")
-    if _curve(other) == _curve(a):
+    if curve(other) == curve(a):
         return Check("deterministic", "FAIL", "another seed gave the same curve (does the class ignore the data?)")
     return Check("deterministic", "PASS", "same seed, same curve; another seed, another curve")
 
@@ -172,8 +159,21 @@ def check_optimizer(name: str, hparams: Mapping[str, Any] | None = None) -> list
     """Every conformance check of a registered entry, at ``hparams`` (default: its defaults)."""
     entry = get_spec(name)
     hp = resolve_hparams(name, hparams or {})
-    return [_builds(entry, hp), _descends(name, hp), _deterministic(name, hp), _bounds(entry), _state(entry, hp),
-            _parity(entry, hp), *_short_runs(name, hp)]
+    checks = [("builds", lambda: _builds(entry, hp)), ("descends", lambda: _descends(name, hp)),
+              ("deterministic", lambda: _deterministic(name, hp)), ("bounds", lambda: _bounds(entry)),
+              ("state size", lambda: _state(entry, hp)), ("snapshot and replay", lambda: snapshot_check(name, hp)),
+              ("state_dict round trip", lambda: round_trip_check(name, hp)),
+              ("eval mode", lambda: eval_mode_check(name, hp)), ("closure", lambda: closure_check(name, hp)),
+              ("stacking parity", lambda: _parity(entry, hp))]
+    return [_guarded(check_name, check) for check_name, check in checks] + _short_runs(name, hp)
+
+
+def _guarded(name: str, check: Callable[[], Check]) -> Check:
+    """A check's outcome; one that raises fails with the exception (what a study would have met)."""
+    try:
+        return check()
+    except Exception as e:  # noqa: BLE001 - whatever the optimizer raises is the finding
+        return Check(name, "FAIL", f"raised {type(e).__name__}: {e}")
 
 
 def verdict(entry: OptimizerSpec, hparams: Mapping[str, Any], checks: list[Check]) -> str:

@@ -25,9 +25,12 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
     store = RunStore(cfg.results_dir)
     store.ensure_writable()
     rid = prepared.run_id
-    if store.has(rid) and not cfg.force:
+    stored = store.has(rid)
+    if stored and not cfg.force:
         echo(f"run {rid} is already stored at {store.path(rid)}; skipped (force=true re-runs it).")
         return None
+    if not stored and store.path(rid).exists():
+        echo(f"run {rid}: its trace {store.traces / f'{rid}.parquet'} is damaged; training the run again rebuilds it.")
     result = train(prepared.task, prepared.spec, progress=bool(cfg.progress))
     frame, path = store_run(store, prepared.spec, prepared.task, prepared.config, result)
     echo(summary(frame, path))

@@ -90,6 +90,8 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     task_options, opt_options = dict(c["task"]), dict(c["optimizer"])
     entry = TASKS[check_task_name(V.check_name("task", task_options.get("name")))]
     V.task_option_types(entry.name, task_options, entry.defaults)
+    if "data_seed" in task_options:
+        V.seed("task.data_seed", task_options["data_seed"])
     V.check_name("optimizer", opt_options.get("name"))
     opt = register_optimizer(opt_options)
     opt_name, impl = opt_options.pop("name"), opt_options.pop("impl", "auto")
@@ -105,6 +107,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     reduction = V.choice("accumulation_reduction", c["accumulation_reduction"], REDUCTIONS)
     dtype = V.choice("dtype", c["dtype"], tuple(DTYPES))
     device = resolve_device(str(c["device"]))
+    target = V.target(c.get("target"))
     task = build_task(task_options)
     batch_size = resolve_batch_size(c["batch_size"], task.n_train)
     if opt.full_batch_only and batch_size != task.n_train:
@@ -118,9 +121,9 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
             f"accumulation_steps={k!r} must be a positive integer that divides batch_size={batch_size} "
             f"(micro_batch = batch_size / accumulation_steps)."
         )
-    for key in ("warmup_steps", "seed"):
-        if not V.is_int(c[key]) or c[key] < 0:
-            raise ConfigError(f"{key}={c[key]!r} must be an integer >= 0.")
+    if not V.is_int(c["warmup_steps"]) or c["warmup_steps"] < 0:
+        raise ConfigError(f"warmup_steps={c['warmup_steps']!r} must be an integer >= 0.")
+    V.seed("seed", c["seed"])
     if not (V.is_number(c["divergence_factor"]) and c["divergence_factor"] > 1):
         raise ConfigError(f"divergence_factor={c['divergence_factor']!r} must be a number > 1.")
     spec = RunSpec(
@@ -128,7 +131,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         accumulation_steps=k, accumulation_reduction=reduction, sampling=sampling, epochs=epochs,
         max_steps=max_steps, max_seconds=max_seconds, eval=eval_spec, warmup_steps=c["warmup_steps"],
         divergence_factor=float(c["divergence_factor"]), impl=impl, device=device, dtype=dtype,
-        lr_schedule=V.lr_schedule(c.get("lr_schedule")), target=V.target(c.get("target")),
+        lr_schedule=V.lr_schedule(c.get("lr_schedule")), target=target.check_task(task) if target else None,
         stop_at_target=c.get("stop_at_target", False),
     )
     if tuned:
@@ -138,11 +141,8 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 
 
 def set_threads(threads: Any) -> None:
-    if threads is None:
-        return
-    if not V.is_int(threads) or threads < 1:
-        raise ConfigError(f"threads={threads!r} must be null or an integer >= 1.")
-    torch.set_num_threads(threads)
+    if V.threads(threads) is not None:
+        torch.set_num_threads(threads)
 
 
 def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str],

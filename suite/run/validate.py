@@ -62,6 +62,37 @@ def results_dir(value: Any) -> str:
     return value
 
 
+# torch takes 64-bit seeds, but the batch order and the noise scale seed their generators with
+# 1_000_003 * seed + ..., which must stay within 64 bits; 2^32 - 1 keeps every seed well inside.
+SEED_MAX = 2**32 - 1
+
+
+def seed(name: str, value: Any) -> int:
+    if not is_int(value) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{name}={value!r} is invalid; a seed is an integer from 0 to {SEED_MAX} (2^32 - 1), "
+                          f"e.g. {name}=0.")
+    return value
+
+
+def seeds(name: str, value: Any) -> list[int]:
+    """A non-empty list of distinct seeds (a repeated seed would be the same run twice)."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{name}={value!r} is invalid; give a list of seeds, e.g. {name}=[0,1,2].")
+    for s in value:
+        seed(f"{name} entry", s)
+    repeated = sorted({s for s in value if list(value).count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{name}={list(value)} repeats seed(s) {', '.join(map(str, repeated))}: a seed is one run, "
+                          f"so a repeat adds nothing; give distinct seeds, e.g. {name}={sorted(set(value))}.")
+    return list(value)
+
+
+def threads(value: Any) -> int | None:
+    if value is not None and (not is_int(value) or value < 1):
+        raise ConfigError(f"threads={value!r} must be null or an integer >= 1.")
+    return value
+
+
 def flags(c: Mapping[str, Any]) -> None:
     for key in FLAGS:
         if key in c and not isinstance(c[key], bool):

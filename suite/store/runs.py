@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 import pyarrow.parquet as pq
 
 from suite.store.locks import alive, io_error, worker_id
-from suite.types import ROW_SCHEMA, StoreError
+from suite.types import ROW_SCHEMA, StoreError, command
 
 # pandas dtype in ROW_SCHEMA -> the Arrow types a stored column may have
 ARROW_TYPES = {"str": ("string", "large_string", "null"), "int64": ("int64",), "float64": ("double",),
@@ -77,28 +78,45 @@ class RunStore:
     def path(self, rid: str) -> Path:
         return self.runs / f"{rid}.parquet"
 
-    def _check(self, path: Path) -> None:
+    def problem(self, path: Path) -> str | None:
+        """Why the run file ``path`` cannot be taken as a run (damaged, or not the suite's), or None."""
         try:
             problem = schema_problem(path)
         except Exception as e:  # pyarrow raises several types for damaged files
-            raise StoreError(
-                f"{path} is not a readable parquet file ({type(e).__name__}: {e}). It was left untouched: move it "
-                f"away or delete it, then re-run the same command: it trains that run again under the same id "
-                f"(a tuning trial with its parameters, checked against the value its study holds)."
-            ) from None
+            return f"not a readable parquet file ({type(e).__name__})"
+        return f"not a run file of this suite: {problem} (see suite.types.ROW_SCHEMA)" if problem else None
+
+    def _check(self, path: Path) -> None:
+        problem = self.problem(path)
         if problem:
-            raise StoreError(
-                f"{path} is not a run file of this suite: {problem} (see suite.types.ROW_SCHEMA). It was left "
-                f"untouched: move it out of {self.runs} (that directory holds only the suite's run files)."
-            )
+            raise damaged_error(self.runs, [(path, problem)])
 
     def has(self, rid: str) -> bool:
-        """True if the run is stored; a damaged file under its name is an error, never overwritten."""
+        """True if the run is stored whole. A damaged run file is an error, never overwritten; a
+        damaged trace makes the run count as not stored, so the command trains it again and writes
+        both files anew (its rows are deterministic, so they come back as they were)."""
         path = self.path(rid)
         if not path.exists():
             return False
         self._check(path)
-        return True
+        return trace_problem(self.traces / path.name) is None
+
+    def survey(self, notice: Callable[[str], object]) -> None:
+        """One pass over every stored file, before a command writes anything: all damaged run files in
+        one error; damaged traces named in one notice (their runs are trained again when the command
+        reaches them, see :meth:`has`)."""
+        files = sorted(self.runs.glob("*.parquet")) if self.runs.is_dir() else []
+        damaged = [(path, problem) for path in files if (problem := self.problem(path))]
+        if damaged:
+            raise damaged_error(self.runs, damaged)
+        traces = self.damaged_traces()
+        if traces:
+            notice(f"damaged trace file(s) under {self.traces}: {', '.join(p.name for p in traces)} (not readable "
+                   f"parquet); {command()} trains their runs again when it reaches them, which rebuilds them.")
+
+    def damaged_traces(self) -> list[Path]:
+        files = sorted(self.traces.glob("*.parquet")) if self.traces.is_dir() else []
+        return [path for path in files if trace_problem(path)]
 
     def write(self, frame: pd.DataFrame, trace: pd.DataFrame | None = None) -> Path:
         """Store a run's rows (and its trace first: the rows' file is what marks a run as stored)."""
@@ -108,12 +126,14 @@ class RunStore:
         return _write_atomic(frame, self.path(rid), f"storing run {rid} in {self.runs}")
 
     def load_traces(self, run_ids=None) -> pd.DataFrame:
-        """The stored traces (of ``run_ids``, or all) as one table; empty when none is stored."""
+        """The readable stored traces (of ``run_ids``, or all) as one table; empty when none is. A
+        damaged trace is left out (:meth:`damaged_traces` names them)."""
         files = sorted(self.traces.glob("*.parquet")) if self.traces.is_dir() else []
         if run_ids is not None:
             wanted = set(run_ids)
             files = [f for f in files if f.stem in wanted]
-        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+        frames = [frame for frame in map(_read_trace, files) if frame is not None]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def read(self, rid: str) -> pd.DataFrame:
         """The stored rows of one run (checked)."""
@@ -122,13 +142,51 @@ class RunStore:
         return pd.read_parquet(path)
 
     def load(self) -> pd.DataFrame:
-        """All stored rows as one table; names every damaged or foreign file instead of crashing on one."""
+        """All stored rows as one table; every damaged or foreign file is named, all in one error."""
         files = sorted(self.runs.glob("*.parquet")) if self.runs.is_dir() else []
         if not files:
             raise StoreError(f"no runs stored under {self.runs}; train some first (suite-train results_dir={self.root}).")
-        for path in files:
-            self._check(path)
+        damaged = [(path, problem) for path in files if (problem := self.problem(path))]
+        if damaged:
+            raise damaged_error(self.runs, damaged)
         return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+
+
+def trace_problem(path: Path) -> str | None:
+    """Why the trace file ``path`` cannot be read, or None (also when there is none: runs stored
+    before traces existed have none)."""
+    if not path.exists():
+        return None
+    try:
+        pq.read_metadata(path)
+    except Exception as e:  # pyarrow raises several types for damaged files
+        return type(e).__name__
+    return None
+
+
+def _read_trace(path: Path) -> pd.DataFrame | None:
+    try:
+        return pd.read_parquet(path)
+    except Exception:  # damaged: named by RunStore.damaged_traces, left out here
+        return None
+
+
+def damaged_error(runs: Path, damaged: list[tuple[Path, str]]) -> StoreError:
+    """One message for every damaged or foreign run file found, with the fix for the command the user ran."""
+    one = len(damaged) == 1
+    if command() == "suite-report":
+        then = ("then run suite-report again: it reports the other runs (the suite-study or suite-train command "
+                "that stored a run stores it again under the same id)")
+    else:
+        then = (f"then re-run {command()}: it trains {'that run' if one else 'those runs'} again under the same "
+                f"id{'' if one else 's'} (a tuning trial with its parameters, checked against the value its study "
+                f"holds)")
+    if one:
+        (path, problem), = damaged
+        return StoreError(f"{path} is {problem}. It was left untouched: move it out of {runs} (or delete it), {then}.")
+    listed = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
+    return StoreError(f"{len(damaged)} files under {runs} are not readable runs of this suite ({listed}). They were "
+                      f"left untouched: move them out of {runs} (or delete them), {then}.")
 
 
 def _write_atomic(frame: pd.DataFrame, final: Path, what: str) -> Path:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 from suite.store.locks import HolderLock, io_error, worker_id
 from suite.store.runs import clean_stale_temporaries
-from suite.types import StoreError
+from suite.types import StoreError, command
 
 
 def tuned_path(results_dir: str | Path, name: str) -> Path:
@@ -24,8 +24,9 @@ def read_tuned(results_dir: str | Path, name: str) -> dict[str, Any] | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise StoreError(
-            f"{path} is not a readable tuned configuration ({e}); delete it and re-run suite-tune.") from None
+        again = command() if command() in ("suite-tune", "suite-study") else "suite-tune with the cell's overrides"
+        raise StoreError(f"{path} is not a readable tuned configuration ({type(e).__name__}: {e}); delete it and "
+                         f"re-run {again}: it exports the cell's best trial again from its Optuna study.") from None
 
 
 def write_tuned(results_dir: str | Path, name: str, payload: Mapping[str, Any]) -> Path:

@@ -16,14 +16,13 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from suite.run import validate as V
 from suite.run.execute import store_run
-from suite.run.prepare import prepare, set_threads
+from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
-from suite.train.stacked import stacking_pays, train_many
-from suite.tune.tuner import cell_name_of, tune_cell
-
-FALLBACK = "registry default (no tuning trial finished without diverging)"
+from suite.train.stacked import to_train, train_many
+from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
 
 
 def notice(message: str) -> None:
@@ -39,12 +38,16 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
     return HolderLock(Path(results_dir) / "locks" / f"{cell}.final.lock")
 
 
+def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
+    return [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+
+
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
                echo: Callable[[str], Any] = notice) -> int | None:
     """Train the cell's chosen configuration once per seed (stacked), skipping stored runs; None if
     another process holds the cell's final runs and ``wait`` is False."""
     store = RunStore(cfg.results_dir)
-    prepared = [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+    prepared = _final_configs(cfg, seeds, lr, hparams)
     cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
     lock = final_lock(cfg.results_dir, cell)
 
@@ -54,19 +57,15 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     if not lock.acquire(blocking=wait, on_wait=waiting):
         return None
     try:
-        todo = [p for p in prepared if not store.has(p.run_id)]
-        if not todo:
-            return 0
-        # A stack of another size rounds differently: retrain the stored seeds with the rest, so
-        # every final run has the value an uninterrupted study gives it.
-        task, specs = todo[0].task, [p.spec for p in prepared]
-        runs = prepared if stacking_pays(task, specs) else todo
-        results = train_many(task, [p.spec for p in runs], progress=bool(cfg.progress))
-        missing = {p.run_id for p in todo}
-        for p, result in zip(runs, results):
-            if p.run_id in missing:
-                store_run(store, p.spec, p.task, p.config, result)
-        return len(todo)
+        missing = [not store.has(p.run_id) for p in prepared]
+        # A stack of another composition rounds differently: the stored seeds train again with the
+        # missing ones where they train stacked, so every final run has the uninterrupted study's value.
+        todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
+        results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
+        for k, result in zip(todo, results):
+            if missing[k]:
+                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result)
+        return sum(missing)
     finally:
         lock.release()
 
@@ -93,23 +92,58 @@ class Job:
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
 
 
+def check_job(job: Job) -> None:
+    """Every check :func:`run_cell` makes before it trains, made without training or writing anything:
+    the cell's run config (threads, budget, evaluation, target against its task, ...; the final seeds
+    are checked with the study's axes) and its tuning config."""
+    cfg = OmegaConf.create(job.config)
+    V.threads(cfg.get("threads"))
+    if job.tuning is not None:
+        check_tuning(OmegaConf.create(job.tuning))
+    if job.tuning != job.config:  # else the tuning config was this one (a task is costly to build twice)
+        prepare(OmegaConf.merge(cfg, {"lr": job.lr}))
+
+
+def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[str, Any], str]:
+    """The lr, searched hyperparameters and lr source of a cell's final runs, from its tuning export
+    ``best`` (None for an untuned cell)."""
+    if job.tuning is None:
+        return job.lr, {}, f"fixed (study.lr={job.lr})" if job.lr is not None else "registry default (study.tune=false)"
+    if best["lr"] is None:
+        return None, {}, best["lr_source"]
+    return best["lr"], best.get("hparams", {}), best["lr_source"]
+
+
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
     """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started = time.perf_counter()
     cfg = OmegaConf.create(job.config)
     set_threads(cfg.get("threads"))
-    lr, hparams = job.lr, {}
-    source = f"fixed (study.lr={job.lr})" if job.lr is not None else "registry default (study.tune=false)"
+    best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
-        if best["lr"] is None:
-            source = FALLBACK
-        else:
-            lr, hparams, source = best["lr"], best.get("hparams", {}), "tuned"
+    lr, hparams, source = _choice(job, best)
     trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
     if trained is None:
         return None
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
+
+
+def finished_summary(job: Job) -> dict[str, Any] | None:
+    """What ``run_cell`` would return for a finished cell (its tuning exported after all its trials,
+    every final run stored), without running anything or writing; None if the cell has work left."""
+    best = None
+    if job.tuning is not None:
+        tuning = OmegaConf.create(job.tuning)
+        best = load_tuned(tuning.results_dir, tuning)
+        if best is None or best.get("n_finished", 0) < tuning.tune.n_trials:
+            return None
+    lr, hparams, source = _choice(job, best)
+    cfg = OmegaConf.create(job.config)
+    store = RunStore(cfg.results_dir)
+    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams)):
+        return None
+    return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}

@@ -23,26 +23,28 @@ from suite.run.prepare import Prepared, prepare
 from suite.store.identity import run_id
 from suite.store.runs import RunStore
 from suite.study.presets import Cell, cell_config
-from suite.train.stacked import train_many
+from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import load_tuned
 from suite.types import ConfigError
 
 
 def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> int:
-    """Train the configurations not stored yet (one cell: stacked where it pays); return how many."""
-    store, todo = RunStore(cfg.results_dir), []
-    for run_cfg in configs:
+    """Train the configurations not stored yet (one cell: stacked where it pays, with the stored
+    ones where it does, so each has the value an uninterrupted study gives it); return how many."""
+    store, groups = RunStore(cfg.results_dir), {}
+    for run_cfg in configs:  # train_many wants one cell: group by everything but lr and seed
         prepared = prepare(run_cfg)
-        config = {**prepared.config, "purpose": purpose}
-        if not store.has(run_id(config)):
-            todo.append(Prepared(prepared.spec, prepared.task, config))
-    groups: dict[str, list[Prepared]] = {}
-    for p in todo:  # train_many wants one cell: group by everything but lr and seed
+        p = Prepared(prepared.spec, prepared.task, {**prepared.config, "purpose": purpose})
         groups.setdefault(f"{p.spec.optimizer}/{p.spec.batch_size}/{p.spec.hparams}", []).append(p)
+    trained = 0
     for group in groups.values():
-        for p, result in zip(group, train_many(group[0].task, [p.spec for p in group])):
-            store_run(store, p.spec, p.task, p.config, result, tags={"purpose": purpose})
-    return len(todo)
+        missing = [not store.has(run_id(p.config)) for p in group]
+        todo = to_train(group[0].task, [p.spec for p in group], missing)
+        for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])):
+            if missing[k]:
+                store_run(store, group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+        trained += sum(missing)
+    return trained
 
 
 BOUNDARY_FACTORS = (0.8, 0.9, 0.95, 0.98, 1.02, 1.05, 1.1, 1.25)  # × 2/L: GD diverges above 1

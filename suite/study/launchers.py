@@ -1,7 +1,8 @@
-"""Where a study's cells run: in this process, in N local processes, or as submitit jobs.
+"""Where a study's cells run: in this process, in N local processes, or as submitit jobs
+(``suite.study.cluster``: SLURM job arrays, what the driver guarantees, its checks).
 
-Existing engines only: ``concurrent.futures`` for local processes and submitit (its local
-executor here, SLURM on a cluster). Each cell is one job; a job tunes its cell (Optuna storage
+Existing engines only: ``concurrent.futures`` for local processes and submitit (SLURM on a
+cluster, its local executor elsewhere). Each cell is one job; a job tunes its cell (Optuna storage
 shared through ``tune.storage``) and trains its final runs; the runs store is shared through
 the file system. Every worker sets its torch thread count so N workers do not oversubscribe.
 
@@ -15,13 +16,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from suite.study.cell import Job, run_cell
+from suite.study.cluster import check_submitit, run_cells
 from suite.types import ConfigError
 
 Jobs = list[Job]
@@ -57,28 +58,17 @@ def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, di
                     yield label, summary
 
 
-def _submitit(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
-    try:
-        import submitit
-    except ImportError:
-        raise ConfigError("study.launcher=submitit needs submitit: pip install submitit "
-                          "(or pip install -e '.[cluster]').") from None
-    opts = cfg.study.submitit
-    folder = Path(str(opts.folder or Path(cfg.results_dir) / "submitit")) / "%j"
-    executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster)
-    params = {k: v for k, v in OmegaConf.to_container(opts.parameters, resolve=True).items() if v is not None}
-    executor.update_parameters(slurm_array_parallelism=int(cfg.study.workers), **params)
-    limited = [job.with_threads(params.get("cpus_per_task")) for job in jobs]
-    submitted = executor.map_array(run_cell, limited)
-    labels = {sub.job_id: job.label for sub, job in zip(submitted, jobs)}
-    for sub in submitit.helpers.as_completed(submitted):
-        yield labels[sub.job_id], sub.result()
-
-
 LAUNCHERS: dict[str, Callable[[Jobs, DictConfig, tqdm], Iterable[tuple[str, dict]]]] = {
     "local": lambda jobs, cfg, bar: (_in_process if int(cfg.study.workers) == 1 else _processes)(jobs, cfg, bar),
-    "submitit": _submitit,
+    "submitit": run_cells,
 }
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    """Refuse launcher settings the cells cannot run with, before the study writes anything (one
+    line that names the setting); an unknown ``study.launcher`` is the presets' check."""
+    if cfg.study.get("launcher") == "submitit":
+        check_submitit(cfg)
 
 
 def launch(jobs: Jobs, cfg: DictConfig) -> list[dict[str, Any]]:

@@ -104,13 +104,6 @@ def axis(study: DictConfig, task: str, key: str) -> Any:
     return own[key] if key in own else OmegaConf.to_container(study, resolve=True)[key]
 
 
-def _seeds(name: str, seeds: Any) -> list[int]:
-    if not isinstance(seeds, list) or not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0
-                                                       for s in seeds):
-        raise ConfigError(f"{name}={seeds} is invalid; give integers >= 0, e.g. {name}=[0,1,2].")
-    return seeds
-
-
 def _task_section(study: DictConfig, key: str, task: str) -> dict[str, Any]:
     """``study.<key>.<task>`` as a dict ({} where absent)."""
     section = study.get(key) or {}
@@ -150,7 +143,7 @@ def validate(study: DictConfig) -> dict[str, int]:
                           f"study.batch_sizes={list(study.batch_sizes)} has no full; add full or drop them.")
     _batch_sizes(list(study.batch_sizes))
     _accumulation(list(study.accumulation))
-    _seeds("study.seeds", list(study.seeds))
+    V.seeds("study.seeds", list(study.seeds))
     _check_axes(study)
     _check_protocol(study)
     for key in ("workers", "n_trials", "tune_batch"):
@@ -175,7 +168,7 @@ def _check_axes(study: DictConfig) -> None:
     for task in study.tasks:
         _batch_sizes(list(axis(study, task, "batch_sizes")))
         _accumulation(list(axis(study, task, "accumulation")))
-        seeds = _seeds(f"seeds of {task}", list(axis(study, task, "seeds")))
+        seeds = V.seeds(f"study.axes.{task}.seeds", list(axis(study, task, "seeds")))
         tune_seeds = _tune_seeds(study, task)
         if study.tune and tune_seeds is not None and set(seeds) & set(tune_seeds):
             raise ConfigError(f"study.tune_seeds={tune_seeds} and the final seeds of {task} {seeds} overlap: a final "
@@ -187,7 +180,7 @@ def _tune_seeds(study: DictConfig, task: str) -> list[int] | None:
     """The tuning trials' seeds of ``task`` (None: trials train at the first final seed)."""
     seeds = _task_section(study, "axes", task).get("tune_seeds", study.get("tune_seeds"))
     seeds = OmegaConf.to_container(seeds) if OmegaConf.is_config(seeds) else seeds
-    return None if seeds is None else _seeds(f"tune seeds of {task}", list(seeds))
+    return None if seeds is None else V.seeds(f"study.tune_seeds of {task}", list(seeds))
 
 
 def _check_protocol(study: DictConfig) -> None:

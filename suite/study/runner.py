@@ -19,11 +19,12 @@ from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
 from suite.store.locks import HolderLock, alive, worker_id
 from suite.store.runs import RunStore
-from suite.study.cell import FALLBACK, Job, notice
-from suite.study.context import now, record_wall_time, write_context
+from suite.study.cell import Job, check_job, notice
+from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
-from suite.study.launchers import launch
+from suite.study.launchers import check_launcher, launch
 from suite.study.presets import Cell, cell_config, expand, validate
+from suite.tune.summary import FALLBACK, UNREACHED
 
 
 def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None) -> list[dict[str, Any]]:
@@ -32,15 +33,22 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     study = cfg.study
     check_keys(cfg, (*RUN_KEYS, "study", "report"), "")
     results_dir(cfg.results_dir)
-    sizes = validate(study)
-    RunStore(cfg.results_dir).ensure_writable()
-    write_context(cfg, started or now())
-    cells = expand(study, sizes)
+    cells = expand(study, validate(study))
+    jobs = [job_of(cfg, cell) for cell in cells]
+    check_launcher(cfg)
+    for job in jobs:  # every check a cell's job makes (threads, evaluation, budget, target, tuning, ...)
+        check_job(job)
+    changes = protocol_changes(cfg)
+    store = RunStore(cfg.results_dir)
+    store.survey(notice)
+    # Accepted: only now is anything written.
+    store.ensure_writable()
+    write_context(cfg, started or now(), changes)
     echo(f"study {study.name} ({study.get('protocol', 'budget')} protocol): {len(cells)} cells, "
          f"{len(study.seeds)} seed(s)"
          f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}, "
          f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}")
-    summaries = launch([job_of(cfg, cell) for cell in cells], cfg)
+    summaries = launch(jobs, cfg)
     extra = run_extras(cfg)
     if extra:
         echo(f"{extra} extra run(s) for the batch-size science (theory, lr scaling) trained now.")
@@ -64,14 +72,18 @@ def _clean_stale_reports(root: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def locked_report(root: str | Path) -> Path:
-    """The study's report, written by one process at a time (studies sharing a directory each end here)."""
+def locked_report(root: str | Path, started: str, seconds: float) -> Path:
+    """The study's report, written by one process at a time (studies sharing a directory each end here),
+    then this invocation's ``seconds`` recorded: a kill before that leaves it interrupted."""
     root = Path(root)
     lock = HolderLock(root / "locks" / "report.lock")
     lock.acquire(on_wait=lambda holder: notice(f"waiting for {holder}, which is writing the report of {root}."))
     try:
         _clean_stale_reports(root)
-        return write_report(root, echo=lambda *_: None)
+        report = write_report(root, echo=lambda *_: None, notice=notice,
+                              environment=finished_environment(root, started, seconds))
+        record_wall_time(root, started, seconds)
+        return report
     finally:
         lock.release()
 
@@ -85,8 +97,11 @@ def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> No
     if fallback:
         echo(f"{len(fallback)} cell(s) use the registry lr because no tuning trial finished without diverging "
              f"(the report marks them): {', '.join(fallback)}")
-    record_wall_time(cfg.results_dir, began, time.perf_counter() - started)
-    report = locked_report(cfg.results_dir)
+    unreached = [s["cell"] for s in summaries if s["lr_source"] == UNREACHED]
+    if unreached:
+        echo(f"{len(unreached)} cell(s) use the tuned lr of the trial closest to the target, since no tuning trial "
+             f"reached it (the report marks them): {', '.join(unreached)}")
+    report = locked_report(cfg.results_dir, began, time.perf_counter() - started)
     echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
          f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "
          f"Report: {report}")

@@ -1,7 +1,9 @@
-"""Devices, dtypes and the training clock."""
+"""Devices, dtypes, the training clock, and the global random state a replay runs under."""
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Iterator
 
 import torch
 
@@ -45,3 +47,28 @@ class Clock:
             synchronize(self.device)
             self.elapsed += time.perf_counter() - self.t0
             self.t0 = None
+
+
+RngState = tuple[torch.Tensor, torch.Tensor | None]  # torch's global CPU generator, and the device's
+
+
+def rng_state(device: torch.device) -> RngState:
+    """The global random state a run's step may draw from (an optimizer that adds noise, dropout)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+@contextlib.contextmanager
+def rng_as(state: RngState, device: torch.device) -> Iterator[None]:
+    """Run under ``state`` (from :func:`rng_state`), then put the global random state back as it
+    was: a replay draws what the run drew, and the run continues as if it had not happened."""
+    before = rng_state(device)
+    cpu, dev = state
+    torch.set_rng_state(cpu)
+    if dev is not None:
+        torch.cuda.set_rng_state(dev, device)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(before[0])
+        if before[1] is not None:
+            torch.cuda.set_rng_state(before[1], device)

@@ -14,9 +14,11 @@ serializes a GPU queue; on other devices the losses stay on the device and are r
 (its last row is that step, with that step's mini-batch loss), but its parameters, which are
 NaN or exploded by then, were evaluated a few steps later.
 
-Steps to target (when ``RunSpec.target`` is set): the engine's state is copied at every
-evaluation; when a configuration first meets its target at an evaluation, the segment since the
-previous one is replayed from that copy (same batches, same arithmetic: the same trajectory) and
+Steps to target (when ``RunSpec.target`` is set): the engine's state (model, the whole
+optimizer, schedule, batch streams) and the global random state are copied at every evaluation;
+when a configuration first meets its target at an evaluation, the segment since the previous one
+is replayed from that copy (same batches, same arithmetic, same random draws: the same
+trajectory, and the run then continues as if no replay had happened) and
 evaluated every ``max(1, 5% of its start step)`` steps, so the first step that meets the target is
 known to within 5% (one step early on), whatever the evaluation cadence. The replay is not timed.
 Every step's mini-batch loss is kept as a compact trace (``suite.train.trace``).
@@ -39,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from suite.train.device import Clock
+from suite.train.device import Clock, RngState, rng_as, rng_state
 from suite.train.evaluation import Stats, eval_row, eval_splits
 from suite.train.noise import noise_scale
 from suite.train.schedule import schedule
@@ -120,7 +122,7 @@ class Loop:
         device = self.task.train.x.device
         self.clock = Clock(device)
         self.check_every = check_every or (1 if device.type == "cpu" else DEVICE_CHECK_EVERY)
-        self.snap: tuple[int, Engine] | None = None  # (step, engine copy) at the last evaluation
+        self.snap: tuple[int, Engine, RngState] | None = None  # (step, engine copy, random state) at the last eval
 
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
         """Evaluate (not timed) the live configurations at ``positions``; append their rows at ``steps``."""
@@ -207,7 +209,8 @@ class Loop:
     def keep_snapshot(self, step: int) -> None:
         """Copy the engine's state while a live configuration still seeks its target."""
         seeking = any(self.configs[i].seeking for i in self.engine.live())
-        self.snap = (step, self.engine.snapshot()) if seeking else None
+        device = self.task.train.x.device
+        self.snap = (step, self.engine.snapshot(), rng_state(device)) if seeking else None
 
     def find_targets(self, ids: Sequence[int], step: int) -> None:
         """Configurations whose newest row (at ``step``) first meets their target: locate the step."""
@@ -225,8 +228,13 @@ class Loop:
     def replay(self, ids: list[int], stop: int) -> None:
         """Replay the segment since the last snapshot, evaluating the target's split every
         ``TARGET_RESOLUTION`` × its start step, to find each configuration's first step meeting it."""
-        start, engine = self.snap
+        start, engine, rng = self.snap
         self.snap = None  # consumed: it is advanced below
+        with rng_as(rng, self.task.train.x.device):
+            self.locate(engine, ids, start, stop)
+
+    def locate(self, engine: Engine, ids: list[int], start: int, stop: int) -> None:
+        """Step ``engine`` (at ``start``) towards ``stop``, evaluating as it goes; set ``ids``' steps to target."""
         target = self.spec.target
         split = eval_splits(self.task, self.spec.eval)[SPLIT_OF[target.metric]]
         every, last, step, pending = max(1, int(TARGET_RESOLUTION * start)), start, start, list(ids)

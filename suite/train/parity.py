@@ -39,7 +39,7 @@ def _check(optimizer: str, hparams: dict[str, Any]) -> str | None:
     spec = RunSpec(task=task.name, optimizer=optimizer, hparams=hparams, lr=lr, batch_size=task.n_train,
                    dtype="float64", impl="forloop")
     models = [task.make_model(s).double() for s in seeds]
-    stack = Stack(stack_models([task.make_model(s).double() for s in seeds]), range(2), lrs, spec)
+    stack = Stack(stack_models([task.make_model(s).double() for s in seeds]), lrs, spec)
     opts = [build_optimizer(optimizer, m.parameters(), lr_k, hparams, "forloop")[0] for m, lr_k in zip(models, lrs)]
     loss = stacked_loss(task.loss)
     x, y = task.train.x, task.train.y

@@ -9,6 +9,7 @@ step's batch instead; which step a run uses is decided once, so the ordinary ste
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -18,6 +19,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from suite.optim.build import build_optimizer
 from suite.optim.registry import get_spec
+from suite.optim.restore import restore_optimizer
 from suite.train.batches import BatchStream, Selector, micro_batches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate
@@ -108,8 +110,8 @@ class SingleEngine:
         device, dtype = torch.device(spec.device), DTYPES[spec.dtype]
         self.task, self.spec = task.to(device, dtype), spec
         self.model = self.task.make_model(spec.seed).to(device, dtype)
-        self.opt, self.impl = build_optimizer(spec.optimizer, self.model.parameters(), spec.lr, spec.hparams,
-                                              spec.impl)
+        self.impl = spec.impl
+        self.opt = self._build(self.model)
         self.factor = lr_factor(spec.lr_schedule, total_steps(spec, self.task.n_train))
         self.scheduler = start_schedule(self.opt, self.factor)
         self.batches = BatchStream(self.task.n_train, spec.batch_size, spec.sampling, spec.seed, device)
@@ -118,6 +120,12 @@ class SingleEngine:
         self._live = [0]
         self._bind()
 
+    def _build(self, model: nn.Module) -> torch.optim.Optimizer:
+        """The run's optimizer over ``model``'s parameters (the implementation that runs is kept)."""
+        spec = self.spec
+        opt, self.impl = build_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams, self.impl)
+        return opt
+
     def _bind(self) -> None:
         self.step = make_step(self.model, self.opt, self.task, self.spec, self.batches, self.scheduler)
 
@@ -125,13 +133,29 @@ class SingleEngine:
         return self._live
 
     def evaluate(self, positions: Sequence[int], splits: Sequence[Split] | None = None) -> list[tuple[Stats, ...]]:
-        if self.eval_mode:  # schedule-free: evaluate the averaged point x, then train at y again
-            self.opt.eval()
         chunk = self.spec.eval.batch
-        stats = tuple(evaluate(self.model, self.task, split, chunk) for split in (splits or self.splits))
-        if self.eval_mode:
-            self.opt.train()
+        with self._eval_point():
+            stats = tuple(evaluate(self.model, self.task, split, chunk) for split in (splits or self.splits))
         return [stats]
+
+    @contextlib.contextmanager
+    def _eval_point(self) -> Iterator[None]:
+        """Schedule-free: evaluate the averaged point x (eval mode), then train at y again. ``train()``
+        recomputes y from x in floating point (not bit for bit), so y itself is put back: the
+        trajectory does not depend on when a run is evaluated (a target's replay evaluates more often)."""
+        if not self.eval_mode:
+            yield
+            return
+        params = list(self.model.parameters())
+        y = [p.detach().clone() for p in params]
+        self.opt.eval()
+        try:
+            yield
+        finally:
+            self.opt.train()
+            with torch.no_grad():
+                for p, kept in zip(params, y):
+                    p.copy_(kept)
 
     def drop(self, ids: set[int]) -> None:
         if 0 in ids:
@@ -141,10 +165,13 @@ class SingleEngine:
         return self.model
 
     def snapshot(self) -> SingleEngine:
-        """A copy in the current state (model, optimizer, schedule, batch stream) to replay from."""
+        """A copy in the current state (model, optimizer, schedule, batch stream) to replay from: a
+        fresh optimizer from the entry over the copied model, given this one's whole state
+        (:func:`suite.optim.restore.restore_optimizer`; a deep copy would lose its attributes)."""
         twin = SingleEngine.__new__(SingleEngine)
         twin.__dict__.update(self.__dict__)
-        twin.model, twin.opt = copy.deepcopy((self.model, self.opt))
+        twin.model = copy.deepcopy(self.model)
+        twin.opt = restore_optimizer(self.opt, twin._build(twin.model))
         twin.scheduler = copy_schedule(self.scheduler, twin.opt, self.factor)
         twin.batches, twin._live = self.batches.clone(), list(self._live)
         twin._bind()

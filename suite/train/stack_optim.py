@@ -29,38 +29,29 @@ import copy
 from typing import Callable, Sequence
 
 import torch
-from torch import Tensor, nn
 
 from suite.optim.build import build_optimizer
-from suite.train.schedule import copy_schedule, start_schedule
+from suite.optim.restore import restore_optimizer
+from suite.train.schedule import start_schedule
 from suite.train.stack_models import Stacked
 from suite.types import RunSpec
 
 
-def _replace_tensor(model: nn.Module, name: str, value: Tensor, parameter: bool) -> None:
-    owner, _, leaf = name.rpartition(".")
-    module = model.get_submodule(owner)
-    if parameter:
-        setattr(module, leaf, nn.Parameter(value))
-    else:
-        module.register_buffer(leaf, value)
-
-
 class Stack:
-    """The live configurations ``ids``: their stacked model and one optimizer stepped at lr = 1.
+    """K configurations: their stacked model and one optimizer stepped at lr = 1.
 
     All parameters live in one flat buffer (each parameter a contiguous view of it), so the
     per-configuration scaling of the update is one ``lerp`` over the whole model however many
-    parameter tensors it has. ``lrs`` are per configuration, in the order of ``ids``.
+    parameter tensors it has. ``lrs`` are per configuration, in the model's order.
 
     A learning-rate schedule (``factor``, common to the stack) is a ``LambdaLR`` on the one
     optimizer: it steps at lr = f(t) instead of 1, so each configuration moves by
-    ``lr_k·f(t)·Δ``, its own scheduled step. ``steps_done`` resumes it after :meth:`keep`.
+    ``lr_k·f(t)·Δ``, its own scheduled step. ``steps_done`` starts it that many steps in (a copy).
     """
 
-    def __init__(self, model: Stacked, ids: Sequence[int], lrs: Sequence[float], spec: RunSpec,
+    def __init__(self, model: Stacked, lrs: Sequence[float], spec: RunSpec,
                  factor: Callable[[int], float] | None = None, steps_done: int = 0):
-        self.model, self.ids, self.lrs, self.spec, self.factor = model, list(ids), list(lrs), spec, factor
+        self.model, self.lrs, self.spec, self.factor = model, list(lrs), spec, factor
         self._flatten()
         self.opt, self.impl = build_optimizer(spec.optimizer, list(model.parameters()), 1.0, spec.hparams, spec.impl)
         self.scheduler = start_schedule(self.opt, factor, steps_done)
@@ -69,7 +60,7 @@ class Stack:
     def _flatten(self) -> None:
         """Put every parameter into one flat buffer (each a view of its slice)."""
         params = list(self.model.parameters())
-        k, ref = len(self.ids), params[0]
+        k, ref = len(self.lrs), params[0]
         self.flat = torch.empty(sum(p.numel() for p in params), dtype=ref.dtype, device=ref.device)
         offset = 0
         for p in params:
@@ -83,14 +74,17 @@ class Stack:
         self.weight = torch.cat([lr.repeat_interleave(p.numel() // k) for p in params])
 
     def clone(self) -> Stack:
-        """An independent copy in the same state (parameters, optimizer state, schedule)."""
-        twin = copy.deepcopy(self)  # one deepcopy: the optimizer keeps pointing at the copied parameters
-        twin._flatten()  # a deep copy does not keep the parameters' aliasing of the flat buffer
-        twin.scheduler = copy_schedule(self.scheduler, twin.opt, self.factor)
+        """An independent copy in the same state (parameters, the whole optimizer, schedule): a
+        fresh stack over a copy of the model, given the optimizer's state as
+        :func:`suite.optim.restore.restore_optimizer` restores it (a deep copy would lose the
+        optimizer's attributes)."""
+        done = self.scheduler.last_epoch if self.scheduler is not None else 0
+        twin = Stack(copy.deepcopy(self.model), self.lrs, self.spec, self.factor, done)
+        restore_optimizer(self.opt, twin.opt)
         return twin
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.lrs)
 
     def step(self) -> None:
         """One optimizer step of every configuration, each at its own lr (see the module doc)."""
@@ -99,31 +93,3 @@ class Stack:
         torch.lerp(self.snapshot, self.flat, self.weight, out=self.flat)  # θ + lr_k·Δ
         if self.scheduler is not None:
             self.scheduler.step()
-
-    @torch.no_grad()
-    def keep(self, positions: Sequence[int]) -> "Stack":
-        """A smaller stack of the configurations at ``positions``, with their optimizer state.
-
-        Dropped configurations (diverged, pruned, finished) stop costing compute; the kept ones
-        continue exactly: their parameters and state slices are copied unchanged.
-        """
-        k, pos = len(self.ids), torch.tensor(list(positions), device=self.flat.device)
-
-        def take(t: Tensor) -> Tensor:
-            return t.reshape(k, -1)[pos].reshape(len(pos) * (t.shape[0] // k), *t.shape[1:])
-
-        states = []
-        for name, p in list(self.model.named_parameters()):
-            state = self.opt.state.get(p, {})
-            states.append({key: take(v) if torch.is_tensor(v) and v.shape == p.shape else v
-                           for key, v in state.items()})
-            _replace_tensor(self.model, name, take(p.detach()), parameter=True)
-        for name, b in list(self.model.named_buffers()):
-            _replace_tensor(self.model, name, take(b), parameter=False)
-        done = self.scheduler.last_epoch if self.scheduler is not None else 0
-        stack = Stack(self.model, [self.ids[i] for i in positions], [self.lrs[i] for i in positions], self.spec,
-                      self.factor, done)
-        for p, state in zip(stack.model.parameters(), states):
-            if state:
-                stack.opt.state[p] = state
-        return stack

@@ -9,8 +9,9 @@ each configuration's update by its lr is exact for entries that declare it).
 
 :class:`StackEngine` is the loop's engine for a stack (``suite.train.loop`` is the same loop a
 single run uses): each configuration sees its seed's batches and gets the rows of its single
-run; one that diverges, is pruned or runs out of time leaves the stack (its parameters stop
-changing; the others continue unchanged). :func:`train_many` stacks when it is exact and pays.
+run (to rounding: see :class:`StackEngine` for what its numbers depend on); one that diverges,
+is pruned or runs out of time stops there (its parameters stop changing; the others continue
+unchanged). :func:`train_many` stacks when it is exact and pays.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from suite.optim.registry import get_spec
 from suite.train.batches import StackBatches
 from suite.train.device import DTYPES
-from suite.train.evaluation import Stats, eval_splits, evaluate, evaluate_stacked
+from suite.train.evaluation import Stats, eval_splits, evaluate_stacked
 from suite.train.loop import Loop
 from suite.train.parity import stacking_parity
 from suite.train.schedule import lr_factor, total_steps
@@ -35,6 +36,15 @@ from suite.types import ConfigError, RunResult, RunSpec, Split, Task
 
 # RunSpec fields that may differ between the configurations of one stack.
 PER_CONFIG = ("lr", "seed")
+# How far a run's stored losses move (relative) when it trains in a stack of another composition
+# (alone included) or with another torch thread count; the same stack and threads give the same
+# bits. Measured (CPU, torch 2.13; the tutorials' 7 optimizers at their default lr and 3x): another
+# stack, float32 <= 7e-6 over the quick study's 500-step runs and up to 1.4e-4 after 4,000 steps
+# (AdamW, the kappa = 100 regression), float64 <= 1e-14 and 4e-13; 2 threads instead of 1, zero on
+# regression and tiny_mlp (ops too small to split) and on float64, float32 <= 1.2e-6 over 100 steps
+# of the 2k Fashion-MNIST slice. Rounding differences grow with the steps taken (fastest near the
+# edge of stability), so these bounds hold for runs of the presets' length, not for any run.
+REPRODUCE_RTOL = {"float32": 1e-3, "float64": 1e-11}
 
 
 def cell_mismatch(specs: Sequence[RunSpec]) -> str | None:
@@ -90,10 +100,30 @@ def stacking_pays(task: Task, specs: Sequence[RunSpec]) -> bool:
     return params * specs[0].micro_batch <= STACK_WORK_LIMIT
 
 
+def to_train(task: Task, specs: Sequence[RunSpec], needed: Sequence[bool]) -> list[int]:
+    """Which of ``specs`` (one stack's configurations, in order) to train so that the ``needed``
+    ones get the values their stack gives them: all of them when they train stacked (a stacked
+    configuration's numbers depend on the stack's composition, see :class:`StackEngine`), else
+    the needed ones alone (a single run is exact whatever trains beside it)."""
+    if not any(needed):
+        return []
+    return list(range(len(specs))) if stacking_pays(task, specs) else [k for k, n in enumerate(needed) if n]
+
+
 class StackEngine:
     """The loop's engine for K configurations of one cell as one stacked model.
 
-    After the loop, ``final_state(i)`` is configuration i's parameters when it left the stack
+    The stack keeps its K configurations from the first step to the last: one that diverges, is
+    pruned or runs out of time leaves the *live* set (no more rows, and its parameters are kept
+    as they were then) but stays in the arithmetic until the whole stack ends. So each
+    configuration's numbers depend only on which configurations it was stacked with, in which
+    order (floating point rounds a stacked step differently from a single one, and a stack of
+    another size or order differently again), never on when the others stopped: retraining a
+    stack's configurations together reproduces every one of them bit for bit, whatever happened
+    to the others. Computing the finished ones costs little where stacking pays (a step is
+    framework overhead, shared by all K). Evaluations are stacked for the same reason.
+
+    After the loop, ``final_state(i)`` is configuration i's parameters when it left the live set
     (named as in the ordinary model's ``state_dict``), for checks and for saving models.
     """
 
@@ -106,18 +136,18 @@ class StackEngine:
         # One model per distinct seed (an lr sweep needs one): stacking copies the weights anyway.
         made = {seed: task.make_model(seed).to(device, dtype) for seed in dict.fromkeys(s.seed for s in specs)}
         factor = lr_factor(spec.lr_schedule, total_steps(spec, task.n_train))
-        self.stack: Stack | None = Stack(stack_models([made[s.seed] for s in specs], method), range(len(specs)),
-                                         [s.lr for s in specs], spec, factor)
+        self.stack = Stack(stack_models([made[s.seed] for s in specs], method), [s.lr for s in specs], spec, factor)
         self.template = next(iter(made.values()))  # an ordinary model to load one configuration into
         self.impl = self.stack.impl
-        self.seeds = [s.seed for s in specs]
-        self.batches = StackBatches(task, spec, self.seeds)
+        self.batches = StackBatches(task, spec, [s.seed for s in specs])
         self.loss = stacked_loss(task.loss)
         self.splits = eval_splits(task, spec.eval)
         self.final: dict[int, dict[str, Tensor]] = {}
+        self._live = list(range(len(specs)))  # configuration i is slice i of the stack
+        self._index = None  # the live slices as an index tensor, once some have left
 
     def live(self) -> list[int]:
-        return self.stack.ids if self.stack is not None else []
+        return self._live
 
     def step(self) -> Tensor:
         stack, spec = self.stack, self.spec
@@ -126,43 +156,35 @@ class StackEngine:
                   for x, y, shared in self.batches.next()))
         loss = accumulate(micro, spec.accumulation_steps, spec.accumulation_reduction)
         stack.step()
-        return loss
+        return loss if self._index is None else loss[self._index]
 
     def evaluate(self, positions: Sequence[int], splits: Sequence[Split] | None = None) -> list[tuple[Stats, ...]]:
-        """Many rows (an evaluation step): one stacked evaluation of the whole stack. A few rows (a
-        divergence, a time-out): each of those configurations alone as an ordinary model, like its
-        single run, instead of evaluating all K for a few."""
-        stack, chunk, splits = self.stack, self.spec.eval.batch, splits or self.splits
-        if 4 * len(positions) < len(stack):
-            return [tuple(evaluate(unstack(stack.model, pos, self.template), self.task, split, chunk)
-                          for split in splits) for pos in positions]
-        chunk = max(1, chunk // len(stack))  # the single run's eval memory, split K ways
+        """The live configurations at ``positions``, from one stacked evaluation of all K."""
+        stack, splits = self.stack, splits or self.splits
+        chunk = max(1, self.spec.eval.batch // len(stack))  # the single run's eval memory, split K ways
         stacked = [evaluate_stacked(stack.model, self.loss, self.task, split, chunk, len(stack)) for split in splits]
-        return [tuple(s[pos] for s in stacked) for pos in positions]
+        return [tuple(s[self._live[pos]] for s in stacked) for pos in positions]
 
     def snapshot(self) -> StackEngine:
-        """A copy in the current state (the live stack, its optimizer and schedule, the batch streams)."""
+        """A copy in the current state (the stack, its optimizer and schedule, the batch streams)."""
         twin = StackEngine.__new__(StackEngine)
         twin.__dict__.update(self.__dict__)
-        twin.stack = self.stack.clone() if self.stack is not None else None
-        twin.batches, twin.final = self.batches.clone(), {}
+        twin.stack, twin.batches = self.stack.clone(), self.batches.clone()
+        twin.final, twin._live = {}, list(self._live)
         twin.template = copy.deepcopy(self.template)
         return twin
 
     def drop(self, ids: set[int]) -> None:
-        if not ids or self.stack is None:
-            return
-        for pos, i in enumerate(self.stack.ids):
-            if i in ids:  # its parameters stop changing here: keep a copy, named as in the ordinary model
-                self.final[i] = {n: t.detach().clone() for n, t in self.stack.model.config_state(pos).items()}
-        kept = [pos for pos, i in enumerate(self.stack.ids) if i not in ids]
-        self.stack = self.stack.keep(kept) if kept else None
-        if kept:
-            self.batches.keep([self.seeds[i] for i in self.stack.ids])
+        """Configurations ``ids`` leave the live set (their parameters are kept as they are now)."""
+        for i in ids & set(self._live):
+            self.final[i] = {n: t.detach().clone() for n, t in self.stack.model.config_state(i).items()}
+        self._live = [i for i in self._live if i not in ids]
+        if len(self._live) < len(self.stack):
+            self._index = torch.tensor(self._live, dtype=torch.long, device=self.task.train.x.device)
 
     def model_at(self, position: int) -> nn.Module:
         """Configuration ``position`` as an ordinary model (the template, loaded with its weights)."""
-        return unstack(self.stack.model, position, self.template)
+        return unstack(self.stack.model, self._live[position], self.template)
 
     def final_state(self, i: int) -> dict[str, Tensor]:
         if i not in self.final:
@@ -179,7 +201,7 @@ class StackedRun:
         self.loop = Loop(self.engine, specs, on_eval)
 
     @property
-    def stack(self) -> Stack | None:
+    def stack(self) -> Stack:
         return self.engine.stack
 
     @property

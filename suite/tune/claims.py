@@ -18,11 +18,18 @@ lost that way (or to Ctrl-C, a full disk, a torn journal record) is **queued aga
 parameters and its slot (``retry_of``): the next ask of any worker pops it (Optuna serves queued
 trials first), so the study evaluates the same point in the same slot and a rerun reproduces the
 uninterrupted one. Queued retries are claimable work, never "running elsewhere".
+
+Every claimed trial also records its **stack** (user attribute ``stack``): the slots of the trials
+it is first trained with, in stack order. A stacked step rounds differently with other company,
+so whatever retrains a trial (a retry, a lost run file) trains it in that stack again, and a
+retry keeps it. The pruner never compares a trial with the trials of its own stack
+(:class:`StackBlindPruner`): in an uninterrupted run none of them is finished while it trains, so
+a retried stack split between two workers must not see its own first half finished either.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -31,6 +38,7 @@ from suite.store.locks import alive, worker_id  # noqa: F401  (worker_id: re-exp
 
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+STACK = "stack"  # user attribute: the slots a trial is trained with (its own included), in stack order
 
 
 def slot_of(trial: FrozenTrial) -> int:
@@ -95,6 +103,8 @@ def release(study: optuna.Study, trial: FrozenTrial | optuna.Trial, retry: bool)
     attrs: dict[str, Any] = {"retry_of": number}
     if slot is not None:
         attrs["slot"] = slot
+    if STACK in trial.user_attrs:
+        attrs[STACK] = trial.user_attrs[STACK]
     study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
 
 
@@ -111,3 +121,52 @@ def claim(study: optuna.Study, n_trials: int, worker: str) -> optuna.Trial | Non
         trial.set_user_attr("slot", _new_slot(live_before))
     trial.set_user_attr("worker", worker)
     return trial
+
+
+def record_stacks(trials: Sequence[optuna.Trial], slots: Sequence[int]) -> list[list[int]]:
+    """The stack of each of a batch's claimed ``trials`` (holding ``slots``): the one recorded on it
+    (a retry keeps the stack it was first trained in), else this batch's trials without one,
+    recorded now, before anything is trained."""
+    fresh = [slot for trial, slot in zip(trials, slots) if STACK not in trial.user_attrs]
+    stacks = []
+    for trial in trials:
+        recorded = trial.user_attrs.get(STACK)
+        if recorded is None:
+            trial.set_user_attr(STACK, fresh)
+        stacks.append(list(fresh if recorded is None else recorded))
+    return stacks
+
+
+def params_of_slot(study: optuna.Study, slot: int) -> dict[str, Any] | None:
+    """The parameters of the latest trial holding ``slot`` (finished, running or queued), or None."""
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number, reverse=True):
+        if slot_of(t) == slot and not t.user_attrs.get("surplus"):
+            params = t.params or t.system_attrs.get("fixed_params")
+            if params:
+                return dict(params)
+    return None
+
+
+class StackBlindPruner(optuna.pruners.BasePruner):
+    """``inner``, deciding for a trial as if the other trials of its stack were not in the study."""
+
+    def __init__(self, inner: optuna.pruners.BasePruner):
+        self.inner = inner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        stack = trial.user_attrs.get(STACK)
+        return self.inner.prune(study if stack is None else _StudyWithout(study, stack), trial)
+
+
+class _StudyWithout:
+    """A view of ``study`` whose ``get_trials`` leaves out the trials of ``stack``."""
+
+    def __init__(self, study: optuna.Study, stack: list[int]):
+        self._study, self._stack = study, list(stack)
+
+    def get_trials(self, deepcopy: bool = True, states=None) -> list[FrozenTrial]:
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if t.user_attrs.get(STACK) != self._stack]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)

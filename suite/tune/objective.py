@@ -8,11 +8,14 @@
 
 Either way a diverged trial scores worse than every finished one (a finite value: NaN would give
 the sampler nothing), and the value the pruner sees at each evaluation is "smaller is better".
+:class:`Outcome` is what a trial's runs say to its study, from their results or their stored rows.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
+from suite.store.runs import RunStore
 from suite.train.schedule import total_steps
 from suite.types import SHORTFALL_CAP, RunResult, RunSpec, unreached_value
 
@@ -57,3 +60,53 @@ def intermediate(spec: RunSpec, row: dict) -> float:
         return row["val_loss"]
     value = row[spec.target.metric]
     return -value if spec.target.maximize else value
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a trial's runs say to its study: its objective (:func:`trial_value`; None when pruned),
+    whether it diverged, and the values the pruner was given."""
+
+    pruned: bool
+    diverged: bool
+    diverged_step: int
+    value: float | None
+    reports: list[tuple[int, float]]  # (step, intermediate value) the pruner was given
+
+    @classmethod
+    def of_result(cls, spec: RunSpec, n_train: int, result: RunResult) -> Outcome:
+        value = None if result.pruned else trial_value(spec, n_train, result)
+        return cls(result.pruned, result.diverged, result.steps, value, [])
+
+    @classmethod
+    def of_results(cls, specs: list[RunSpec], n_train: int, results: list[RunResult]) -> Outcome:
+        """A trial's outcome from its runs (one per tuning seed): the mean of their values; pruned
+        when its first run (the one the pruner follows) was; diverged when any run did."""
+        outcomes = [cls.of_result(s, n_train, r) for s, r in zip(specs, results)]
+        first = outcomes[0]
+        value = None if first.pruned else sum(o.value for o in outcomes if o.value is not None) / len(outcomes)
+        diverged = [o for o in outcomes if o.diverged]
+        return cls(first.pruned, bool(diverged), diverged[0].diverged_step if diverged else first.diverged_step,
+                   value, [])
+
+    @classmethod
+    def of_rows(cls, specs: list[RunSpec], n_train: int, store: RunStore, rids: list[str]) -> Outcome:
+        """The outcome of a stored trial, read back from its runs' rows (nothing is trained)."""
+        results = [_stored_result(store, rid) for rid in rids]
+        outcome = cls.of_results(specs, n_train, results)
+        outcome.reports = reports_of(specs[0], results[0].rows[1:])
+        return outcome
+
+
+def _stored_result(store: RunStore, rid: str) -> RunResult:
+    rows = store.read(rid).sort_values("step")
+    last = rows.iloc[-1]
+    return RunResult(rows=rows.to_dict("records"), diverged=bool(last["diverged"]), steps=int(last["step"]),
+                     train_seconds=float(last["time_s"]), impl=str(last["optimizer_impl"]),
+                     pruned=bool(last["pruned"]), steps_to_target=float(last["steps_to_target"]))
+
+
+def reports_of(spec: RunSpec, rows: list[dict]) -> list[tuple[int, float]]:
+    """The (step, value) pairs a pruner is given for these evaluation rows (finite ones)."""
+    values = [(int(row["step"]), intermediate(spec, row)) for row in rows]
+    return [(step, v) for step, v in values if math.isfinite(v)]

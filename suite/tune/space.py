@@ -20,6 +20,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from suite.optim.registry import get_spec, resolve_hparams
+from suite.run import validate as V
 from suite.tune.options import check_options, search_list
 from suite.types import ConfigError
 
@@ -147,10 +148,8 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
     if stale is not None and (isinstance(stale, bool) or not isinstance(stale, (int, float)) or stale <= 0):
         raise ConfigError(f"tune.stale_after_s={stale!r} must be null or a number of seconds > 0.")
     seeds = t.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds or
-                              any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-        raise ConfigError(f"tune.seeds={seeds!r} must be null (the run's seed) or a list of integers >= 0, "
-                          f"e.g. tune.seeds=[1000,1001,1002]: each trial then trains once per seed.")
+    if seeds is not None:  # null: the run's seed; else each trial trains once per seed
+        seeds = V.seeds("tune.seeds", seeds)
     widen = t.get("widen", False)
     if not isinstance(widen, bool):
         raise ConfigError(f"tune.widen={widen!r} must be true or false.")
@@ -167,7 +166,7 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
         )
     return TuneSpec(
         n_trials=_count("n_trials", t.get("n_trials"), 1), batch=_count("batch", t.get("batch", 1), 1),
-        sampler=sampler, seed=_count("seed", t.get("seed", 0), 0), pruner=pruner, prune_after=float(prune_after),
+        sampler=sampler, seed=V.seed("tune.seed", t.get("seed", 0)), pruner=pruner, prune_after=float(prune_after),
         lr_range=(float(lr_range[0]), float(lr_range[1])), ranges=ranges, storage=storage,
         stale_after_s=None if stale is None else float(stale), options=options, widen=widen and sampler != "grid",
         seeds=None if seeds is None else tuple(seeds),

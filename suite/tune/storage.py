@@ -108,8 +108,9 @@ SCHEMES: dict[str, Callable[[str], object]] = {
 }
 
 
-def open_storage(url: str):
-    """An Optuna storage for ``url``; bad schemes, missing drivers and dead servers raise one clear error."""
+def check_url(url: str) -> str:
+    """``url`` with a scheme the suite can open (``postgres`` spelled ``postgresql``), else one clear
+    error; nothing is opened."""
     if not isinstance(url, str) or ":" not in url:
         raise ConfigError(
             f"tune.storage={url!r} is not a storage URL; use null (the journal file under results_dir), "
@@ -123,6 +124,13 @@ def open_storage(url: str):
             f"tune.storage={mask_url(url)!r}: unknown storage scheme {scheme!r}; valid schemes: "
             f"{', '.join(SCHEMES)} (e.g. postgresql://user:password@host:5432/db)."
         )
+    return url
+
+
+def open_storage(url: str):
+    """An Optuna storage for ``url``; bad schemes, missing drivers and dead servers raise one clear error."""
+    url = check_url(url)
+    scheme = url.split(":", 1)[0].split("+", 1)[0].lower()
     try:
         return SCHEMES[scheme](url)
     except ImportError as e:

@@ -2,6 +2,7 @@
 summary, the progress bar and the one-screen report."""
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
@@ -13,7 +14,11 @@ from suite.tune.claims import slot_of
 from suite.tune.objective import objective_name
 from suite.tune.space import values_of
 from suite.tune.storage import mask_url
-from suite.tune.trials import CellTuning
+from suite.tune.trials import CellTuning, run_ids_of
+
+# Where a cell's lr comes from when it is not simply its best trial's (lr_source in tuned/<cell>.json).
+FALLBACK = "registry default (no tuning trial finished without diverging)"
+UNREACHED = "tuned (no trial reached the target)"
 
 
 def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -37,11 +42,32 @@ def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTri
     return min(ok, key=lambda t: (t.value, t.number)) if ok else None
 
 
+def reached_target(cell: CellTuning, trial: optuna.trial.FrozenTrial) -> bool | None:
+    """Whether every run of ``trial`` (one per tuning seed) reached the cell's target, read from its
+    stored rows (None: the cell has no target, or the rows are gone)."""
+    if cell.base.spec.target is None:
+        return None
+    rids = run_ids_of(trial)
+    if not all(cell.store.path(rid).exists() for rid in rids):
+        return None
+    last = [cell.store.read(rid).sort_values("step").iloc[-1] for rid in rids]
+    return all(not row["diverged"] and math.isfinite(row["steps_to_target"]) for row in last)
+
+
+def lr_source(cell: CellTuning, best: optuna.trial.FrozenTrial | None) -> str:
+    """``tuned``; or why the cell's lr is not a tuned optimum: no trial finished without diverging,
+    or the best trial (the one closest to the target) did not reach it."""
+    if best is None:
+        return FALLBACK
+    return UNREACHED if reached_target(cell, best) is False else "tuned"
+
+
 def summarize(cell: CellTuning) -> dict[str, Any]:
     """The study's state and best configuration (lr and hyperparameters as the trial trained them)."""
     trials = cell.study.get_trials(deepcopy=False)
     best = best_trial(trials)
     lr, searched = (None, {}) if best is None else values_of(best.params, cell.tspec)
+    source = lr_source(cell, best)
     return {
         "cell": cell.name, "lr": lr, "hparams": searched,
         "params": None if best is None else best.params, "value": None if best is None else best.value,
@@ -50,8 +76,8 @@ def summarize(cell: CellTuning) -> dict[str, Any]:
         "n_trials": cell.tspec.n_trials, **counts(trials), "n_run_here": cell.ran,
         "sampler": cell.tspec.sampler_record(), "pruner": cell.tspec.pruner, "lr_range": list(cell.tspec.lr_range),
         "lr_range_initial": list(cell.initial_range or cell.tspec.lr_range), "widenings": cell.widenings,
-        "edge": cell.edge, "lr_source": "tuned" if best is not None else "registry default (no tuning trial "
-        "finished without diverging)",
+        "edge": cell.edge, "lr_source": source,
+        **({"target_reached": source != UNREACHED} if cell.base.spec.target is not None and best else {}),
         "ranges": {k: list(v) for k, v in cell.tspec.ranges.items()}, "storage": mask_url(cell.url),
         "cell_config": cell_identity(cell.base.spec, cell.base.config["task_options"], cell.tspec.searched),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -87,6 +113,8 @@ def report(s: Mapping[str, Any]) -> str:
     slot = f" (slot {s['slot']})" if s.get("slot") not in (None, s["trial"]) else ""
     lines += [f"  best: trial {s['trial']}{slot}  lr={s['lr']:.6g}{extra}  value {s['value']:.6g}  "
               f"(run {s['run_id']}; objective: {s['objective']})",
+              *([f"  no trial reached the target: lr_source '{UNREACHED}' (the trial closest to it)"]
+                if s.get("lr_source") == UNREACHED else []),
               f"  lr range {s['lr_range']}" + (f" (widened {s['widenings']}x from {s['lr_range_initial']})"
                                                 if s.get("widenings") else "")
               + (f"; at an edge: {s['edge']}" if s.get("edge") else ""),

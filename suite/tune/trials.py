@@ -9,16 +9,20 @@ and scores the mean of its runs' values (a noisy objective otherwise rewards a l
 runs are ``run_ids``, the first also ``run_id``.
 
 A batch is trained as one stack, all its rows are stored, and only then is any trial told. So a
-rerun after a kill finds either a batch none of whose trials was told (all queued again: trained
-again as the same stack, so every value is bit-identical to an uninterrupted run's), or a batch
-whose untold trials are all stored (their outcome is read back, their reports replayed, nothing is
-trained). A trial told complete whose run file is missing is retrained at the next start and its
-value checked against the one its study keeps.
+rerun after a kill finds either a batch none of whose trials was told (all queued again), or a
+batch whose untold trials are all stored (their outcome is read back, their reports replayed,
+nothing is trained). A trial told complete whose run file is missing is retrained at the next
+start and its value checked against the one its study keeps.
+
+Whatever retrains a trial trains it in the stack recorded at its first claim (``stack``, see
+``suite.tune.claims``), with the other members rebuilt from the study where this worker does not
+hold them (their results are dropped): a stacked configuration's numbers depend on its stack's
+composition and order only (``suite.train.stacked.StackEngine``), so a retried batch split between
+two workers, or a lost run file, gives bit for bit the value the first training gave.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import zlib
 from typing import Any, Callable
 
@@ -31,14 +35,14 @@ from suite.run.execute import store_run
 from suite.run.prepare import Prepared
 from suite.store.identity import run_config, run_id
 from suite.store.runs import RunStore
-from suite.train.stacked import stacking_pays, train_many
-from suite.tune.claims import FINISHED, release, slot_of, worker_id
+from suite.train.stacked import to_train, train_many
+from suite.tune.claims import FINISHED, STACK, params_of_slot, release, slot_of, worker_id
 from suite.tune.journal import Journal
-from suite.tune.objective import intermediate, trial_value
+from suite.tune.objective import Outcome, reports_of
 from suite.tune.space import SAMPLERS, AskTellGridSampler, TuneSpec, values_of
 from suite.types import RunResult, RunSpec, StoreError, SuiteError
 
-AGREE_RTOL = 1e-4  # a redone trial and its study agree to float tolerance (stacks of other sizes round differently)
+Runs = dict[int, tuple[list[RunSpec], list[dict[str, Any]]]]  # slot -> its runs' specs and identities (one per seed)
 
 
 @dataclasses.dataclass
@@ -81,6 +85,10 @@ class Claimed:
     slot: int
     specs: list[RunSpec]
     configs: list[dict[str, Any]]
+    stack: list[int] = dataclasses.field(default_factory=list)  # the slots it trains with (recorded)
+
+    def __post_init__(self):
+        self.stack = self.stack or [self.slot]  # alone until its batch's stack is recorded
 
     @property
     def run_ids(self) -> list[str]:
@@ -101,56 +109,6 @@ def trial_runs(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[l
 
 def run_ids_of(t: FrozenTrial) -> list[str]:
     return list(t.user_attrs.get("run_ids") or [t.user_attrs["run_id"]])
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What a trial's run says to its study: its objective (``suite.tune.objective``; None when
-    pruned), whether it diverged, and the values the pruner was given."""
-
-    pruned: bool
-    diverged: bool
-    diverged_step: int
-    value: float | None
-    reports: list[tuple[int, float]]  # (step, intermediate value) the pruner was given
-
-    @classmethod
-    def of_result(cls, spec: RunSpec, n_train: int, result: RunResult) -> Outcome:
-        value = None if result.pruned else trial_value(spec, n_train, result)
-        return cls(result.pruned, result.diverged, result.steps, value, [])
-
-    @classmethod
-    def of_results(cls, specs: list[RunSpec], n_train: int, results: list[RunResult]) -> Outcome:
-        """A trial's outcome from its runs (one per tuning seed): the mean of their values; pruned
-        when its first run (the one the pruner follows) was; diverged when any run did."""
-        outcomes = [cls.of_result(s, n_train, r) for s, r in zip(specs, results)]
-        first = outcomes[0]
-        value = None if first.pruned else sum(o.value for o in outcomes if o.value is not None) / len(outcomes)
-        diverged = [o for o in outcomes if o.diverged]
-        return cls(first.pruned, bool(diverged), diverged[0].diverged_step if diverged else first.diverged_step,
-                   value, [])
-
-    @classmethod
-    def of_rows(cls, specs: list[RunSpec], n_train: int, store: RunStore, rids: list[str]) -> Outcome:
-        """The outcome of a stored trial, read back from its runs' rows (nothing is trained)."""
-        results = [_stored_result(store, rid) for rid in rids]
-        outcome = cls.of_results(specs, n_train, results)
-        outcome.reports = reports_of(specs[0], results[0].rows[1:])
-        return outcome
-
-
-def _stored_result(store: RunStore, rid: str) -> RunResult:
-    rows = store.read(rid).sort_values("step")
-    last = rows.iloc[-1]
-    return RunResult(rows=rows.to_dict("records"), diverged=bool(last["diverged"]), steps=int(last["step"]),
-                     train_seconds=float(last["time_s"]), impl=str(last["optimizer_impl"]),
-                     pruned=bool(last["pruned"]), steps_to_target=float(last["steps_to_target"]))
-
-
-def reports_of(spec: RunSpec, rows: list[dict]) -> list[tuple[int, float]]:
-    """The (step, value) pairs a pruner is given for these evaluation rows (finite ones)."""
-    values = [(int(row["step"]), intermediate(spec, row)) for row in rows]
-    return [(step, v) for step, v in values if math.isfinite(v)]
 
 
 def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
@@ -176,36 +134,52 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
     cell.ran += 1
 
 
-def _train(cell: CellTuning, batch: list[Claimed], stored: list[list[bool]]) -> dict[int, Outcome]:
-    """Train the batch's unstored runs; the whole batch when it trains as one stack, so each value
-    is the one an uninterrupted run gets (a stack of another size rounds differently)."""
-    task = cell.base.task
-    runs = [(i, j) for i, c in enumerate(batch) for j in range(len(c.specs))]  # (trial, seed) pairs
-    specs = [batch[i].specs[j] for i, j in runs]
-    todo = list(range(len(runs))) if stacking_pays(task, specs) else [
-        k for k, (i, j) in enumerate(runs) if not stored[i][j]]
+def train_stack(cell: CellTuning, stack: list[int], own: Runs, needed: Callable[[int, int], bool],
+                prune: Callable[[int, dict], bool]) -> dict[tuple[int, int], RunResult]:
+    """Train the ``needed`` runs (slot, seed index) of ``own`` trials as members of their ``stack``:
+    when the stack trains stacked, all its runs train together (members not in ``own`` rebuilt
+    from the study), else the needed runs alone (a single run is exact whatever trains beside it).
+    ``prune(slot, row)`` decides for an own trial's first run. Returns own trials' results."""
+    members = {slot: own.get(slot) or _rebuilt(cell, slot) for slot in stack}
+    pairs = [(slot, j) for slot, runs in members.items() if runs for j in range(len(runs[0]))]
+    specs = [members[slot][0][j] for slot, j in pairs]
+    todo = to_train(cell.base.task, specs, [slot in own and needed(slot, j) for slot, j in pairs])
 
     def on_eval(k: int, row: dict) -> bool:
-        i, j = runs[todo[k]]
-        reported = reports_of(specs[todo[k]], [row]) if j == 0 else []  # the pruner follows the first seed
-        if not reported:
-            return False
-        trial = batch[i].trial
-        trial.report(reported[0][1], reported[0][0])
-        return trial.should_prune()
+        slot, j = pairs[todo[k]]
+        return slot in own and j == 0 and prune(slot, row)  # the pruner follows the first seed
 
-    results = dict(zip(todo, train_many(task, [specs[k] for k in todo], on_eval=on_eval)))
-    for k, result in results.items():
-        i, j = runs[k]
-        if not stored[i][j]:
-            tags = {"study": cell.name, "trial": batch[i].slot}
-            store_run(cell.store, batch[i].specs[j], task, batch[i].configs[j], result, tags=tags)
-    out = {}
-    for i, c in enumerate(batch):
-        ks = [k for k, (ti, _) in enumerate(runs) if ti == i]
-        if all(k in results for k in ks):
-            out[i] = Outcome.of_results(c.specs, task.n_train, [results[k] for k in ks])
-    return out
+    results = train_many(cell.base.task, [specs[k] for k in todo], on_eval=on_eval)
+    return {pairs[k]: result for k, result in zip(todo, results) if pairs[k][0] in own}
+
+
+def _rebuilt(cell: CellTuning, slot: int) -> tuple[list[RunSpec], list[dict[str, Any]]] | None:
+    params = params_of_slot(cell.study, slot)
+    return None if params is None else trial_runs(cell, params, slot)
+
+
+def _pruned(c: Claimed, row: dict) -> bool:
+    """Give a trial's evaluation row to its study's pruner; whether it stops the trial."""
+    reported = reports_of(c.specs[0], [row])
+    if not reported:
+        return False
+    c.trial.report(reported[0][1], reported[0][0])
+    return c.trial.should_prune()
+
+
+def _train(cell: CellTuning, batch: list[Claimed], stored: list[list[bool]]) -> dict[int, Outcome]:
+    """Train the batch's unstored runs, each trial in its recorded stack; store them."""
+    task, index, results = cell.base.task, {c.slot: i for i, c in enumerate(batch)}, {}
+    for stack in dict.fromkeys(tuple(c.stack) for c in batch):
+        own = {c.slot: (c.specs, c.configs) for c in batch if tuple(c.stack) == stack}
+        results.update(train_stack(cell, list(stack), own, lambda slot, j: not stored[index[slot]][j],
+                                   lambda slot, row: _pruned(batch[index[slot]], row)))
+    for (slot, j), result in results.items():
+        c = batch[index[slot]]
+        if not stored[index[slot]][j]:
+            store_run(cell.store, c.specs[j], task, c.configs[j], result, tags={"study": cell.name, "trial": slot})
+    return {i: Outcome.of_results(c.specs, task.n_train, [results[(c.slot, j)] for j in range(len(c.specs))])
+            for i, c in enumerate(batch) if all((c.slot, j) in results for j in range(len(c.specs)))}
 
 
 def run_batch(cell: CellTuning, batch: list[Claimed]) -> None:
@@ -236,16 +210,32 @@ def release_all(cell: CellTuning, batch: list[Claimed], error: BaseException) ->
 
 def _check_agrees(cell: CellTuning, t: FrozenTrial, o: Outcome, echo: Callable[[str], object]) -> None:
     got = o.value if not o.pruned else (o.reports[-1][1] if o.reports else None)
-    same = got is not None and t.value is not None and math.isclose(got, t.value, rel_tol=AGREE_RTOL)
-    agrees = "agrees with" if same else f"is {got!r}, which differs from"
+    if got == t.value:
+        verdict = f"equals the {t.value!r} the study keeps"
+    else:
+        why = "" if STACK in t.user_attrs else (" (the study did not record the trials it was stacked with, so it was "
+                                                "retrained with its own runs, which rounds differently)")
+        verdict = f"is {got!r}, which differs from the {t.value!r} the study keeps{why}"
     echo(f"{cell.name}: trial {t.number} (slot {slot_of(t)}) had no stored run; retrained it as run "
-         f"{t.user_attrs['run_id']}: its value {agrees} the {t.value!r} the study keeps.")
+         f"{t.user_attrs['run_id']}: its value {verdict}.")
 
 
 def redo_lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> int:
     """Retrain the finished trials' runs whose file is missing (each with its parameters, under its
-    run id), so the store and the study agree again; a damaged file is an error that says so."""
-    lost = []
+    run id, in its recorded stack), so the store and the study agree again; a damaged file is an
+    error that says so."""
+    lost = _lost_runs(cell, echo)
+    for stack, trials in lost.items():
+        _retrain(cell, list(stack), trials, echo)
+    return sum(len(trials) for trials in lost.values())
+
+
+Lost = tuple[FrozenTrial, list[RunSpec], list[dict[str, Any]], list[int]]  # a trial, its runs, the missing ones
+
+
+def _lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> dict[tuple[int, ...], list[Lost]]:
+    """The finished trials with missing run files that can be rebuilt, by recorded stack."""
+    lost: dict[tuple[int, ...], list[Lost]] = {}
     for t in cell.study.get_trials(deepcopy=False, states=FINISHED):
         if "run_id" not in t.user_attrs:
             continue
@@ -258,17 +248,22 @@ def redo_lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> int:
             echo(f"{cell.name}: trial {t.number} lacks stored runs {', '.join(rids[k] for k in missing)} and "
                  f"cannot be rebuilt under those ids; its study value {t.value!r} stays, without rows.")
             continue
-        lost.append((t, specs, configs, missing))
-    if not lost:
-        return 0
-    for t, specs, configs, missing in lost:
-        stop = max(t.intermediate_values) if t.state == TrialState.PRUNED and t.intermediate_values else None
-        results = train_many(cell.base.task, specs,
-                             on_eval=lambda k, row: stop is not None and k == 0 and row["step"] >= stop)
+        lost.setdefault(tuple(t.user_attrs.get(STACK) or [slot_of(t)]), []).append((t, specs, configs, missing))
+    return lost
+
+
+def _retrain(cell: CellTuning, stack: list[int], trials: list[Lost], echo: Callable[[str], object]) -> None:
+    """Retrain lost trials of one stack (a pruned one stops where it was pruned); store the missing runs."""
+    task = cell.base.task
+    stops = {slot_of(t): max(t.intermediate_values) for t, *_ in trials
+             if t.state == TrialState.PRUNED and t.intermediate_values}
+    results = train_stack(cell, stack, {slot_of(t): (specs, configs) for t, specs, configs, _ in trials},
+                          lambda slot, j: True, lambda slot, row: slot in stops and row["step"] >= stops[slot])
+    for t, specs, configs, missing in trials:
+        slot = slot_of(t)
         for k in missing:
-            tags = {"study": cell.name, "trial": slot_of(t)}
-            store_run(cell.store, specs[k], cell.base.task, configs[k], results[k], tags=tags)
-        outcome = Outcome.of_results(specs, cell.base.task.n_train, results)
-        outcome.reports = reports_of(specs[0], results[0].rows)
+            store_run(cell.store, specs[k], task, configs[k], results[(slot, k)],
+                      tags={"study": cell.name, "trial": slot})
+        outcome = Outcome.of_results(specs, task.n_train, [results[(slot, j)] for j in range(len(specs))])
+        outcome.reports = reports_of(specs[0], results[(slot, 0)].rows)
         _check_agrees(cell, t, outcome, echo)
-    return len(lost)

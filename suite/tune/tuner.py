@@ -31,22 +31,25 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from suite.run import validate as V
 from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
 from suite.train.schedule import total_steps
-from suite.tune.claims import claim, fail_abandoned, held_elsewhere, next_slot, release, slot_of
+from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_elsewhere, next_slot, record_stacks,
+                               release, slot_of)
 from suite.tune.journal import Journal
 from suite.tune.objective import diverged_penalty
 from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
-from suite.tune.storage import default_journal, mask_url, open_storage
+from suite.tune.storage import check_url, default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
 from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_runs
 from suite.tune.widening import decide
 from suite.types import ConfigError
 
-__all__ = ["tune_cell", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts", "best_trial"]
+__all__ = ["tune_cell", "check_tuning", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts",
+           "best_trial"]
 
 POLL_S = 0.5  # how often a worker waiting for others' trials looks again
 
@@ -77,7 +80,7 @@ def load_tuned(results_dir, cell) -> dict | None:
 
 def _open_study(name: str, url: str, tspec: TuneSpec, base: Prepared, storage=None) -> optuna.Study:
     storage = open_storage(url) if storage is None else storage
-    pruner = PRUNERS[tspec.pruner](tspec, total_steps(base.spec, base.task.n_train))
+    pruner = StackBlindPruner(PRUNERS[tspec.pruner](tspec, total_steps(base.spec, base.task.n_train)))
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True,
                                 sampler=SAMPLERS[tspec.sampler](tspec, tspec.seed), pruner=pruner)
     record = json.loads(json.dumps(tspec.sampler_record()))
@@ -111,8 +114,9 @@ def _claim_one(cell: CellTuning, slot: int) -> Claimed | None:
 
 
 def claim_batch(cell: CellTuning) -> list[Claimed]:
-    """Up to ``tune.batch`` trials, never across a multiple of ``tune.batch`` slots: the batches of a
-    rerun are the batches of an uninterrupted run, so each stack trains the same trials together."""
+    """Up to ``tune.batch`` trials, never across a multiple of ``tune.batch`` slots, each with its
+    stack recorded (a retry keeps its first one): whoever trains a trial again trains it with the
+    same trials, so every value is the uninterrupted run's."""
     batch: list[Claimed] = []
     boundary = None
     while len(batch) < cell.tspec.batch:
@@ -129,6 +133,12 @@ def claim_batch(cell: CellTuning) -> list[Claimed]:
         if claimed is None:  # other workers took the last slots
             break
         batch.append(claimed)
+    try:
+        for c, stack in zip(batch, record_stacks([c.trial for c in batch], [c.slot for c in batch])):
+            c.stack = stack
+    except BaseException as e:
+        release_all(cell, batch, e)
+        raise
     return batch
 
 
@@ -164,16 +174,33 @@ def _wait(cell: CellTuning, echo: Callable[[str], Any], said: bool) -> bool:
     return said
 
 
-def _open_cell(c: dict[str, Any], echo: Callable[[str], Any]) -> CellTuning:
-    """Validate everything (run config, tune config, results dir, storage) before any trial runs."""
+def _checked(c: dict[str, Any]) -> tuple[Prepared, TuneSpec]:
+    """The trials' base run and the tuning settings, every value checked (the storage URL too) before
+    anything is written."""
     # Trials never read the test split and need no noise scale; a trial with a target stops at it.
     c["eval"] = {**(c.get("eval") or {}), "test": False, "noise_scale": False}
     if c.get("target") is not None:
         c["stop_at_target"] = True
-    set_threads(c.get("threads"))
+    V.threads(c.get("threads"))
     base = prepare(c)
     tspec = tune_spec(c.get("tune") or {}, base.spec.optimizer)
+    if tspec.storage is not None:
+        check_url(tspec.storage)
+    return base, tspec
+
+
+def check_tuning(cfg: DictConfig | Mapping[str, Any]) -> None:
+    """Every check :func:`tune_cell` makes before it writes anything (a study checks all its cells first)."""
+    _checked(_plain(cfg))
+
+
+def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> CellTuning:
+    """Validate everything (run config, tune config, results dir, storage) before any trial runs."""
+    base, tspec = _checked(c)
+    set_threads(c.get("threads"))
     store = RunStore(c["results_dir"])
+    if survey:
+        store.survey(echo)
     store.ensure_writable()
     name = cell_name(base.spec, base.config["task_options"], base.task.n_train, tspec.searched)
     url = tspec.storage or default_journal(c["results_dir"], name)
@@ -242,14 +269,15 @@ def _finished(cell: CellTuning) -> int:
 
 
 def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = print, wait: bool = True,
-              notice: Callable[[str], Any] | None = None) -> dict[str, Any] | None:
+              notice: Callable[[str], Any] | None = None, survey: bool = False) -> dict[str, Any] | None:
     """Tune one cell until its study holds ``tune.n_trials`` finished trials (waiting for trials other
     workers hold); export and return the best. ``wait=False``: return None instead of waiting.
-    ``notice`` (default ``echo``) gets the one-line notes on recoveries and waits."""
+    ``notice`` (default ``echo``) gets the one-line notes on recoveries and waits. ``survey``: look over
+    every stored file of the results directory first (``suite-tune``; a study does it once for all cells)."""
     optuna.logging.set_verbosity(logging.WARNING)  # per-trial INFO lines would drown the progress bar
     notice = notice or echo
     c = _plain(cfg)
-    cell = _open_cell(c, notice)
+    cell = _open_cell(c, notice, survey)
     tspec = cell.tspec
     echo(f"study {cell.name}: {tspec.n_trials} trials wanted, {_finished(cell)} finished so far "
          f"(storage {mask_url(cell.url)})")

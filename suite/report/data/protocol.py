@@ -77,10 +77,25 @@ def read_environment(root: Path) -> dict[str, Any]:
         return {}
 
 
-def target_source(task: str, study: Study, overrides: list[str]) -> str:
+def protocol_changes(env: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(change, by whom)`` for each change of a study's protocol after it first ran (an invocation
+    with ``study.change_protocol=true`` records them in environment.json)."""
+    out = []
+    for i in env.get("invocations") or []:
+        if isinstance(i, dict) and i.get("changed"):
+            by = (f"`{i['command']}`" if i.get("command") else "an invocation") + \
+                f" (started {i.get('started')}, study.change_protocol=true)"
+            out += [(str(change), by) for change in i["changed"]]
+    return out
+
+
+def target_source(task: str, study: Study, overrides: list[str], env: dict[str, Any] | None = None) -> str:
     """Where a task's target came from, for the README."""
     if any(o.startswith(f"targets.{task}") for o in overrides):
         return "set on the suite-report command line, not declared by the study"
+    changed = [(c, by) for c, by in protocol_changes(env or {}) if c.startswith(f"study.targets.{task}")]
+    if task in study.targets and changed:
+        return "target changed after the study ran, by " + "; ".join(f"{by}: {c}" for c, by in changed)
     if task in study.targets:
         return "declared in the study before it ran (config.yaml study.targets)"
     if study.report is not None and task in (study.report.get("targets") or {}):
@@ -88,9 +103,10 @@ def target_source(task: str, study: Study, overrides: list[str]) -> str:
     return "conf/report.yaml"
 
 
-def protocol_lines(study: Study, targets: dict[str, Target], sources: dict[str, str], tasks: set[str]) -> list[str]:
-    """The README's statement of the protocol (each part's, for a study in parts), the targets and
-    the seeds."""
+def protocol_lines(study: Study, targets: dict[str, Target], sources: dict[str, str], tasks: set[str],
+                   env: dict[str, Any] | None = None) -> list[str]:
+    """The README's statement of the protocol (each part's, for a study in parts), the targets, any
+    change made after the study ran, and the seeds."""
     declared = [p for p in study.parts or [study.protocol] if p]
     lines = [PROTOCOLS[p] if p in PROTOCOLS else f"**Protocol: {p}** (not one the report knows: target or budget)."
              for p in declared]
@@ -104,6 +120,9 @@ def protocol_lines(study: Study, targets: dict[str, Target], sources: dict[str, 
     shown = [t for t in targets if t in tasks]
     lines += ["", "Targets: " + ("; ".join(f"{t}: {targets[t].describe()} ({sources[t]})" for t in shown)
                                  if shown else "none for these tasks") + "."]
+    changed = [f"{c}, by {by}" for c, by in protocol_changes(env or {}) if not c.startswith("study.targets.")]
+    if changed:
+        lines += ["", "**Protocol changed after the study ran**: " + "; ".join(changed) + "."]
     if study.seeds:
         tune = f"; tuning trials used seed(s) {_seeds(study.tune_seeds)}" if study.tune_seeds else ""
         lines += ["", f"Final runs: seed(s) {_seeds(study.seeds)}{tune}."]
@@ -111,7 +130,8 @@ def protocol_lines(study: Study, targets: dict[str, Target], sources: dict[str, 
 
 
 def _seeds(seeds: list) -> str:
-    return ", ".join(map(str, seeds))
+    """The seeds, each once (a config written before repeats were refused may list one twice)."""
+    return ", ".join(map(str, dict.fromkeys(seeds)))
 
 
 def trained_alone(stack_sizes: pd.Series, study: Study, env: dict[str, Any]) -> bool:

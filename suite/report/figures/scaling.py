@@ -97,8 +97,8 @@ def scaling(cells: pd.DataFrame, runs: pd.DataFrame, stem: Path, opts: FigureOpt
 
 def _anchor(cells: pd.DataFrame) -> pd.Series | None:
     """A measured lr to draw the scaling rules through: the smallest batch, first optimizer in
-    registry order, not at the edge of its range and not a fallback."""
-    ok = cells[~flags(cells, "edge") & ~flags(cells, "lr_fallback")]
+    registry order, not at the edge of its range, not a fallback, and tuned to reach the target."""
+    ok = cells[~flags(cells, "edge") & ~flags(cells, "lr_fallback") & ~flags(cells, "lr_unreached")]
     if ok.empty:
         return None
     rank = {o: i for i, o in enumerate(optimizer_order(ok["optimizer"]))}

@@ -59,12 +59,13 @@ def batch_scaling_table(fits: pd.DataFrame, confidence: float, resamples: int) -
 
 def lr_scaling(cells: pd.DataFrame, fits: pd.DataFrame, confidence: float) -> pd.DataFrame:
     """Slope of log(reported lr) on log(B) per optimizer over batch sizes ≤ its fitted B_crit (all
-    without a fit), leaving out lrs at an edge of their search range and registry-default lrs."""
+    without a fit), leaving out lrs at an edge of their search range, registry-default lrs and lrs of
+    cells whose tuning never reached the target."""
     b_crit = fits.set_index("optimizer")["b_crit"] if len(fits) else pd.Series(dtype=float)
     lines = []
     for name in optimizer_order(cells["optimizer"]):
         c = cells[cells["optimizer"] == name]
-        c = c[~flags(c, "edge") & ~flags(c, "lr_fallback")]
+        c = c[~flags(c, "edge") & ~flags(c, "lr_fallback") & ~flags(c, "lr_unreached")]
         limit = b_crit.get(name, math.nan)
         used = c if math.isnan(limit) else c[c["batch_size"] <= limit]
         slope = batch_science.lr_slope(used["batch_size"], used["lr"], confidence)

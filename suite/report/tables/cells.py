@@ -10,7 +10,7 @@
 - ``plain``: a setting or a measurement (lr, throughput), the value alone.
 
 Marks after a cell: † its lr sits at an edge of its search range, ‡ registry-default lr (every
-trial diverged), ◦ its optimum is not resolved by its tuning.
+trial diverged), § no tuning trial reached the target, ◦ its optimum is not resolved by its tuning.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pandas as pd
 
 from suite.report.tables.render import fmt, interval
 
-EDGE_MARK, FALLBACK_MARK, UNRESOLVED_MARK = " †", " ‡", " ◦"
+EDGE_MARK, FALLBACK_MARK, UNREACHED_MARK, UNRESOLVED_MARK = " †", " ‡", " §", " ◦"
 
 
 def kind_of(column: str) -> str:
@@ -103,7 +103,8 @@ def cell_text(line, column: str, style: str) -> tuple[str, bool]:
 
 def flag_marks(line) -> str:
     return "".join(mark for key, mark in (("edge", EDGE_MARK), ("lr_fallback", FALLBACK_MARK),
-                                          ("unresolved", UNRESOLVED_MARK)) if _flagged(line.get(key)))
+                                          ("lr_unreached", UNREACHED_MARK), ("unresolved", UNRESOLVED_MARK))
+                   if _flagged(line.get(key)))
 
 
 def _flagged(value) -> bool:
@@ -114,6 +115,7 @@ def marks_legend(cells: pd.DataFrame) -> str:
     """The caption's explanation of the marks its cells carry."""
     legend = (("edge", "† the tuned lr still sits at an edge of its search range (see the tuning table)."),
               ("lr_fallback", "‡ registry-default lr: every tuning trial diverged."),
+              ("lr_unreached", "§ no tuning trial reached the target: the lr of the trial closest to it."),
               ("unresolved", "◦ the tuning did not resolve the optimum (fewer than two other trials near the best; "
                              "see the tuning table)."))
     return "".join(f" {text}" for key, text in legend if key in cells and cells[key].map(_flagged).any())

@@ -4,9 +4,10 @@ fallback and resolution flags, and the tuning table.
 A tuned optimum should be interior to its search range: the tuner widens a range whose optimum
 sits within :data:`EDGE_DECADES` of a boundary and records why one still does (``edge``). Exports
 written before that key existed are checked here against their recorded ``lr_range``. A cell whose
-every tuning trial diverged runs at the optimizer registry's default lr (``lr_source``). The tuner
-also exports how well it resolved the optimum (``resolution``); a cell whose export says it did
-not is *unresolved*. All three are flagged wherever the cell is shown.
+every tuning trial diverged runs at the optimizer registry's default lr (``lr_source``), and one in
+which no trial reached the target at the lr of the trial closest to it (``target_reached: false``).
+The tuner also exports how well it resolved the optimum (``resolution``); a cell whose export says
+it did not is *unresolved*. All four (:data:`FLAGS`) are flagged wherever the cell is shown.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from suite.report.tables.render import Table, fmt, plain_table
 EDGE_DECADES = 0.25
 RESOLVED_WITHIN = 2  # other trials within the tolerance of the best that make an optimum resolved (the tuner's rule)
 FALLBACK = "registry default (every tuning trial diverged)"
-TUNED_COLUMNS = ("tuned_lr", "objective", "lr_range", "lr_range_initial", "edge", "lr_source")
+TUNED_COLUMNS = ("tuned_lr", "objective", "lr_range", "lr_range_initial", "edge", "lr_source", "lr_unreached")
 RESOLUTION_COLUMNS = tuple(f"resolution_{k}" for k in RESOLUTION)
+FLAGS = ("edge", "lr_fallback", "lr_unreached", "unresolved")  # a cell's flags, as columns of its trials and cells
 
 
 def edge_reason(lr: float, lo: float, hi: float, decades: float = EDGE_DECADES) -> str:
@@ -51,7 +53,8 @@ def _tuned_line(data: dict) -> dict:
     initial = data.get("lr_range_initial")
     return {"tuned_lr": lr, "objective": data.get("objective") or "", "lr_range": _range_text(lr_range),
             "lr_range_initial": _range_text(initial) if initial != lr_range else "",
-            "edge": edge, "lr_source": data.get("lr_source") or ("tuned" if lr else FALLBACK)}
+            "edge": edge, "lr_source": data.get("lr_source") or ("tuned" if lr else FALLBACK),
+            "lr_unreached": data.get("target_reached") is False}
 
 
 def tuned_lines(exports: pd.DataFrame) -> pd.DataFrame:
@@ -75,21 +78,21 @@ def attach(trials: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
     out["lr_source"] = out["lr_source"].where(out["lr_source"].notna(), none_finished.map({True: FALLBACK,
                                                                                            False: "tuned"}))
     out["lr_fallback"] = out["lr_source"].astype(str).str.startswith("registry")
+    out["lr_unreached"] = out["lr_unreached"].fillna(False).astype(bool)
     out["unresolved"] = out["resolution_resolved"].map(lambda r: r is False)
     return out
 
 
 def flag_cells(cells: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
-    """``edge`` (reason or ""), ``lr_fallback`` and ``unresolved`` of each final cell, from its
-    tuning trials."""
+    """The flags (:data:`FLAGS`: ``edge`` a reason or "", the others bools) of each final cell, from
+    its tuning trials."""
     if cells.empty:
         return cells
     if trials.empty:
-        return cells.assign(edge="", lr_fallback=False, unresolved=False)
-    flags = trials[[*TUNED_CELL, "edge", "lr_fallback", "unresolved"]].drop_duplicates(list(TUNED_CELL))
+        return cells.assign(edge="", **{f: False for f in FLAGS[1:]})
+    flags = trials[[*TUNED_CELL, *FLAGS]].drop_duplicates(list(TUNED_CELL))
     out = cells.merge(flags, on=list(TUNED_CELL), how="left")
-    return out.assign(edge=out["edge"].fillna(""), lr_fallback=out["lr_fallback"].fillna(False).astype(bool),
-                      unresolved=out["unresolved"].fillna(False).astype(bool))
+    return out.assign(edge=out["edge"].fillna(""), **{f: out[f].fillna(False).astype(bool) for f in FLAGS[1:]})
 
 
 def flags(cells: pd.DataFrame, column: str) -> pd.Series:
