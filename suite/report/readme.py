@@ -15,9 +15,10 @@ from omegaconf import DictConfig
 from suite.report.benchmarks import load_benchmarks, throughput_figure, throughput_table
 from suite.report.data.protocol import PARTS, Study, protocol_lines
 from suite.report.figures.curves import FigureOptions
-from suite.report.stats.resolution import ROUNDOFF_MULTIPLE
 from suite.report.tables.comparison import optimizer_order
+from suite.report.tables.legend import statistics_text
 from suite.report.tables.render import Table, fmt, markdown, write
+from suite.report.tables.tuning import flag_lines
 from suite.tasks import TASKS
 from suite.types import ENVIRONMENT_COLUMNS, HPARAM_COLUMNS, StoreError
 
@@ -248,60 +249,6 @@ SCIENCE_INTRO = ("Where perfect batch scaling ends and why, how the best learnin
                  "checks against theory where it is exact; every line states a fit with its interval.")
 
 
-def statistics_text(ctx: Context) -> str:
-    conf = ctx.cfg.statistics.confidence
-    return (f"**Final metrics**: the mean over seeds and, with several seeds, its {conf:.0%} Student-t interval "
-            f"[lo, hi] (truncated to the values the metric can take: [0, 1] for an accuracy, ≥ 0 for losses). "
-            f"**Counts to the target** (steps, epochs, samples, seconds): the median over all seeds, a seed that did "
-            f"not reach the target counting as beyond the cap (the smallest count by which half of the seeds had "
-            f"reached it), with the order-statistic (binomial) {conf:.0%} interval of the median (with fewer than 6 "
-            f"seeds no such interval reaches {conf:.0%}: then [min, max], whose coverage the caption gives; an upper "
-            f"end beyond the cap reads > cap; both ends are counts a seed took, never below one step); *censored* "
-            f"when fewer than half of the seeds reached it, shown with the cap. A run *failed* when it diverged or "
-            f"collapsed (finished with its validation loss not below its step-0 value, or its validation accuracy "
-            f"below the untrained model's + 0.05); a cell with a failed seed reads \"k/n finished\" and is never best "
-            f"or tied, and ranks after every cell whose seeds all finished (rankings, mean ranks, performance "
-            f"profile). **Bold** marks the best of a row among the other cells (best mean; least median count); a "
-            f"cell that a paired t-test over seeds (same seed = same data order and initialization for every "
-            f"optimizer) against that best, Holm-corrected across the row at α = {ctx.alpha:g}, cannot separate "
-            f"from it is marked tied (**≈ bold**); counts are tested as log counts with censored seeds at their "
-            f"cap, which understates the cells with censored seeds and so can only add ties (where the best itself "
-            f"has censored seeds, whose lead this would overstate, no cell is separated from it; a two-sided "
-            f"Wilcoxon signed-rank test cannot reach p < 0.05 with 5 pairs). An excess loss within {ROUNDOFF_MULTIPLE} units "
-            f"of float roundoff of the loss level (|x| ≤ {ROUNDOFF_MULTIPLE}·ε·ℓ*, ε the dtype's machine epsilon; "
-            f"float32 evaluation of the "
-            f"loss scatters within about ±7ε·ℓ* once converged) is *at floor*: such values are equal and none is "
-            f"bold. Throughput and seconds to the target are compared only where every run trained alone (not "
-            f"stacked, one worker); otherwise nothing is bold and `make bench` has the comparable timings. The CSVs "
-            f"carry `best`, `tied_best` and `at_floor`. Figures draw every seed where there are fewer than "
-            f"{ctx.opts.individual_below}, else the mean with its t-interval band.")
-
-
-def _where(line) -> str:
-    return f"{line['task_label']} / {line['part']} / {line['optimizer']} / batch {line['batch_label']}"
-
-
-def flags(ctx: Context) -> list[str]:
-    """Cells whose lr is not an interior tuned optimum of its search range, not tuned at all, or
-    whose tuning did not resolve its optimum."""
-    t = ctx.trials
-    if not len(t):
-        return []
-    edge, fallback, unreached = (t[t[f].astype(bool)] for f in ("edge", "lr_fallback", "lr_unreached"))
-    lines = [f"- **edge of range** (†): {_where(r)}: {r['edge']}" for _, r in edge.iterrows()]
-    lines += [f"- **registry-default lr** (‡): {_where(r)}: {r['lr_source']}" for _, r in fallback.iterrows()]
-    lines += [f"- **target not reached in tuning** (§): {_where(r)}: {r['lr_source']}; its lr is the trial closest "
-              f"to the target" for _, r in unreached.iterrows()]
-    for (task, part), g in t[t["unresolved"].astype(bool)].groupby(["task_label", "part"], sort=False):
-        known = t[(t["task_label"] == task) & (t["part"] == part)]["resolution_resolved"].map(
-            lambda r: isinstance(r, bool))
-        cells = ", ".join(f"{r['optimizer']} at {r['batch_label']}" for _, r in g.iterrows())
-        lines.append(f"- **unresolved optimum** (◦; fewer than two other trials within the tuner's tolerance of the "
-                     f"best): {task} / {part}: {len(g)} of {int(known.sum())} tuned cells: {cells}")
-    return ["## Flags", "", "Cells compared at an lr that is not a resolved, interior tuned optimum (marked †, ‡, "
-            "§ and ◦ in the tables):", "", *lines, ""] if lines else []
-
-
 def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: list[Section],
            after: list[Section] = ()) -> str:
     """The README: the report-wide parts, then the sections ``cross`` (before the tasks), ``tasks``,
@@ -324,8 +271,8 @@ def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: li
         f"accumulation steps; GD = full batch, SGD = batch 1). Every table is also written as LaTeX (booktabs, "
         f"for `\\input`) and CSV.", "",
         *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"]), ctx.env),
-        statistics_text(ctx), "",
-        *environment(ctx), *hyperparameters(ctx), *flags(ctx),
+        statistics_text(ctx.cfg.statistics.confidence, ctx.alpha, ctx.opts.individual_below), "",
+        *environment(ctx), *hyperparameters(ctx), *flag_lines(ctx.trials),
         "All numbers in one place: [`cells.csv`](cells.csv) (one line per cell and tuning — `part`, `retune` — "
         "aggregated over seeds: final/best losses and accuracies with t-intervals, steps/epochs/samples/seconds to "
         "target as medians with their order-statistic intervals, failed, collapsed and censored counts, "

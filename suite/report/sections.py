@@ -15,7 +15,7 @@ from suite.report.readme import Context, Section, of, per_task, scaling_cells
 from suite.report.stats.resolution import ROUNDOFF_MULTIPLE
 from suite.report.tables.comparison import Score, marks_note, pivot, ranking
 from suite.report.tables.render import fmt
-from suite.report.tables.tuning import tuning_table
+from suite.report.tables.tuning import resolution_counts, tuning_table
 from suite.store.runs import RunStore
 from suite.types import StoreError
 
@@ -210,11 +210,10 @@ def task_sections(ctx: Context, task: str) -> list[Section]:
 
 def resolution_line(trials: pd.DataFrame) -> str:
     """How many of the tuned cells the tuner resolved (its export's ``resolution``)."""
-    known = trials["resolution_resolved"].map(lambda r: isinstance(r, bool))
-    if not known.any():
+    resolved, known = resolution_counts(trials)
+    if not known:
         return "Tuning resolution: not exported by the tuner for these cells."
-    resolved = int(trials.loc[known, "resolution_resolved"].map(bool).sum())
-    return (f"Tuning resolution: {resolved} of {int(known.sum())} tuned cells resolved ({resolved / known.sum():.0%}; "
+    return (f"Tuning resolution: {resolved} of {known} tuned cells resolved ({resolved / known:.0%}; "
             f"resolved = at least two other trials within the tuner's tolerance of the best; ◦ marks the others).")
 
 

@@ -145,3 +145,33 @@ def resolution_text(line) -> str:
     span = f"{fmt(lo)}–{fmt(hi)}, " if pd.notna(lo) and pd.notna(hi) else ""
     within = f"{fmt(k, 'count')} within {tol:.0%}" if pd.notna(k) and pd.notna(tol) else ""
     return f"{span}{within}: " + ("resolved" if resolved else f"not resolved{UNRESOLVED_MARK}")
+
+
+def resolution_counts(trials: pd.DataFrame) -> tuple[int, int]:
+    """(resolved, with a resolution exported) among the cells of ``trials``."""
+    known = trials["resolution_resolved"].map(lambda r: isinstance(r, bool))
+    return int(trials.loc[known, "resolution_resolved"].map(bool).sum()), int(known.sum())
+
+
+def _where(line) -> str:
+    return f"{line['task_label']} / {line['part']} / {line['optimizer']} / batch {line['batch_label']}"
+
+
+def flag_lines(t: pd.DataFrame) -> list[str]:
+    """The README's Flags: cells (their tuning trials ``t``, with :func:`attach`'s flags) whose lr is
+    not an interior tuned optimum of its search range, not tuned at all, not tuned to reach the
+    target, or whose tuning did not resolve its optimum."""
+    if not len(t):
+        return []
+    edge, fallback, unreached = (t[t[f].astype(bool)] for f in ("edge", "lr_fallback", "lr_unreached"))
+    lines = [f"- **edge of range** (†): {_where(r)}: {r['edge']}" for _, r in edge.iterrows()]
+    lines += [f"- **registry-default lr** (‡): {_where(r)}: {r['lr_source']}" for _, r in fallback.iterrows()]
+    lines += [f"- **target not reached in tuning** (§): {_where(r)}: {r['lr_source']}; its lr is the trial closest "
+              f"to the target" for _, r in unreached.iterrows()]
+    for (task, part), g in t[t["unresolved"].astype(bool)].groupby(["task_label", "part"], sort=False):
+        known = resolution_counts(t[(t["task_label"] == task) & (t["part"] == part)])[1]
+        cells = ", ".join(f"{r['optimizer']} at {r['batch_label']}" for _, r in g.iterrows())
+        lines.append(f"- **unresolved optimum** (◦; fewer than two other trials within the tuner's tolerance of the "
+                     f"best): {task} / {part}: {len(g)} of {known} tuned cells: {cells}")
+    return ["## Flags", "", "Cells compared at an lr that is not a resolved, interior tuned optimum (marked †, ‡, "
+            "§ and ◦ in the tables):", "", *lines, ""] if lines else []
