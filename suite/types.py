@@ -143,6 +143,23 @@ def unreached_value(cap: int, shortfall: float) -> float:
     return cap + 1 + cap * shortfall
 
 
+ABOVE_CHANCE = 0.05  # accuracy a run must gain over its untrained model's to count as trained
+
+
+def collapsed(initial_val_loss: float, final_val_loss: float, initial_val_accuracy: float = math.nan,
+              final_val_accuracy: float = math.nan) -> bool:
+    """A run that finished without learning: its final validation loss is not below its step-0
+    value (a non-finite one included), or, where accuracy is measured, its final validation
+    accuracy is below the untrained model's + :data:`ABOVE_CHANCE`. With :attr:`RunResult.diverged`
+    it defines a *failed* run (tuner and report alike). Unknown step-0 values decide nothing."""
+    if math.isnan(initial_val_loss):
+        return False
+    if not final_val_loss < initial_val_loss:  # NaN and inf compare False
+        return True
+    accuracy = not (math.isnan(initial_val_accuracy) or math.isnan(final_val_accuracy))
+    return accuracy and final_val_accuracy < initial_val_accuracy + ABOVE_CHANCE
+
+
 @dataclass(frozen=True)
 class Target:
     """``metric`` reaches ``value`` (absolute) or ``relative`` × its value at step 0 (``<=`` for

@@ -117,7 +117,8 @@ def test_no_trial_reaching_the_target_is_flagged_never_exported_as_tuned(finishe
     (export,) = [json.loads(p.read_text()) for p in (finished / "tuned").glob("*.json")]
     assert export["lr_source"] == UNREACHED and export["target_reached"] is False and export["lr"] > 0
     readme = (finished / "report" / "README.md").read_text()
-    assert "- **target not reached in tuning**: tiny_mlp / adam / batch 256 (GD): tuned (no trial reached" in readme
+    assert ("- **target not reached in tuning** (§): tiny_mlp / target / adam / batch 256 (GD): tuned (no trial "
+            "reached") in readme
     assert "§" in (finished / "report" / "tables" / "tiny_mlp" / "best_lr.md").read_text()
     env = json.loads((finished / "environment.json").read_text())
     assert [i["seconds"] is not None for i in env["invocations"]] == [True] and env["wall_seconds"] > 0

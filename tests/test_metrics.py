@@ -17,8 +17,8 @@ from suite.report.data.metrics import (
     pick_best,
     ranks,
     summarize_runs,
-    trial_stats,
 )
+from suite.report.data.trials import trial_stats
 from suite.report.stats.seeds import t_interval
 from suite.types import COLUMNS, ConfigError, Target
 
@@ -243,10 +243,13 @@ def test_performance_profile_and_ranks_known_answers():
 def test_intervals_are_truncated_to_the_values_a_metric_can_take():
     runs = pd.DataFrame({"seed": range(5), "final_test_accuracy": [0.99, 0.99, 0.98, 0.99, 0.2],
                          "steps_to_target": [1.0, 1, 1, 1, 90], "final_excess_loss": [-1e-10, 1e-9, 2e-9, -2e-10, 0.0]})
-    base = {"diverged": False, "reached": True, "censored": False, "cap_steps": 1, "to_target_bracket": 0.0,
-            "censor_reason": "", "run_id": [f"r{i}" for i in range(5)], "g": 0, "task": "t", "model": "m",
-            "batch_label": "1", "regime": "SGD", "lr": 0.1, "has_target": True}
+    base = {"diverged": False, "collapsed": False, "failed": False, "reached": True, "censored": False,
+            "cap_steps": 1, "to_target_bracket": 0.0, "censor_reason": "", "run_id": [f"r{i}" for i in range(5)],
+            "g": 0, "task": "t", "model": "m", "batch_label": "1", "regime": "SGD", "lr": 0.1, "has_target": True}
     line = aggregate(runs.assign(**base), by=["g"], columns=list(runs.columns[1:])).iloc[0]
     assert line["final_test_accuracy_hi"] == 1.0 and 0.0 < line["final_test_accuracy_lo"] < line["final_test_accuracy"]
-    assert line["steps_to_target_lo"] == 0.0 and line["steps_to_target_hi"] > line["steps_to_target"]
+    # Steps are a median with an order-statistic interval: the counts the seeds took, never a t-interval
+    # below one step (five seeds: [min, max], coverage 1 - 2/32).
+    assert (line["steps_to_target"], line["steps_to_target_lo"], line["steps_to_target_hi"]) == (1, 1, 90)
+    assert line["to_target_coverage"] == pytest.approx(1 - 2 / 32)
     assert line["final_excess_loss_lo"] < 0  # rounding noise around the optimum is shown as measured

@@ -90,7 +90,8 @@ def test_pivot_marks_best_and_ties_in_every_rendering():
     md, tex = markdown(table), latex(table)
     assert "**≈ 1.06 [" in md and md.count("**") == 4 and md.count("≈") == 1
     assert r"\textbf{$\approx$ 1.06" in tex and tex.count(r"\textbf{") == 2
-    ranking = comparison.ranking(cells, "final_val_loss", False, None, runs, 0.05).data.set_index("optimizer")
+    score = [comparison.Score("final_val_loss", "final", False)]
+    ranking = comparison.ranking(cells, score, None, runs, 0.05).data.set_index("optimizer")
     assert ranking.loc["adam", "mean rank (final val loss)"] == 1 == ranking.loc["sgd", "mean rank (final val loss)"]
     assert ranking.loc["momentum", "mean rank (final val loss)"] == 3 and ranking.loc["adam", "wins"] == 1
 
@@ -147,3 +148,30 @@ def test_a_run_stopped_by_its_time_limit_is_censored_for_that_reason():
     assert runs["censor_reason"].iloc[0] == "time limit"
     table = comparison.pivot(aggregate(runs), "steps_to_target", "s", "c", style="target", maximize=False, runs=runs)
     assert table.text.loc["10", "sgd"] == "censored (time limit; at most 40 steps)"
+
+
+def _steps_cells(steps: dict[str, list[float]], cap: int):
+    """Target runs of optimizers × seeds at batch 10 with the given steps to target (inf: not reached by ``cap``)."""
+    declared = {"metric": "excess_loss", "value": None, "relative": 1e-3}
+    frames = [_target_run([10, 0.001 if math.isfinite(s) else 1.0], steps=(0, cap), target=declared,
+                          exact=s if math.isfinite(s) else math.nan, bracket=1.0, optimizer=opt, seed=seed)
+              for opt, values in steps.items() for seed, s in enumerate(values)]
+    runs = summarize_runs(annotate(pd.concat(frames, ignore_index=True)), TARGETS)
+    return runs, aggregate(final_runs(runs))
+
+
+def test_steps_are_compared_as_log_counts_and_a_censored_best_separates_no_one():
+    runs, cells = _steps_cells({"sgd": [10, 11, 10, 10, 11], "adam": [20, 21, 22, 20, 21]}, cap=30)
+    marks = comparison.pivot(cells, "steps_to_target", "s", "c", style="target", maximize=False, runs=runs)
+    data = marks.data.set_index("optimizer")
+    assert data.loc["sgd", "best"] and not data.loc["adam", "tied_best"]  # twice the steps on every seed
+    log_p = stats.ttest_rel(np.log([20, 21, 22, 20, 21]), np.log([10, 11, 10, 10, 11])).pvalue
+    assert log_p < 0.05
+    # Ten seeds, sgd's last one ran out of its 30 steps: entered at the cap the test separates adam (p < 0.001),
+    # but that seed may have needed far more steps than adam's; a best with a censored seed separates no one.
+    adam = [20, 21, 22, 20, 21, 20, 22, 21, 20, 21]
+    assert stats.ttest_rel(np.log(adam), np.log([10] * 9 + [30])).pvalue < 0.001
+    runs, cells = _steps_cells({"sgd": [10] * 9 + [math.inf], "adam": adam}, cap=30)
+    data = comparison.pivot(cells, "steps_to_target", "s", "c", style="target", maximize=False,
+                            runs=runs).data.set_index("optimizer")
+    assert data.loc["sgd", "steps_to_target"] == 10 and data.loc["sgd", "best"] and data.loc["adam", "tied_best"]

@@ -6,8 +6,10 @@ import json
 import pandas as pd
 from test_metrics import TARGETS, hand_run
 
-from suite.report.data.metrics import CELL, annotate, summarize_runs, trial_stats
-from suite.report.tables.tuning import attach, edge_reason, flag_cells, load_tuned, tuning_table
+from suite.report.data.metrics import TUNED_CELL, annotate, summarize_runs
+from suite.report.data.trials import trial_stats
+from suite.report.data.tuned import link, read_exports
+from suite.report.tables.tuning import attach, edge_reason, flag_cells, tuned_lines, tuning_table
 
 
 def test_edge_reason_names_the_bound_within_a_quarter_decade():
@@ -16,11 +18,19 @@ def test_edge_reason_names_the_bound_within_a_quarter_decade():
     assert edge_reason(0.01, 1e-4, 1.0) == ""
 
 
-def _trials(diverged_all: bool) -> pd.DataFrame:
+def _summary(diverged_all: bool) -> pd.DataFrame:
     runs = [hand_run({"val_loss": [2, 1e4 if diverged_all else 0.5]}, steps=(0, 5), lr=lr, trial=i,
                      diverged=diverged_all) for i, lr in enumerate((0.01, 0.1))]
-    summary = summarize_runs(annotate(pd.concat(runs, ignore_index=True)), TARGETS)
-    return trial_stats(summary)
+    return summarize_runs(annotate(pd.concat(runs, ignore_index=True)), TARGETS)
+
+
+def _trials(diverged_all: bool) -> pd.DataFrame:
+    return trial_stats(_summary(diverged_all))
+
+
+def load_tuned(root, notes: list[str], diverged_all: bool = False) -> pd.DataFrame:
+    """The exports under ``root``, linked to the hand-made trials' cell (study ``s``)."""
+    return tuned_lines(link(read_exports(root, notes), _summary(diverged_all)))
 
 
 def test_flags_from_exports_with_and_without_the_new_keys(tmp_path):
@@ -41,7 +51,7 @@ def test_flags_from_exports_with_and_without_the_new_keys(tmp_path):
 def test_a_cell_whose_every_trial_diverged_is_a_registry_fallback(tmp_path):
     trials = attach(_trials(True), load_tuned(tmp_path, []))
     assert trials["lr_fallback"].all() and trials["lr_source"].iloc[0].startswith("registry default")
-    cells = pd.DataFrame([{**trials.iloc[0][list(CELL)].to_dict(), "lr": 0.05}])
+    cells = pd.DataFrame([{**trials.iloc[0][list(TUNED_CELL)].to_dict(), "lr": 0.05}])
     flagged = flag_cells(cells, trials).iloc[0]
     assert flagged["lr_fallback"] and flagged["edge"] == ""
     table = tuning_table(trials, 0.1)

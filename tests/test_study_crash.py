@@ -157,5 +157,5 @@ def test_a_cell_whose_every_trial_diverged_is_marked_in_the_report(tmp_path):
     study_and_report(cfg, echo=lines.append)
     assert any("use the registry lr because no tuning trial finished without diverging" in line for line in lines)
     readme = (tmp_path / "report" / "README.md").read_text()
-    assert "- **registry-default lr**: tiny_mlp / adam / batch 256 (GD)" in readme
+    assert "- **registry-default lr** (‡): tiny_mlp / target / adam / batch 256 (GD)" in readme
     assert "0.001 ‡" in (tmp_path / "report" / "tables" / "tiny_mlp" / "best_lr.md").read_text()

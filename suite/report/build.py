@@ -24,13 +24,17 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best, summarize_runs, trial_stats
+from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best, summarize_runs
 from suite.report.data.protocol import read_environment, read_study, target_source
+from suite.report.data.reported import abandoned
+from suite.report.data.trials import trial_stats
+from suite.report.data.tuned import link, read_exports
 from suite.report.figures.curves import FigureOptions
 from suite.report.readme import Context, per_task, readme, task_order
 from suite.report.science.section import science_section
-from suite.report.sections import cross_task, task_section
-from suite.report.tables.tuning import attach, flag_cells, load_tuned
+from suite.report.across import cross_task, tuning_noise_section
+from suite.report.sections import task_sections
+from suite.report.tables.tuning import attach, flag_cells, tuned_lines
 from suite.report.tutorials import tutorial_section
 from suite.store.runs import RunStore
 from suite.types import COLUMNS, METRICS, ConfigError, StoreError, Target
@@ -162,23 +166,35 @@ def load_rows(root: Path) -> pd.DataFrame:
 
 def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[str],
                   env: dict | None = None) -> Context:
-    """Everything the sections read: rows, per-run summaries, cells, trials, flags, the study."""
+    """Everything the sections read: rows, per-run summaries, cells, trials, flags, the study.
+    Runs of abandoned configurations (:mod:`suite.report.data.reported`) are left out of all of it
+    but ``stored`` (``runs.csv``)."""
     targets, study, notes = targets_of(cfg), read_study(root), []
     env = read_environment(root) if env is None else env
     rows = annotate(load_rows(root))
     check_targets(targets, rows)
-    runs = summarize_runs(rows, targets)
+    stored = summarize_runs(rows, targets)
+    exports = link(read_exports(root, notes), stored)
+    stored["abandoned"] = abandoned(stored, exports, study)
+    runs = stored[~stored["abandoned"]].reset_index(drop=True)
+    rows = rows[rows["run_id"].isin(runs["run_id"])]
     confidence, alpha = cfg.statistics.confidence, cfg.statistics.alpha
     configs = aggregate(final_runs(runs, study.seeds or None), confidence=confidence)
     trials = trial_stats(runs, cfg.sensitivity_tolerance,
                          lambda task: per_task(cfg.sensitivity_metric, task))
-    trials = attach(trials, load_tuned(root, notes))
-    cells = pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
-    cells = flag_cells(cells, trials)
+    trials = attach(trials, tuned_lines(exports))
+    tunings = pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
+    tunings = flag_cells(tunings, trials)
     opts = FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, confidence=confidence)
     sources = {t: target_source(t, study, list(overrides), env) for t in targets}
-    return Context(root, out, cfg, targets, rows, runs, cells, trials, opts, study=study,
-                     env=env, sources=sources, configs=configs, notes=notes, alpha=alpha)
+    return Context(root, out, cfg, targets, rows, runs, _primary(tunings), _primary(trials), opts, study=study,
+                   env=env, sources=sources, configs=configs, notes=notes, alpha=alpha, stored=stored,
+                   tunings=tunings)
+
+
+def _primary(frame: pd.DataFrame) -> pd.DataFrame:
+    """The primary tuning's lines (the main tables'; re-tunings feed the tuning-noise section)."""
+    return frame[frame["retune"] == 0].reset_index(drop=True) if len(frame) else frame
 
 
 def _stderr(message: str) -> None:
@@ -204,10 +220,11 @@ def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: C
                          f"you can write to and report there.") from None
     try:
         ctx.configs.to_csv(out / "cells.csv", index=False)
-        ctx.runs.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
-        tasks = [task_section(ctx, task) for task in task_order(ctx.runs)]
+        ctx.stored.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
+        tasks = [sec for task in task_order(ctx.runs) for sec in task_sections(ctx, task)]
         tutorials = tutorial_section(ctx)
-        text = readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross_task(ctx), science_section(ctx))
+        text = readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross_task(ctx), science_section(ctx),
+                      [tuning_noise_section(ctx)])
         (out / "README.md").write_text(text)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)

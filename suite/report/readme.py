@@ -13,10 +13,12 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from suite.report.benchmarks import load_benchmarks, throughput_figure, throughput_table
-from suite.report.data.protocol import Study, protocol_lines
+from suite.report.data.protocol import PARTS, Study, protocol_lines
 from suite.report.figures.curves import FigureOptions
 from suite.report.tables.comparison import optimizer_order
+from suite.report.tables.legend import statistics_text
 from suite.report.tables.render import Table, fmt, markdown, write
+from suite.report.tables.tuning import flag_lines
 from suite.tasks import TASKS
 from suite.types import ENVIRONMENT_COLUMNS, HPARAM_COLUMNS, StoreError
 
@@ -38,6 +40,22 @@ class Context:
     configs: pd.DataFrame | None = None  # every final configuration, aggregated over seeds
     notes: list[str] = field(default_factory=list)  # report-wide notes (e.g. unreadable tuner exports)
     alpha: float = 0.05
+    stored: pd.DataFrame | None = None  # every stored run, abandoned configurations included (runs.csv)
+    tunings: pd.DataFrame | None = None  # the cells of every tuning (re-tunings included; ``cells`` is the primary)
+
+    @property
+    def parts(self) -> list[str]:
+        """The protocol parts the reported runs belong to, in report order."""
+        present = set(self.runs.loc[~self.runs["is_extra"].astype(bool), "part"])
+        return [p for p in PARTS if p in present]
+
+    def shown_part(self, part: str) -> str:
+        """The part's name where the report has several (titles, folders), else ""."""
+        return part if len(self.parts) > 1 else ""
+
+    def folder(self, kind: str, *names: str) -> Path:
+        """``<out>/<kind>/<names...>`` (empty names left out), e.g. ``tables/regression/target``."""
+        return self.out.joinpath(kind, *(slug(n) for n in names if n))
 
 
 @dataclass
@@ -62,6 +80,13 @@ def per_task(section, task: str):
     return section[task] if task in section else section["default"]
 
 
+def of(frame: pd.DataFrame, task: str, part: str | None = None) -> pd.DataFrame:
+    """The lines of one task (and part; extra runs belong to none) of a report frame."""
+    if frame is None or not len(frame):
+        return frame
+    return frame[(frame["task_label"] == task) & (frame["part"] == part if part else frame["part"] != "")]
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
@@ -79,6 +104,15 @@ def scaling_cells(cells: pd.DataFrame) -> pd.DataFrame:
     reduction; a plain batch wins over the same batch built by accumulation."""
     plain = cells[(cells["sampling"] == "shuffle") & (cells["accumulation_reduction"] == "mean")]
     return plain.sort_values("accumulation_steps").groupby(["optimizer", "batch_size"]).head(1)
+
+
+def science_cells(ctx: Context, task: str) -> pd.DataFrame:
+    """The cells the batch-size science of a task reads: its target part's (steps to a target are
+    defined there only), else its budget part's (the lr's scaling with the batch)."""
+    cells = of(ctx.cells, task)
+    if cells is None or not len(cells):
+        return cells
+    return cells[cells["part"] == ("target" if (cells["part"] == "target").any() else "budget")]
 
 
 def _values(series: pd.Series) -> str:
@@ -135,16 +169,21 @@ def hyperparameters(ctx: Context) -> list[str]:
         "accumulation": c["accumulation_reduction"], "dtype": c["dtype"], "device": c["device"],
         "divergence factor": c["divergence_factor"],
         "task options": ", ".join(f"{k}={v}" for k, v in c["task_options"].items() if k != "name"),
-    } for label, c in zip(configs["task_label"], parsed)])
-    for label in task_order(runs):
+    } for label, c in zip(configs["task_label"] + configs["part"].map(_part_label(ctx)), parsed)])
+    for label in [t + _part_label(ctx)(p) for t in task_order(runs) for p in ctx.parts or [""]]:
         sub = settings[settings["task"] == label].drop(columns="task")
-        lines += [f"**{label}**: " + "; ".join(f"{k} {_values(sub[k])}" for k in sub), ""]
+        lines += [f"**{label}**: " + "; ".join(f"{k} {_values(sub[k])}" for k in sub), ""] if len(sub) else []
     if (ctx.root / "config.yaml").is_file():
         lines += ["The study's resolved configuration: [`config.yaml`](../config.yaml).", ""]
         if not ctx.study.tune:
             lines += ["**Learning rates were not tuned** (`study.tune=false`): every cell ran at the optimizer "
                       "registry's default lr (`suite/optim/registry.py`).", ""]
     return lines
+
+
+def _part_label(ctx: Context):
+    """`` (target part)`` after a task's name where the report has several parts."""
+    return lambda part: f" ({part} part)" if ctx.shown_part(part) else ""
 
 
 def _eval(ev: dict) -> str:
@@ -210,63 +249,44 @@ SCIENCE_INTRO = ("Where perfect batch scaling ends and why, how the best learnin
                  "checks against theory where it is exact; every line states a fit with its interval.")
 
 
-def statistics_text(ctx: Context) -> str:
-    conf = ctx.cfg.statistics.confidence
-    return (f"A cell shows the mean over seeds and, with several seeds, its {conf:.0%} Student-t interval [lo, hi] "
-            f"(truncated to the values the metric can take: [0, 1] for an accuracy, ≥ 0 for losses, steps and "
-            f"seconds). "
-            f"**Bold** marks the best mean of a row among cells whose seeds all finished; a cell that a paired "
-            f"t-test over seeds (same seed = same data order and initialization for every optimizer) against that "
-            f"best, Holm-corrected across the row at α = {ctx.alpha:g}, cannot separate from it is marked tied "
-            f"(**≈ bold**); the CSVs carry `best` and `tied_best`. Figures draw every seed where there are fewer "
-            f"than {ctx.opts.individual_below}, else the mean with its t-interval band.")
-
-
-def flags(ctx: Context) -> list[str]:
-    """Cells whose lr is not an interior optimum of its search range, or not tuned at all."""
-    t = ctx.trials
-    if not len(t):
-        return []
-    edge, fallback = t[t["edge"].astype(bool)], t[t["lr_fallback"].astype(bool)]
-    unreached = t[t["lr_unreached"].astype(bool)] if "lr_unreached" in t else t.iloc[:0]
-    lines = [f"- **edge of range**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: {r['edge']}"
-             for _, r in edge.iterrows()]
-    lines += [f"- **registry-default lr**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: "
-              f"{r['lr_source']}" for _, r in fallback.iterrows()]
-    lines += [f"- **target not reached in tuning**: {r['task_label']} / {r['optimizer']} / batch {r['batch_label']}: "
-              f"{r['lr_source']}; its lr is the trial closest to the target" for _, r in unreached.iterrows()]
-    head = "## Flags" if lines else None
-    return [head, "", "Cells compared at an lr that is not an interior tuned optimum (marked †, ‡ and § in the "
-            "tables):", "", *lines, ""] if head else []
-
-
-def readme(ctx: Context, tasks: list[Section], cross: Section, science: list[Section]) -> str:
-    runs = ctx.runs
+def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: list[Section],
+           after: list[Section] = ()) -> str:
+    """The README: the report-wide parts, then the sections ``cross`` (before the tasks), ``tasks``,
+    ``after`` (the tuning noise) and the batch-size science."""
+    runs, stored = ctx.runs, ctx.stored if ctx.stored is not None else ctx.runs
     n_trials, n_extra = int(runs["is_trial"].sum()), int(runs["is_extra"].astype(bool).sum())
     studies = runs["study"].nunique() if "study" in runs else 0
     reported = sum(len(ids.split(",")) for ids in ctx.cells["run_ids"]) if len(ctx.cells) else 0
     extra = f", {n_extra} extra runs with a purpose (theory, lr scaling)" if n_extra else ""
+    left = len(stored) - len(runs)
+    left_out = (f" {left} runs of configurations the study abandoned (an earlier lr or search range than the one "
+                f"its tuner export names) stay in storage but out of every table, figure and `cells.csv`; `runs.csv` "
+                f"flags them `abandoned`.") if left else ""
     lines = [
         f"# Report: {ctx.root.resolve().name}", "",
-        f"Generated by `suite-report` from the {len(runs)} runs stored under `runs/` ({n_trials} of them tuning "
-        f"trials{f' of {studies} studies' if studies else ''}{extra}); nothing was trained. The tables report "
-        f"{len(ctx.cells)} cells through {reported} runs of their chosen configurations (a trial whose "
+        f"Generated by `suite-report` from the {len(stored)} runs stored under `runs/` ({n_trials} of them tuning "
+        f"trials{f' of {studies} studies' if studies else ''}{extra}); nothing was trained.{left_out} The tables "
+        f"report {len(ctx.cells)} cells through {reported} runs of their reported configurations (a trial whose "
         f"configuration is a final one counts as that run). Rows are batch sizes (`64×16` = micro-batch 64 × 16 "
         f"accumulation steps; GD = full batch, SGD = batch 1). Every table is also written as LaTeX (booktabs, "
         f"for `\\input`) and CSV.", "",
         *protocol_lines(ctx.study, ctx.targets, ctx.sources, set(runs["task"]), ctx.env),
-        statistics_text(ctx), "",
-        *environment(ctx), *hyperparameters(ctx), *flags(ctx),
-        "All numbers in one place: [`cells.csv`](cells.csv) (every cell's configurations, aggregated over seeds, "
-        "with t-intervals: final/best losses and accuracies, steps/epochs/samples/seconds to target, throughput) "
-        "and [`runs.csv`](runs.csv) (one line per run, with its steps to target, `to_target_bracket` = the width "
-        "in steps of the interval it was located in, and why an unreached run is censored).", "",
+        statistics_text(ctx.cfg.statistics.confidence, ctx.alpha, ctx.opts.individual_below), "",
+        *environment(ctx), *hyperparameters(ctx), *flag_lines(ctx.trials),
+        "All numbers in one place: [`cells.csv`](cells.csv) (one line per cell and tuning — `part`, `retune` — "
+        "aggregated over seeds: final/best losses and accuracies with t-intervals, steps/epochs/samples/seconds to "
+        "target as medians with their order-statistic intervals, failed, collapsed and censored counts, "
+        "throughput) and [`runs.csv`](runs.csv) (one line per stored run, with its `part`, `collapsed`, "
+        "`abandoned`, its steps to target, `to_target_bracket` = the width in steps of the interval it was located "
+        "in, and why an unreached run is censored).", "",
         *[f"- note: {n}" for n in ctx.notes], *([""] if ctx.notes else []),
     ]
-    if cross.tables:
-        lines += section(cross, ctx.out)
+    for sec in cross:
+        lines += section(sec, ctx.out) if sec.tables else []
     for sec in tasks:
         lines += section(sec, ctx.out)
+    for sec in after:
+        lines += section(sec, ctx.out) if sec.tables else []
     if science:
         lines += ["## Batch-size science", "", SCIENCE_INTRO, ""]
         for sec in science:

@@ -1,18 +1,21 @@
-"""The report's sections: per task (its tables and figures) and across tasks. Each returns a
-:class:`suite.report.readme.Section`; the batch-size science lives in :mod:`suite.report.science.section`."""
+"""The report's per-task sections, one per protocol part the task's runs belong to (its tables and
+figures): the target part's counts to the target, the budget part's final metrics, and for each the
+reported lr, throughput, ranking and tuning. Each returns a :class:`suite.report.readme.Section`;
+the sections across tasks live in :mod:`suite.report.across`, the batch-size science in
+:mod:`suite.report.science.section`."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from suite.report.benchmarks import load_benchmarks, throughput_table
-from suite.report.data.metrics import performance_profile
-from suite.report.data.protocol import load_text
+from suite.report.data.protocol import load_text, trained_alone
 from suite.report.figures import curves, scaling
-from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
-from suite.report.tables.comparison import marks_note, pivot, profile, ranking, summary
+from suite.report.readme import Context, Section, of, per_task, scaling_cells
+from suite.report.stats.resolution import ROUNDOFF_MULTIPLE
+from suite.report.tables.comparison import Score, marks_note, pivot, ranking
 from suite.report.tables.render import fmt
-from suite.report.tables.tuning import tuning_table
+from suite.report.tables.tuning import resolution_counts, tuning_table
 from suite.store.runs import RunStore
 from suite.types import StoreError
 
@@ -40,7 +43,7 @@ def representative(cells: pd.DataFrame, primary: str, n: int) -> pd.DataFrame:
     for size in picked:
         c = plain[plain["batch_size"] == size]
         score = -c[primary] if primary.endswith("accuracy") else c[primary]
-        best = c.loc[score.where(c["n_diverged"] == 0).fillna(np.inf).idxmin()]
+        best = c.loc[score.where(c["n_failed"] == 0).fillna(np.inf).idxmin()]
         out.append({"run_id": sorted(best["run_ids"].split(","))[0], "batch_label": best["batch_label"],
                     "optimizer": best["optimizer"]})
     return pd.DataFrame(out, columns=["run_id", "batch_label", "optimizer"])
@@ -68,7 +71,7 @@ def bench_throughput(ctx: Context, name: str, cells: pd.DataFrame) -> pd.DataFra
     return merged.assign(throughput=merged["samples_per_s"]) if merged["samples_per_s"].notna().any() else None
 
 
-def _throughput(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, tables) -> None:
+def _throughput(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, tables) -> None:
     bench = bench_throughput(ctx, name, cells)
     if bench is not None:
         threads = "/".join(map(str, sorted(bench["threads"].dropna().astype(int).unique())))
@@ -77,52 +80,115 @@ def _throughput(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, runs
                       f"benchmarked): training samples per second (—: not benchmarked); no best marked.",
                       style="plain"), tables)
         return
-    load = load_text(ctx.rows[ctx.rows["task"] == name], ctx.study, ctx.env)
-    sec.add(pivot(cells, "throughput", "throughput", f"Throughput, training samples per training-clock second "
-                  f"after warm-up (—: no timed step), {load}; {marks_note(ctx.alpha, _seeds(cells))}.", style="plain",
-                  maximize=True, runs=runs, alpha=ctx.alpha), tables)
+    _timing(ctx, sec, cells, Score("throughput", "plain", True), "Throughput, training samples per "
+            "training-clock second after warm-up (—: no timed step)", tables)
+
+
+def _timing(ctx: Context, sec: Section, cells: pd.DataFrame, score: Score, what: str, tables) -> None:
+    """A table of clock readings: compared only where every run trained alone (unstacked, one
+    worker); otherwise shown as measured, with nothing marked, pointing to ``make bench``."""
+    runs = ctx.runs[ctx.runs["run_id"].isin(_run_ids(cells))]
+    load = load_text(ctx.rows[ctx.rows["run_id"].isin(runs["run_id"])], ctx.study, ctx.env)
+    if trained_alone(runs["stack_size"], ctx.study, ctx.env):
+        best = "least median" if score.style == "target" else "best mean"
+        caption, maximize = f"{what}, {load}; {marks_note(ctx.alpha, _seeds(cells), best)}.", score.maximize
+    else:
+        caption, maximize = (f"{what}, {load}. Not compared (nothing bold): these runs shared their clock or machine "
+                             f"with others, so their timings measure the load as much as the optimizer; compare "
+                             f"timings from `make bench`."), None
+    sec.add(pivot(cells, score.column, score.column, caption, style=score.style, maximize=maximize, runs=ctx.runs,
+                  alpha=ctx.alpha), tables)
+
+
+def _run_ids(cells: pd.DataFrame) -> list[str]:
+    return ",".join(cells["run_ids"]).split(",") if len(cells) else []
 
 
 def _seeds(cells: pd.DataFrame) -> int:
     return int(cells["n_seeds"].max()) if len(cells) else 0
 
 
-def _cell_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, tables) -> None:
+def headline(ctx: Context, name: str, part: str) -> Score:
+    """What a part's tables rank on: steps to target (target part), the task's first final metric (budget part)."""
+    if part == "target":
+        return Score("steps_to_target", "target", False)
+    metric = per_task(ctx.cfg.final_metrics, name)[0]
+    return Score(f"final_{metric}", "final", metric.endswith("accuracy"))
+
+
+def _budget_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, tables, where: str) -> None:
     conf, note = ctx.cfg.statistics.confidence, marks_note(ctx.alpha, _seeds(cells))
     for metric in per_task(ctx.cfg.final_metrics, name):
-        sec.add(pivot(cells, f"final_{metric}", f"final_{metric}", f"Final {metric} (mean over seeds "
-                      f"[{conf:.0%} t-interval]); {note}.", maximize=metric.endswith("accuracy"), runs=ctx.runs,
+        sec.add(pivot(cells, f"final_{metric}", f"final_{metric}", f"{where}: final {metric} after the same epochs "
+                      f"for every batch size (mean over seeds [{conf:.0%} t-interval]); {note}{_floor_note(metric)}.",
+                      maximize=metric.endswith("accuracy"), runs=ctx.runs, alpha=ctx.alpha), tables)
+
+
+def _floor_note(metric: str) -> str:
+    return (f"; at floor = within {ROUNDOFF_MULTIPLE} units of float roundoff of the loss level, where values are "
+            f"equal and none is marked") if "excess" in metric else ""
+
+
+def _target_tables(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, tables, where: str) -> None:
+    if name not in ctx.targets:
+        return
+    conf, note = ctx.cfg.statistics.confidence, marks_note(ctx.alpha, _seeds(cells), "least median")
+    target = ctx.targets[name].describe()
+    median = (f"median over all seeds, a seed that did not reach it counting as beyond the cap [order-statistic "
+              f"{conf:.0%} interval of the median, coverage {_coverage(cells)}]; censored = fewer than half of the "
+              f"seeds reached it within the cap, shown with the cap")
+    for col, what in (("steps_to_target", "Steps"), ("epochs_to_target", "Epochs"),
+                      ("samples_to_target", "Training samples")):
+        sec.add(pivot(cells, col, col, f"{where}: {what.lower()} to reach the target ({target}; {median}); fewest is "
+                      f"best: {note}, compared on log {what.lower()}.", style="target", maximize=False, runs=ctx.runs,
                       alpha=ctx.alpha), tables)
-    if name in ctx.targets:
-        for col, what in (("steps_to_target", "Steps"), ("seconds_to_target", "Training-clock seconds")):
-            sec.add(pivot(cells, col, col, f"{what} to reach the target ({ctx.targets[name].describe()}; mean "
-                          f"[{conf:.0%} t-interval]; censored = no seed reached it within its step cap, shown with "
-                          f"the cap); fewest is best: {note}.", style="target", maximize=False, runs=ctx.runs,
-                          alpha=ctx.alpha), tables)
-    sec.add(pivot(cells, "lr", "best_lr", "Learning rate of each cell's reported configuration (tuned where a "
-                  "study tuned it); no best marked: an lr is a setting, not a score.", style="plain"), tables)
+    _timing(ctx, sec, cells, Score("seconds_to_target", "target", False),
+            f"{where}: training-clock seconds to reach the target ({target}; {median})", tables)
 
 
-def task_section(ctx: Context, task: str) -> Section:
-    """One task's tables and figures; returns its README section."""
-    sec = Section(task)
-    cells = ctx.cells[ctx.cells["task_label"] == task] if len(ctx.cells) else ctx.cells
-    runs = ctx.runs[ctx.runs["task_label"] == task]
-    trials = ctx.trials[ctx.trials["task_label"] == task] if len(ctx.trials) else ctx.trials
+def _caps(cells: pd.DataFrame) -> str:
+    """The step cap the part's censored seeds ran into: one number under the target protocol; several
+    where the cap differs between batch sizes (an epoch budget bound first), which the caption says."""
+    caps = sorted(cells["step_cap"].dropna().unique())
+    if len(caps) == 1:
+        return f", cap {fmt(caps[0], 'count')} steps"
+    if caps:
+        return (f", caps {fmt(caps[0], 'count')}–{fmt(caps[-1], 'count')} steps (not one step cap: the batch sizes "
+                f"were not given the same steps to reach the target)")
+    return ""
+
+
+def _coverage(cells: pd.DataFrame) -> str:
+    """The order-statistic intervals' coverage, which seeds fix (fewer than 6 cannot reach 95%)."""
+    cover = sorted({round(c, 3) for c in cells["to_target_coverage"].dropna() if c > 0})
+    return "/".join(f"{c:.1%}" for c in cover) if cover else "none (one seed)"
+
+
+def part_section(ctx: Context, task: str, part: str) -> Section:
+    """One task's tables and figures under one protocol part; returns its README section."""
+    shown = ctx.shown_part(part)
+    sec = Section(f"{task}: {part} part" if shown else task)
+    cells = of(ctx.cells, task, part)
+    runs = of(ctx.runs, task, part)
+    trials = of(ctx.trials, task, part)
     name = runs["task"].iloc[0]
-    tables, figures = ctx.out / "tables" / slug(task), ctx.out / "figures" / slug(task)
-    sec.intro.append(_target_intro(ctx, name, runs))
+    tables, figures = ctx.folder("tables", task, shown), ctx.folder("figures", task, shown)
+    where = f"{part.capitalize()} part" + (_caps(cells) if part == "target" else "")
+    sec.intro += [_target_intro(ctx, name, runs), ""] if part == "target" else []
+    sec.intro += [resolution_line(trials), ""] if len(trials) and "resolution_resolved" in trials else []
     if len(cells) == 0:
         sec.notes.append("no final runs yet (only tuning trials): the optimizer × batch-size tables, the loss curves "
                          "and the throughput figure are omitted.")
     else:
-        primary = per_task(ctx.cfg.final_metrics, name)
-        _cell_tables(ctx, sec, name, cells, tables)
-        _throughput(ctx, sec, name, cells, runs, tables)
-        sec.ranking = ranking(cells, f"final_{primary[0]}", primary[0].endswith("accuracy"),
-                              trials if len(trials) else None, ctx.runs, ctx.alpha)
+        (_target_tables if part == "target" else _budget_tables)(ctx, sec, name, cells, tables, where)
+        sec.add(pivot(cells, "lr", "best_lr", f"{where}: learning rate of each cell's reported configuration (tuned "
+                      f"where a study tuned it); no best marked: an lr is a setting, not a score.", style="plain"),
+                tables)
+        _throughput(ctx, sec, name, cells, tables)
+        sec.ranking = ranking(cells, [headline(ctx, name, part)], trials if len(trials) else None, ctx.runs,
+                              ctx.alpha, part)
         sec.add(sec.ranking, tables)
-        _cell_figures(ctx, sec, name, cells, runs, figures, f"final_{primary[0]}")
+        _cell_figures(ctx, sec, name, cells, runs, figures, headline(ctx, name, "budget").column, part)
     trial_runs = runs[runs["is_trial"]]
     if len(trial_runs):
         sec.add(tuning_table(trials, ctx.cfg.sensitivity_tolerance), tables)
@@ -136,8 +202,23 @@ def task_section(ctx: Context, task: str) -> Section:
     return sec
 
 
+def task_sections(ctx: Context, task: str) -> list[Section]:
+    """One section per protocol part the task's runs belong to."""
+    parts = set(of(ctx.runs, task)["part"])
+    return [part_section(ctx, task, part) for part in ctx.parts if part in parts]
+
+
+def resolution_line(trials: pd.DataFrame) -> str:
+    """How many of the tuned cells the tuner resolved (its export's ``resolution``)."""
+    resolved, known = resolution_counts(trials)
+    if not known:
+        return "Tuning resolution: not exported by the tuner for these cells."
+    return (f"Tuning resolution: {resolved} of {known} tuned cells resolved ({resolved / known:.0%}; "
+            f"resolved = at least two other trials within the tuner's tolerance of the best; ◦ marks the others).")
+
+
 def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, figures,
-                  primary: str) -> None:
+                  primary: str, part: str) -> None:
     chosen = ctx.rows[ctx.rows["run_id"].isin(",".join(cells["run_ids"]).split(","))]
     curve, seeds = per_task(ctx.cfg.curve_metric, name), int(cells["n_seeds"].max())
     label = curves.LABELS.get(curve, curve)
@@ -159,42 +240,16 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")
     plain = scaling_cells(cells)
-    if name in ctx.targets:
+    if name in ctx.targets and part == "target":
         notes = []
         path = scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts, notes)
         sec.fig(path, f"Steps to target vs batch size (log-log): {curves.spread(seeds, ctx.opts, 'whiskers')} with the "
                 f"line through the means; black ring: some seeds not reached; red ring: lr at an edge of its search "
-                f"range; ▲ at the cap: censored (no seed reached it); dashed: perfect scaling from the smallest batch "
-                f"every seed reached." + "".join(f" ({n}.)" for n in notes))
+                f"range; ▲ at the cap: censored (fewer than half of the seeds reached it); dashed: perfect scaling "
+                f"from the smallest batch every seed reached." + "".join(f" ({n}.)" for n in notes))
     sec.fig(scaling.best_lr(plain, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), with the "
             "linear and square-root scaling rules drawn through a measured, interior lr; red ring: optimum at an edge "
             "of its search range; ✕: registry-default lr.")
     sec.fig(scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts),
             f"Training samples per second (log) per optimizer and batch size; bars: mean, "
             f"{curves.spread(seeds, ctx.opts, 'whiskers')}; {load_text(chosen, ctx.study, ctx.env)}.")
-
-
-def cross_task(ctx: Context) -> Section:
-    sec = Section("Across tasks")
-    if len(ctx.cells) == 0:
-        return sec
-    tables = ctx.out / "tables"
-    ranks, primary = {}, {}
-    for task in task_order(ctx.runs):
-        cells = ctx.cells[ctx.cells["task_label"] == task]
-        if len(cells):
-            primary[task] = f"final_{per_task(ctx.cfg.final_metrics, cells['task'].iloc[0])[0]}"
-            ranks[task] = ranking(cells, primary[task], primary[task].endswith("accuracy"), None, ctx.runs,
-                                  ctx.alpha)
-    sec.add(summary(ranks, primary), tables)
-    solved = ctx.cells[ctx.cells["has_target"] & (ctx.cells["n_reached"] == ctx.cells["n_runs"])]
-    if len(solved):
-        table, cost = profile(ctx.cells[ctx.cells["has_target"]].assign(
-            steps_to_target=ctx.cells["steps_to_target"].where(ctx.cells["n_reached"] == ctx.cells["n_runs"])))
-        sec.add(table, tables)
-        worst = float(cost.div(cost.min(axis=1), axis=0).max().max())
-        taus = np.geomspace(1, max(2.0, 1.2 * worst), 200)
-        sec.fig(curves.profile(performance_profile(cost, taus), ctx.out / "figures" / "performance_profile", ctx.opts),
-                "Performance profile on steps-to-target: the fraction of problems an optimizer solves within τ × "
-                "the best optimizer's steps; higher and further left is better.")
-    return sec

@@ -1,15 +1,19 @@
 """Convergence metrics from stored rows only (pandas + numpy: no torch, never trains).
 
 A *run* is one ``run_id``; its rows are its evaluation points. The pipeline:
-``annotate`` (labels, configuration key, trial and extra-run flags) -> ``summarize_runs`` (one
-line per run) -> ``aggregate`` (the runs of one configuration, over seeds: mean and Student-t
-interval) -> ``pick_best`` (each cell's best configuration). ``trial_stats`` reads a cell's tuning
-trials: divergence, largest stable lr and the divergence boundary, lr sensitivity. Conventions:
+``annotate`` (labels, configuration key, trial and extra-run flags, protocol part, re-tuning) ->
+``summarize_runs`` (one line per run) -> ``aggregate`` (the runs of one configuration, over seeds)
+-> ``pick_best`` (each cell's best configuration). :mod:`suite.report.data.trials` reads a cell's
+tuning trials, :mod:`suite.report.data.reported` which configurations a study abandoned.
+Conventions:
 
 - *final* = the last evaluation row; *best* = the best value over all evaluation rows. A
-  diverged run has no final value (NaN: its loss exploded) and is counted in ``n_diverged``.
+  diverged run has no final value (NaN: its loss exploded) and is counted in ``n_diverged``; a
+  run that finished without learning is *collapsed* (:func:`suite.types.collapsed`); either is a
+  *failed* run (``n_failed``).
 - *to-target*: :mod:`suite.report.data.to_target` (exact steps where the run was trained with the
-  target, else the first evaluation that meets it; unreached runs are censored, with the reason).
+  target, else the first evaluation that meets it; unreached runs are censored, with the reason),
+  summarized over seeds by the median over all of them (:mod:`suite.report.stats.censored`).
 - *throughput* = training samples after the warm-up steps / training-clock seconds (the
   clock excludes evaluation and the untimed warm-up steps).
 - Runs tagged with a ``purpose`` (e.g. ``theory``, ``lr_scaling``) are a study's extra
@@ -19,19 +23,21 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
-import numpy as np
 import pandas as pd
 
 from suite.report.data import to_target
-from suite.report.stats.batch_science import divergence_boundary
+from suite.report.data.protocol import part_of
+from suite.report.stats.censored import median_interval
 from suite.report.stats.seeds import t_interval
-from suite.types import METRICS, Target, unreached_value
+from suite.types import METRICS, Target, collapsed
 
-# One matrix cell; task_label separates runs of one task with different task options.
-CELL = ("task_label", "optimizer", "batch_size", "micro_batch", "accumulation_steps", "sampling",
+# One matrix cell; task_label separates runs of one task with different task options, part the
+# protocol (a target cell and a budget cell of the same batch size are two cells).
+CELL = ("task_label", "part", "optimizer", "batch_size", "micro_batch", "accumulation_steps", "sampling",
         "accumulation_reduction")
+TUNED_CELL = (*CELL, "retune")  # a cell and one of its tunings: each has its own trials and reported configuration
 SAMPLING_MARK = {"shuffle": "", "sequential": " seq", "replacement": " repl"}
 
 
@@ -58,8 +64,9 @@ def _task_labels(tasks: pd.Series, options: pd.Series) -> pd.Series:
 
 
 def annotate(rows: pd.DataFrame) -> pd.DataFrame:
-    """Add ``task_label``, ``batch_label``, ``config_key`` (the config minus seed), ``is_trial`` and
-    ``is_extra`` (a run tagged with a ``purpose``)."""
+    """Add ``task_label``, ``batch_label``, ``config_key`` (the config minus seed), ``is_trial``,
+    ``is_extra`` (a run tagged with a ``purpose``), ``part`` (its protocol, from its config: ``target``
+    or ``budget``; "" for an extra run) and ``retune`` (which re-tuning of its cell; 0 = the primary)."""
     configs = rows.groupby("run_id", sort=False)["config"].first().map(json.loads)
     key = configs.map(lambda c: json.dumps({k: v for k, v in c.items() if k != "seed"}, sort_keys=True))
     options = configs.map(lambda c: json.dumps(c.get("task_options", {}), sort_keys=True))
@@ -68,6 +75,8 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     out["task_label"] = _task_labels(out["task"], out["run_id"].map(options))
     out["is_trial"] = out["trial"].notna() if "trial" in out else False
     out["is_extra"] = out["purpose"].notna() & (out["purpose"].astype(str) != "") if "purpose" in out else False
+    out["part"] = out["run_id"].map(configs.map(part_of)).where(~out["is_extra"], "")
+    out["retune"] = out["retune"].fillna(0).astype(int) if "retune" in out else 0
     labels = {k: batch_label(*k) for k in out.groupby(
         ["batch_size", "micro_batch", "accumulation_steps", "regime", "sampling", "accumulation_reduction"]).groups}
     out["batch_label"] = [labels[k] for k in zip(out["batch_size"], out["micro_batch"], out["accumulation_steps"],
@@ -76,14 +85,14 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 TO_TARGET = to_target.TO_TARGET
-STATIC = (*CELL, "task", "model", "batch_label", "regime", "lr", "seed", "config_key", "is_trial", "is_extra",
-          "diverged", "diverged_step", "pruned", "n_train", "warmup_steps")
+STATIC = (*TUNED_CELL, "task", "model", "batch_label", "regime", "lr", "seed", "config_key", "is_trial", "is_extra",
+          "diverged", "diverged_step", "pruned", "n_train", "warmup_steps", "stack_size", "dtype", "optimal_loss")
 TAGS = ("study", "trial", "purpose")
 
 
 def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.DataFrame:
-    """One line per run: final/best metrics, to-target and censoring, throughput. ``rows`` from
-    :func:`annotate`."""
+    """One line per run: final/best metrics, ``collapsed`` and ``failed`` (diverged or collapsed,
+    :func:`suite.types.collapsed`), to-target and censoring, throughput. ``rows`` from :func:`annotate`."""
     rows = rows.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
     groups = rows.groupby("run_id", sort=False)
     first, last = groups.head(1).set_index("run_id"), groups.tail(1).set_index("run_id")
@@ -94,6 +103,9 @@ def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.Data
         out[f"initial_{m}"] = first[m]
         out[f"final_{m}"] = last[m].where(alive)
         out[f"best_{m}"] = groups[m].max() if m.endswith("accuracy") else groups[m].min()
+    out["collapsed"] = alive & pd.Series([collapsed(*v) for v in zip(
+        first["val_loss"], last["val_loss"], first["val_accuracy"], last["val_accuracy"])], index=last.index)
+    out["failed"] = ~alive | out["collapsed"]
     timed = (last["step"] - last["warmup_steps"]).clip(lower=0) * last["batch_size"]
     out["throughput"] = (timed / last["time_s"]).where((last["time_s"] > 0) & (timed > 0))
     hits = [to_target.task_to_target(sub, targets[task]) for task, sub in rows.groupby("task") if task in targets]
@@ -106,24 +118,40 @@ def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.Data
     return out.reset_index()
 
 
+CAPPED = ("cap", "time limit")  # censored by what the run was allowed, not by failing: its steps bound the count
 SUMMARY_COLUMNS = (*(f"{k}_{m}" for k in ("final", "best") for m in METRICS), "throughput", *TO_TARGET.values())
 
 
-def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*CELL, "config_key"), columns=SUMMARY_COLUMNS,
+def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*TUNED_CELL, "config_key"), columns=SUMMARY_COLUMNS,
               confidence: float = 0.95) -> pd.DataFrame:
-    """The runs of each group over seeds: ``col`` (mean), ``col_lo``/``col_hi`` (Student-t interval;
-    NaN with one seed), counts, and for to-target: the widest bracket and the cap of censored seeds."""
+    """The runs of each group over seeds: ``col`` and ``col_lo``/``col_hi``, counts (``n_failed`` =
+    diverged + collapsed), and for to-target: the widest bracket, the last step of the seeds that
+    did not reach it (``cap_steps``) and of those that ran out of steps (``step_cap``: the cap, not
+    where a failed seed stopped).
+    A final metric is the mean with its Student-t interval (NaN with one seed); a count to the
+    target the median over all seeds with its order-statistic interval (:mod:`..stats.censored`:
+    ``to_target_censored`` when fewer than half reached it, ``to_target_coverage`` the interval's
+    coverage)."""
     by = list(by)
-    keep = ["task", "model", "batch_label", "regime", "lr", "has_target"]
+    keep = ["task", "model", "batch_label", "regime", "lr", "has_target", "dtype", "optimal_loss"]
     out = []
     for key, g in runs.groupby(by, sort=False, dropna=False):
-        line = dict(zip(by, key), **{k: g[k].iloc[0] for k in keep if k not in by},
+        line = dict(zip(by, key), **{k: g[k].iloc[0] for k in keep if k not in by and k in g},
                     n_runs=len(g), n_seeds=g["seed"].nunique(), n_diverged=int(g["diverged"].sum()),
+                    n_collapsed=int(g["collapsed"].sum()), n_failed=int(g["failed"].sum()),
                     n_reached=int(g["reached"].sum()), n_censored=int(g["censored"].sum()),
-                    cap_steps=g["cap_steps"].max(), to_target_bracket=g["to_target_bracket"].max(),
+                    cap_steps=g["cap_steps"].max(), step_cap=g.loc[g["censor_reason"].isin(CAPPED), "cap_steps"].max(),
+                    to_target_bracket=g["to_target_bracket"].max(),
                     censor_reasons=", ".join(sorted(set(g["censor_reason"]) - {""})),
                     run_ids=",".join(g["run_id"]))
         for col in columns:
+            if col in TO_TARGET.values():  # without a target, nothing to count (NaN)
+                counts = g[col].fillna(math.inf) if line.get("has_target", True) else g[col]
+                median, lo, hi, line["to_target_coverage"] = median_interval(counts, confidence)
+                censored = not math.isfinite(median)
+                line[col], line[f"{col}_lo"], line[f"{col}_hi"] = math.nan if censored else median, lo, hi
+                line["to_target_censored"] = bool(line["has_target"]) and censored
+                continue
             mean, lo, hi = t_interval(g[col], confidence)
             low, high = metric_range(col)
             line[col], line[f"{col}_lo"], line[f"{col}_hi"] = mean, max(lo, low), min(hi, high)
@@ -156,114 +184,12 @@ def final_runs(runs: pd.DataFrame, seeds: Iterable[int] | None = None) -> pd.Dat
 
 
 def pick_best(configs: pd.DataFrame, select: str = "final_val_loss") -> pd.DataFrame:
-    """Each cell's best configuration: fewest diverged seeds, then the best mean ``select``."""
-    ranked = configs.assign(_div=configs["n_diverged"] / configs["n_runs"],
+    """Each cell's (and re-tuning's) best configuration: fewest failed seeds, then the best mean
+    ``select`` (a tuned cell has one configuration once abandoned ones are left out)."""
+    ranked = configs.assign(_div=configs["n_failed"] / configs["n_runs"],
                             _score=-configs[select] if select.endswith("accuracy") else configs[select])
     ranked = ranked.sort_values(["_div", "_score", "lr"], na_position="last", kind="stable")
-    return ranked.groupby(list(CELL), sort=False).head(1).drop(columns=["_div", "_score"]).reset_index(drop=True)
-
-
-def sensitivity(lrs: pd.Series, losses: pd.Series, diverged: pd.Series, tolerance: float = 0.1):
-    """Width in decades of the contiguous lr range around the best lr whose final validation loss is
-    within ``tolerance`` of the best; a diverged lr ends the range. Returns (decades, low lr, high lr)."""
-    per_lr = pd.DataFrame({"loss": losses.where(~diverged), "div": diverged}).groupby(lrs.values).agg(
-        loss=("loss", "mean"), div=("div", "any")).sort_index()
-    ok = per_lr["loss"].notna() & ~per_lr["div"]
-    if not ok.any():
-        return math.nan, math.nan, math.nan
-    best_i = int(np.nanargmin(per_lr["loss"].where(ok).to_numpy()))
-    good = (ok & (per_lr["loss"] <= per_lr["loss"].iloc[best_i] * (1 + tolerance))).to_numpy()
-    lo = hi = best_i
-    while lo > 0 and good[lo - 1]:
-        lo -= 1
-    while hi < len(good) - 1 and good[hi + 1]:
-        hi += 1
-    low, high = float(per_lr.index[lo]), float(per_lr.index[hi])
-    return math.log10(high / low), low, high
-
-
-def per_trial(g: pd.DataFrame, by_steps: bool) -> pd.DataFrame:
-    """One line per tuning trial of a cell (a trial trained at several tuning seeds has a run per
-    seed): its lr, whether any seed diverged or was pruned, ``steps`` (mean steps to target, NaN
-    unless every seed reached it) and its ``score``, the tuner's value: the mean over its seeds of
-    :func:`_tuner_values` when trials were ranked by steps, else the mean final validation loss."""
-    keys = ["study", "trial"] if {"study", "trial"} <= set(g) and g["trial"].notna().all() else ["run_id"]
-    g = g.assign(_div=g["diverged"].astype(bool), _pruned=g["pruned"].astype(bool) & ~g["diverged"].astype(bool),
-                 _value=_tuner_values(g) if by_steps else g["final_val_loss"])
-    out = g.groupby(keys, sort=False, dropna=False).agg(
-        lr=("lr", "first"), diverged=("_div", "any"), pruned=("_pruned", "any"), score=("_value", "mean"),
-        final_val_loss=("final_val_loss", "mean"), steps=("steps_to_target", lambda s: s.mean(skipna=False)))
-    out = out.reset_index()
-    out["number"] = out["trial"] if "trial" in out else range(len(out))  # the tuner breaks ties by trial number
-    return out
-
-
-def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callable[[str], str] = "val_loss"
-                ) -> pd.DataFrame:
-    """Per cell, from its tuning trials: divergence, largest stable lr and the divergence boundary
-    (from runs), the best trial and the lr sensitivity (from trials, on the tuner's objective:
-    steps to target where the trials were trained with a target, i.e. under the target protocol,
-    else the final ``metric``, a name or a function of the task name giving it).
-
-    Pruned trials stopped early, so they are counted but not used for the best trial or the
-    sensitivity; a trial any of whose seeds diverged counts as diverged, as the tuner scores it.
-    """
-    out = []
-    for key, g in runs[runs["is_trial"]].groupby(list(CELL), sort=False):
-        task = g["task"].iloc[0]
-        steps = _trained_to_target(g)
-        trials = per_trial(g, steps)
-        done_runs = g[~g["pruned"].astype(bool) | g["diverged"].astype(bool)]
-        div_runs = done_runs["diverged"].astype(bool)
-        finished = trials[~trials["diverged"] & ~trials["pruned"]]
-        best = _best_trial(finished)
-        name = "steps_to_target" if steps else metric(task) if callable(metric) else metric
-        if steps:  # a trial that did not reach the target (NaN) ends the good range, as a diverged one does
-            done = trials[~trials["pruned"]]
-            width, low, high = sensitivity(done["lr"], done["score"].where(done["steps"].notna()), done["diverged"],
-                                           tolerance)
-        else:
-            width, low, high = sensitivity(done_runs["lr"], done_runs[f"final_{name}"], div_runs, tolerance)
-        lrs_div = done_runs.groupby("lr")["diverged"].any()
-        smallest_diverged, boundary = divergence_boundary(done_runs["lr"], div_runs)
-        out.append(dict(zip(CELL, key), task=task, batch_label=g["batch_label"].iloc[0],
-                        study=g["study"].iloc[0] if "study" in g else None,
-                        n_trials=len(trials), n_usable=len(finished), n_pruned=int(trials["pruned"].sum()),
-                        n_diverged=int(trials["diverged"].sum()), n_lrs=int(g["lr"].nunique()),
-                        frac_lrs_diverged=float(lrs_div.mean()) if len(lrs_div) else math.nan,
-                        largest_stable_lr=float(finished["lr"].max()) if len(finished) else math.nan,
-                        smallest_diverged_lr=smallest_diverged, divergence_boundary=boundary,
-                        best_trial_lr=float(best["lr"]) if best is not None else math.nan,
-                        best_trial_val_loss=float(best["final_val_loss"]) if best is not None else math.nan,
-                        best_trial_score=float(best["score"]) if best is not None else math.nan,
-                        trial_objective="steps to target" if steps else "final validation loss",
-                        sensitivity_metric=name, sensitivity_decades=width, sensitivity_low_lr=low,
-                        sensitivity_high_lr=high))
-    return pd.DataFrame(out)
-
-
-def _tuner_values(runs: pd.DataFrame) -> pd.Series:
-    """Each run's value as the tuner scored it under the target protocol: its steps to the target,
-    else (it ran to its cap, ``steps``) :func:`unreached_value` of its shortfall."""
-    target = Target(**json.loads(runs["config_key"].iloc[0])["target"])
-    short = [target.shortfall(i, f) for i, f in zip(runs[f"initial_{target.metric}"], runs[f"final_{target.metric}"])]
-    missed = [unreached_value(cap, s) for cap, s in zip(runs["steps"], short)]
-    return runs["steps_to_target"].where(runs["steps_to_target"].notna(), pd.Series(missed, index=runs.index))
-
-
-def _trained_to_target(trials: pd.DataFrame) -> bool:
-    """Whether a cell's trials were trained with a target (and so ranked by their steps to it)."""
-    return json.loads(trials["config_key"].iloc[0]).get("target") is not None
-
-
-def _best_trial(finished: pd.DataFrame) -> pd.Series | None:
-    """The tuner's choice: least score, ties to the earlier trial (a trial that did not reach the
-    target ranks behind every one that did, and among those the least final validation loss)."""
-    if finished.empty or not (finished["score"].notna() | finished["final_val_loss"].notna()).any():
-        return None
-    order = finished.assign(_s=finished["score"].fillna(math.inf), _v=finished["final_val_loss"].fillna(math.inf))
-    scored = order["score"].notna().any()
-    return order.sort_values(["_s", "number"] if scored else ["_v", "number"], kind="stable").iloc[0]
+    return ranked.groupby(list(TUNED_CELL), sort=False).head(1).drop(columns=["_div", "_score"]).reset_index(drop=True)
 
 
 def ranks(values: pd.DataFrame, maximize: bool = False) -> pd.DataFrame:

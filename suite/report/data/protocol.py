@@ -15,15 +15,24 @@ from suite.types import Target
 
 PROTOCOLS = {
     "target": ("**Protocol: target** (time to result, as in Shallue et al. 2019 and AlgoPerf): each task has a fixed "
-               "target, declared in the study before it ran; tuning trials are ranked by their steps to reach it, "
-               "and a trial that does not reach it within its step cap ranks behind every trial that does (among "
-               "themselves by their final distance to the target). The tables compare steps to target; a cell whose "
-               "seeds do not reach it within the cap is shown as censored, with the cap."),
+               "target, declared in the study before it ran, and a step cap equal for every batch size; every run "
+               "stops at the target; tuning trials are ranked by their steps to reach it, and a trial that does not "
+               "reach it within the cap ranks behind every trial that does (among themselves by their final "
+               "distance to the target). Its tables compare steps, epochs and samples to the target (and seconds "
+               "where runs trained alone); a cell whose median is beyond the cap is shown as censored, with the "
+               "cap."),
     "budget": ("**Protocol: budget** (fixed compute, as in DeepOBS): every batch size of a task trains the same "
-               "number of epochs (full batch gets as many steps as epochs); tuning trials are ranked by their final "
-               "validation metric, and the tables compare the end of training. Steps to target are shown where a "
-               "task has a target, as a secondary reading."),
+               "number of epochs with no step cap (full batch gets as many steps as epochs); tuning trials are "
+               "ranked by their final validation loss, and the tables compare the end of training (final metrics). "
+               "Steps to a target are not shown: these lrs were not tuned for them."),
 }
+PARTS = tuple(PROTOCOLS)  # the order parts are reported in
+
+
+def part_of(config: dict) -> str:
+    """A run's protocol, from its config (never a tag): trained toward a ``target``, the target part;
+    else the budget part (older stores, plain ``suite-train`` runs)."""
+    return "target" if config.get("target") else "budget"
 
 
 @dataclass
@@ -39,6 +48,8 @@ class Study:
     workers: int | None = None
     threads: dict[str, Any] = field(default_factory=dict)
     tune: bool = True
+    lr: float | None = None  # an untuned study's fixed lr (None: the registry's default)
+    parts: list = field(default_factory=list)  # the protocols of a study in parts (study.parts)
 
 
 def _plain(node) -> Any:
@@ -54,7 +65,8 @@ def read_study(root: Path) -> Study:
     get = (lambda k: _plain(study.get(k))) if study else (lambda k: None)
     return Study(name=get("name"), protocol=get("protocol"), targets=get("targets") or {}, report=cfg.get("report"),
                  seeds=list(get("seeds") or []), tune_seeds=list(get("tune_seeds") or []),
-                 workers=get("workers"), threads=get("threads") or {}, tune=get("tune") is not False)
+                 workers=get("workers"), threads=get("threads") or {}, tune=get("tune") is not False,
+                 lr=get("lr"), parts=list(get("parts") or []))
 
 
 def read_environment(root: Path) -> dict[str, Any]:
@@ -93,15 +105,18 @@ def target_source(task: str, study: Study, overrides: list[str], env: dict[str, 
 
 def protocol_lines(study: Study, targets: dict[str, Target], sources: dict[str, str], tasks: set[str],
                    env: dict[str, Any] | None = None) -> list[str]:
-    """The README's statement of the protocol, the targets, any change made after the study ran, and
-    the seeds."""
-    if study.protocol in PROTOCOLS:
-        lines = [PROTOCOLS[study.protocol]]
-    elif study.protocol:
-        lines = [f"**Protocol: {study.protocol}** (not one the report knows: target or budget)."]
-    else:
-        lines = ["**Protocol: not declared** (no `study.protocol` in config.yaml): the tables compare each run at the "
-                 "end of its own budget, and steps to target use the report's targets."]
+    """The README's statement of the protocol (each part's, for a study in parts), the targets, any
+    change made after the study ran, and the seeds."""
+    declared = [p for p in study.parts or [study.protocol] if p]
+    lines = [PROTOCOLS[p] if p in PROTOCOLS else f"**Protocol: {p}** (not one the report knows: target or budget)."
+             for p in declared]
+    if len(declared) > 1:
+        lines = [f"**The study has {len(declared)} parts**, one per protocol, each tuned for its own objective; "
+                 f"every table belongs to one part and says which:", *(f"- {line}" for line in lines)]
+    if not declared:
+        lines = ["**Protocol: not declared** (no `study.protocol` in config.yaml): runs trained toward a target are "
+                 "reported as the target protocol's, the others as the budget protocol's (compared at the end of "
+                 "their own budget)."]
     shown = [t for t in targets if t in tasks]
     lines += ["", "Targets: " + ("; ".join(f"{t}: {targets[t].describe()} ({sources[t]})" for t in shown)
                                  if shown else "none for these tasks") + "."]
@@ -119,12 +134,21 @@ def _seeds(seeds: list) -> str:
     return ", ".join(map(str, dict.fromkeys(seeds)))
 
 
+def trained_alone(stack_sizes: pd.Series, study: Study, env: dict[str, Any]) -> bool:
+    """Whether runs had their clock to themselves: none trained stacked with other configurations
+    (``stack_size`` 1: a stacked run's time is its share of one clock) and the study ran one worker
+    at a time (a store without a study: as its runs say)."""
+    workers = env.get("workers", study.workers)
+    return bool((stack_sizes.fillna(1) <= 1).all()) and (not workers or int(workers) <= 1)
+
+
 def load_text(rows: pd.DataFrame, study: Study, env: dict[str, Any]) -> str:
     """Under which load the runs' throughput was measured (their timings share the machine)."""
     threads = sorted({int(t) for t in rows["threads"].dropna().unique()})
     workers = env.get("workers", study.workers)
-    cores = env.get("cpu_count")
+    cores, stacked = env.get("cpu_count"), rows["stack_size"].max()
     parts = [f"{workers} worker(s) at once" if workers else None,
+             f"up to {stacked:.0f} configurations stacked on one clock" if stacked > 1 else None,
              f"{'/'.join(map(str, threads))} torch thread(s) per run" if threads else None,
              f"{cores} CPU core(s)" if cores else None]
     return "measured during the study with " + ", ".join(p for p in parts if p) + \

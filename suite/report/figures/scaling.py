@@ -62,7 +62,7 @@ def scaling(cells: pd.DataFrame, runs: pd.DataFrame, stem: Path, opts: FigureOpt
     """Steps-to-target vs batch size, log-log, one line per optimizer; censored cells ▲ at their cap."""
     cells = cells[cells["has_target"]]
     reached = cells[(cells["n_reached"] > 0) & (cells["steps_to_target"] > 0)]
-    censored = cells[(cells["n_reached"] == 0) & (cells["n_diverged"] < cells["n_runs"])]
+    censored = cells[cells["steps_to_target"].isna() & (cells["n_diverged"] < cells["n_runs"])]  # median censored
     lost = cells[cells["n_diverged"] == cells["n_runs"]]
     if notes is not None and len(lost):
         notes.append("every seed diverged (not drawn): " + ", ".join(f"{o} at batch {b}" for o, b in

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
+from suite.report.readme import Context, Section, per_task, scaling_cells, science_cells, slug, task_order
 from suite.report.science import figures, tables
 from suite.report.tables.render import fmt, interval
 from suite.store.runs import RunStore
@@ -102,13 +102,13 @@ def _batch_science(ctx: Context, sec: Section, name: str, plain: pd.DataFrame, t
 
 def _task(ctx: Context, task: str) -> Section:
     sec = Section(task)
-    cells = ctx.cells[ctx.cells["task_label"] == task] if len(ctx.cells) else ctx.cells
+    cells = science_cells(ctx, task)
     rows = ctx.rows[ctx.rows["task_label"] == task]
     name = rows["task"].iloc[0]
     table_dir, figure_dir = ctx.out / "tables" / slug(task), ctx.out / "figures" / slug(task)
     plain = scaling_cells(cells) if len(cells) else cells
     fits = pd.DataFrame(columns=list(tables.BATCH_SCALING))
-    if len(plain) and name in ctx.targets:
+    if len(plain) and name in ctx.targets and (plain["part"] == "target").all():
         fits = _batch_science(ctx, sec, name, plain, table_dir, figure_dir)
     if len(plain):
         slopes = tables.lr_scaling(plain, fits, ctx.cfg.statistics.confidence)

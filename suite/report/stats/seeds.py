@@ -10,7 +10,7 @@ step-down correction across the row. A cell the test cannot separate from the be
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -57,13 +57,15 @@ def paired_p(a: pd.Series, b: pd.Series) -> float:
     return 1.0 if math.isnan(p) else p
 
 
-def compare_to_best(samples: Mapping[object, pd.Series], maximize: bool, alpha: float = 0.05) -> pd.DataFrame:
-    """Per candidate (its values indexed by seed): ``mean``, ``best`` (the best mean), ``tied_best``
-    (not separable from the best: Holm-adjusted paired p ≥ ``alpha``) and ``p_holm``."""
+def compare_to_best(samples: Mapping[object, pd.Series], maximize: bool, alpha: float = 0.05,
+                    center: Callable[[pd.Series], float] = pd.Series.mean) -> pd.DataFrame:
+    """Per candidate (its values indexed by seed): ``mean`` (its ``center``, the mean unless given),
+    ``best`` (the best center), ``tied_best`` (not separable from the best: Holm-adjusted paired
+    p ≥ ``alpha``) and ``p_holm``."""
     keys = list(samples)
     if not keys:
         return pd.DataFrame(columns=["mean", "best", "tied_best", "p_holm"])
-    means = pd.Series({k: float(samples[k].mean()) for k in keys})
+    means = pd.Series({k: float(center(samples[k])) for k in keys})
     best = means.idxmax() if maximize else means.idxmin()
     others = [k for k in keys if k != best]
     adjusted = dict(zip(others, holm(paired_p(samples[k], samples[best]) for k in others)))

@@ -54,7 +54,8 @@ def markdown(t: Table) -> str:
 
 LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
-         "τ": r"$\tau$", "—": "---", "–": "--", "≈": r"$\approx$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"$^\S$",
+         "τ": r"$\tau$", "—": "---", "–": "--", "≈": r"$\approx$", "†": r"$^\dagger$", "‡": r"$^\ddagger$",
+         "§": r"$^\S$", "◦": r"$^\circ$",
          "α": r"$\alpha$", "η": r"$\eta$", "√": r"$\surd$", "·": r"$\cdot$", "−": "-", "κ": r"$\kappa$",
          "ρ": r"$\rho$", "μ": r"$\mu$", "λ": r"$\lambda$", "Σ": r"$\Sigma$", "²": r"$^2$", "∝": r"$\propto$"}
 
