@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from suite.store.locks import alive, io_error, worker_id
-from suite.types import ROW_SCHEMA, StoreError
+from suite.types import LATER_COLUMNS, ROW_SCHEMA, StoreError
 
 # pandas dtype in ROW_SCHEMA -> the Arrow types a stored column may have
 ARROW_TYPES = {"str": ("string", "large_string", "null"), "int64": ("int64",), "float64": ("double",),
@@ -27,11 +27,11 @@ def schema_problem(path: Path) -> str | None:
     """Why ``path`` is not a run file of this suite (missing or mistyped columns), or None."""
     schema = pq.read_metadata(path).schema.to_arrow_schema()
     types = dict(zip(schema.names, map(str, schema.types)))
-    missing = [c for c in ROW_SCHEMA if c not in types]
+    missing = [c for c in ROW_SCHEMA if c not in types and c not in LATER_COLUMNS]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         return f"it lacks the column(s) {shown}"
-    wrong = [f"{c} is {types[c]}, not {d}" for c, d in ROW_SCHEMA.items() if types[c] not in ARROW_TYPES[d]]
+    wrong = [f"{c} is {types[c]}, not {d}" for c, d in ROW_SCHEMA.items() if c in types and types[c] not in ARROW_TYPES[d]]
     return f"column types differ ({'; '.join(wrong[:4])})" if wrong else None
 
 
@@ -119,7 +119,7 @@ class RunStore:
         """The stored rows of one run (checked)."""
         path = self.path(rid)
         self._check(path)
-        return pd.read_parquet(path)
+        return _with_later_columns(pd.read_parquet(path))
 
     def load(self) -> pd.DataFrame:
         """All stored rows as one table; names every damaged or foreign file instead of crashing on one."""
@@ -128,7 +128,14 @@ class RunStore:
             raise StoreError(f"no runs stored under {self.runs}; train some first (suite-train results_dir={self.root}).")
         for path in files:
             self._check(path)
-        return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+        return _with_later_columns(pd.concat([pd.read_parquet(p) for p in files], ignore_index=True))
+
+
+def _with_later_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs stored before a column existed get its ``LATER_COLUMNS`` value."""
+    for col, value in LATER_COLUMNS.items():
+        rows[col] = rows[col].fillna(value) if col in rows else value
+    return rows
 
 
 def _write_atomic(frame: pd.DataFrame, final: Path, what: str) -> Path:
