@@ -127,9 +127,11 @@ def task_section(ctx: Context, task: str) -> Section:
     if len(trial_runs):
         sec.add(tuning_table(trials, ctx.cfg.sensitivity_tolerance), tables)
         metric = per_task(ctx.cfg.sensitivity_metric, name)
-        sec.fig(curves.sensitivity(trial_runs, figures / "lr_sensitivity", ctx.opts, metric),
-                f"Final {curves.LABELS.get(metric, metric)} vs lr for every tuning trial (log-log); ✕ on the top "
-                f"edge: diverged; hollow: pruned (its last evaluation).")
+        path, objective = curves.sensitivity(trial_runs, figures / "lr_sensitivity", ctx.opts, metric)
+        missed = ("▲ with an arrow: some tuning seed did not reach the target (at the steps it ran)"
+                  if objective == "steps to target" else "hollow: pruned (its last evaluation)")
+        sec.fig(path, f"The tuner's objective, {objective} (mean over a trial's tuning seeds), vs lr for every "
+                f"tuning trial (log-log); ✕ on the top edge: diverged; {missed}.")
     else:
         sec.notes.append("no tuning trials stored: the lr-sensitivity figure and the tuning table (divergence, "
                          "largest stable lr, sensitivity) are omitted.")
@@ -140,7 +142,7 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
                   primary: str) -> None:
     chosen = ctx.rows[ctx.rows["run_id"].isin(",".join(cells["run_ids"]).split(","))]
     curve, seeds = per_task(ctx.cfg.curve_metric, name), int(cells["n_seeds"].max())
-    label = curves.LABELS.get(curve, curve)
+    label = curves.label(curve, chosen)
     for x, stem, what in (("epoch", "loss_vs_epoch", "epochs"),
                           ("time_s", "loss_vs_time", "training-clock seconds (eval and warm-up excluded)")):
         notes: list[str] = []
@@ -151,27 +153,30 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
         picks = representative(cells, primary, int(ctx.cfg.figures.representative))
         traces = RunStore(ctx.root).load_traces(picks["run_id"])
         path = curves.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
-        sec.fig(path, "Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
-                "loss on the full training set at the evaluations, for representative cells (the best optimizer at "
-                "batch sizes across the range, first seed), against the updates the parameters had (a step's "
-                "mini-batch loss is computed before its update); log-log.")
+        sec.fig(path, f"Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
+                f"training loss on the {curves.training_set(chosen)} at the evaluations, for representative cells (the best optimizer at "
+                f"batch sizes across the range, first seed), against the updates the parameters had (a step's "
+                f"mini-batch loss is computed before its update); log-log.")
         if path is None:
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")
     plain = scaling_cells(cells)
     if name in ctx.targets:
-        notes = []
-        path = scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts, notes)
-        sec.fig(path, f"Steps to target vs batch size (log-log): {curves.spread(seeds, ctx.opts, 'whiskers')} with the "
-                f"line through the means; black ring: some seeds not reached; red ring: lr at an edge of its search "
-                f"range; ▲ at the cap: censored (no seed reached it); dashed: perfect scaling from the smallest batch "
-                f"every seed reached." + "".join(f" ({n}.)" for n in notes))
-    sec.fig(scaling.best_lr(plain, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), with the "
-            "linear and square-root scaling rules drawn through a measured, interior lr; red ring: optimum at an edge "
-            "of its search range; ✕: registry-default lr.")
-    sec.fig(scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts),
-            f"Training samples per second (log) per optimizer and batch size; bars: mean, "
-            f"{curves.spread(seeds, ctx.opts, 'whiskers')}; {load_text(chosen, ctx.study, ctx.env)}.")
+        spread = ("one point per seed that reached the target" if curves.individual(seeds, ctx.opts) else
+                  f"whiskers: {ctx.opts.confidence:.0%} bootstrap interval of the median over seeds")
+        sec.fig(scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts),
+                f"Median steps to target over seeds vs batch size (log-log), {spread}; lines join only exact medians; "
+                f"▲ with an arrow: censored (half or more of the seeds did not reach it within the cap; the median "
+                f"lies above); ✕ on the top edge: most seeds diverged; red ring: lr at an edge of its search range; "
+                f"dashed: perfect scaling from the smallest batch with an exact median.")
+    sec.fig(scaling.best_lr(plain, ctx.runs, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), "
+            "one panel per optimizer, with the linear and square-root scaling rules drawn from the optimizer's own "
+            "smallest batch whose lr is an interior optimum of a cell that reached the target; open: a censored or "
+            "failed cell's lr (no optimum of steps to target), not joined; red ring: optimum at an edge of its search "
+            "range; ✕: registry-default lr.")
+    path, what = scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts)
+    sec.fig(path, f"Training samples per second (log) per optimizer and batch size; bars: mean over seeds, {what}; "
+            f"{load_text(chosen, ctx.study, ctx.env)}.")
 
 
 def cross_task(ctx: Context) -> Section:
@@ -187,14 +192,18 @@ def cross_task(ctx: Context) -> Section:
             ranks[task] = ranking(cells, primary[task], primary[task].endswith("accuracy"), None, ctx.runs,
                                   ctx.alpha)
     sec.add(summary(ranks, primary), tables)
-    solved = ctx.cells[ctx.cells["has_target"] & (ctx.cells["n_reached"] == ctx.cells["n_runs"])]
+    # one problem per update: an accumulation cell (64×16) is the same update as its batch (1024)
+    problems = pd.concat([scaling_cells(g) for _, g in ctx.cells.groupby("task_label", sort=False)])
+    problems = problems[problems["has_target"]]
+    solved = problems[problems["n_reached"] == problems["n_runs"]]
     if len(solved):
-        table, cost = profile(ctx.cells[ctx.cells["has_target"]].assign(
-            steps_to_target=ctx.cells["steps_to_target"].where(ctx.cells["n_reached"] == ctx.cells["n_runs"])))
+        table, cost = profile(problems.assign(
+            steps_to_target=problems["steps_to_target"].where(problems["n_reached"] == problems["n_runs"])))
         sec.add(table, tables)
         worst = float(cost.div(cost.min(axis=1), axis=0).max().max())
         taus = np.geomspace(1, max(2.0, 1.2 * worst), 200)
         sec.fig(curves.profile(performance_profile(cost, taus), ctx.out / "figures" / "performance_profile", ctx.opts),
-                "Performance profile on steps-to-target: the fraction of problems an optimizer solves within τ × "
-                "the best optimizer's steps; higher and further left is better.")
+                "Performance profile on steps-to-target: the fraction of problems (task × batch size; an accumulation "
+                "cell counts as the batch it emulates, the same update) an optimizer solves within τ × the best "
+                "optimizer's steps; higher and further left is better.")
     return sec

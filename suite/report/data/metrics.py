@@ -251,9 +251,15 @@ def _tuner_values(runs: pd.DataFrame) -> pd.Series:
     return runs["steps_to_target"].where(runs["steps_to_target"].notna(), pd.Series(missed, index=runs.index))
 
 
+def trained_to_target(config_key: str) -> bool:
+    """Whether a configuration was trained with a target: under the target protocol (trials ranked
+    by their steps to it), else the budget protocol (the protocol is derived, never tagged)."""
+    return json.loads(config_key).get("target") is not None
+
+
 def _trained_to_target(trials: pd.DataFrame) -> bool:
     """Whether a cell's trials were trained with a target (and so ranked by their steps to it)."""
-    return json.loads(trials["config_key"].iloc[0]).get("target") is not None
+    return trained_to_target(trials["config_key"].iloc[0])
 
 
 def _best_trial(finished: pd.DataFrame) -> pd.Series | None:
