@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from suite.report.data.metrics import protocol_parts
 from suite.report.figures import curves as curves_module
 from suite.report.figures import marks
 from suite.report.figures.curves import FigureOptions, curves, label
@@ -77,3 +78,12 @@ def test_an_accumulation_cell_is_the_same_problem_as_its_batch():
                           "sampling": "shuffle", "accumulation_reduction": "mean"})
     assert sorted(scaling_cells(cells)["accumulation_steps"].tolist()) == [1, 1]
     assert len(scaling_cells(cells)) == 2
+
+
+def test_each_part_is_drawn_on_its_own_protocol():
+    """A run's protocol comes from its config: trained with a target, the target part, else budget."""
+    frame = pd.DataFrame({"config_key": [json.dumps({"target": {"metric": "val_loss", "value": 0.1}}),
+                                         json.dumps({"target": None}), json.dumps({})]})
+    parts = protocol_parts(frame)
+    assert list(parts) == ["target", "budget"] and list(parts["budget"].index) == [1, 2]
+    assert list(protocol_parts(frame.iloc[1:])) == ["budget"]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from suite.report.benchmarks import load_benchmarks, throughput_table
-from suite.report.data.metrics import performance_profile
+from suite.report.data.metrics import performance_profile, protocol_parts
 from suite.report.data.protocol import load_text
 from suite.report.figures import curves, scaling
 from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
@@ -127,11 +127,14 @@ def task_section(ctx: Context, task: str) -> Section:
     if len(trial_runs):
         sec.add(tuning_table(trials, ctx.cfg.sensitivity_tolerance), tables)
         metric = per_task(ctx.cfg.sensitivity_metric, name)
-        path, objective = curves.sensitivity(trial_runs, figures / "lr_sensitivity", ctx.opts, metric)
-        missed = ("▲ with an arrow: some tuning seed did not reach the target (at the steps it ran)"
-                  if objective == "steps to target" else "hollow: pruned (its last evaluation)")
-        sec.fig(path, f"The tuner's objective, {objective} (mean over a trial's tuning seeds), vs lr for every "
-                f"tuning trial (log-log); ✕ on the top edge: diverged; {missed}.")
+        parts = protocol_parts(trial_runs)
+        for part, part_runs in parts.items():  # each part's trials on its own objective
+            stem = "lr_sensitivity" + (f"_{part}" if len(parts) > 1 else "")
+            path, objective = curves.sensitivity(part_runs, figures / stem, ctx.opts, metric)
+            missed = ("▲ with an arrow: some tuning seed did not reach the target (at the steps it ran)"
+                      if objective == "steps to target" else "hollow: pruned (its last evaluation)")
+            sec.fig(path, f"{part.capitalize()} part: the tuner's objective, {objective} (mean over a trial's tuning "
+                    f"seeds), vs lr for every tuning trial (log-log); ✕ on the top edge: diverged; {missed}.")
     else:
         sec.notes.append("no tuning trials stored: the lr-sensitivity figure and the tuning table (divergence, "
                          "largest stable lr, sensitivity) are omitted.")
@@ -140,7 +143,9 @@ def task_section(ctx: Context, task: str) -> Section:
 
 def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, runs: pd.DataFrame, figures,
                   primary: str) -> None:
-    chosen = ctx.rows[ctx.rows["run_id"].isin(",".join(cells["run_ids"]).split(","))]
+    parts = protocol_parts(cells)  # curves show final metrics: the budget part where there is one
+    at_end = parts.get("budget", cells)
+    chosen = ctx.rows[ctx.rows["run_id"].isin(",".join(at_end["run_ids"]).split(","))]
     curve, seeds = per_task(ctx.cfg.curve_metric, name), int(cells["n_seeds"].max())
     label = curves.label(curve, chosen)
     for x, stem, what in (("epoch", "loss_vs_epoch", "epochs"),
@@ -150,17 +155,18 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
         sec.fig(path, f"{label} vs {what}; {curves.spread(seeds, ctx.opts)}; log-log." +
                 "".join(f" ({n}.)" for n in notes))
     if ctx.cfg.figures.minibatch:
-        picks = representative(cells, primary, int(ctx.cfg.figures.representative))
+        picks = representative(at_end, primary, int(ctx.cfg.figures.representative))
         traces = RunStore(ctx.root).load_traces(picks["run_id"])
         path = curves.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
         sec.fig(path, f"Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
-                f"training loss on the {curves.training_set(chosen)} at the evaluations, for representative cells (the best optimizer at "
-                f"batch sizes across the range, first seed), against the updates the parameters had (a step's "
+                f"training loss on the {curves.training_set(chosen)} at the evaluations, for representative cells "
+                f"(the best optimizer at batch sizes across the range, first seed), against the updates the "
+                f"parameters had (a step's "
                 f"mini-batch loss is computed before its update); log-log.")
         if path is None:
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")
-    plain = scaling_cells(cells)
+    plain = scaling_cells(parts.get("target", cells))  # steps to target: the target part where there is one
     if name in ctx.targets:
         spread = ("one point per seed that reached the target" if curves.individual(seeds, ctx.opts) else
                   f"whiskers: {ctx.opts.confidence:.0%} bootstrap interval of the median over seeds")
@@ -169,11 +175,14 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
                 f"▲ with an arrow: censored (half or more of the seeds did not reach it within the cap; the median "
                 f"lies above); ✕ on the top edge: most seeds diverged; red ring: lr at an edge of its search range; "
                 f"dashed: perfect scaling from the smallest batch with an exact median.")
-    sec.fig(scaling.best_lr(plain, ctx.runs, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), "
-            "one panel per optimizer, with the linear and square-root scaling rules drawn from the optimizer's own "
-            "smallest batch whose lr is an interior optimum of a cell that reached the target; open: a censored or "
-            "failed cell's lr (no optimum of steps to target), not joined; red ring: optimum at an edge of its search "
-            "range; ✕: registry-default lr.")
+    for part, part_cells in parts.items():  # each part's lrs were tuned for its own objective
+        sec.fig(scaling.best_lr(scaling_cells(part_cells), ctx.runs,
+                                figures / ("best_lr" + (f"_{part}" if len(parts) > 1 else "")), ctx.opts),
+                f"{part.capitalize()} part: reported lr vs batch size (log-log), one panel per optimizer, with the "
+                f"linear and square-root scaling rules drawn from the optimizer's own smallest batch whose lr is an "
+                f"interior optimum (of a cell that reached the target, under the target protocol); open: a censored or "
+                f"failed cell's lr (no optimum of steps to target), not joined; red ring: optimum at an edge of its "
+                f"search range; ✕: registry-default lr.")
     path, what = scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts)
     sec.fig(path, f"Training samples per second (log) per optimizer and batch size; bars: mean over seeds, {what}; "
             f"{load_text(chosen, ctx.study, ctx.env)}.")

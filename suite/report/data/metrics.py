@@ -78,7 +78,7 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
 TO_TARGET = to_target.TO_TARGET
 STATIC = (*CELL, "task", "model", "batch_label", "regime", "lr", "seed", "config_key", "is_trial", "is_extra",
           "diverged", "diverged_step", "pruned", "n_train", "warmup_steps")
-TAGS = ("study", "trial", "purpose")
+TAGS = ("study", "trial", "purpose", "retune")
 
 
 def summarize_runs(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.DataFrame:
@@ -255,6 +255,14 @@ def trained_to_target(config_key: str) -> bool:
     """Whether a configuration was trained with a target: under the target protocol (trials ranked
     by their steps to it), else the budget protocol (the protocol is derived, never tagged)."""
     return json.loads(config_key).get("target") is not None
+
+
+def protocol_parts(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Runs or cells by the protocol they were trained under (``target`` first, then ``budget``),
+    from their configuration; parts with nothing in them left out."""
+    to_target = frame["config_key"].map(trained_to_target).astype(bool) if len(frame) else frame.index == 0
+    parts = {"target": frame[to_target], "budget": frame[~to_target]}
+    return {name: part for name, part in parts.items() if len(part)}
 
 
 def _trained_to_target(trials: pd.DataFrame) -> bool:

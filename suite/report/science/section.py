@@ -9,6 +9,7 @@ import math
 
 import pandas as pd
 
+from suite.report.data.metrics import protocol_parts
 from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
 from suite.report.science import figures, fits, noise, tables
 from suite.report.stats.batch_science import MIN_LR_POINTS
@@ -103,14 +104,15 @@ def _task(ctx: Context, task: str) -> Section:
     reported = fits.primary(cells) if len(cells) else cells
     in_target = fits.target_part(reported)
     _noise(ctx, sec, rows, in_target if len(in_target) else reported, table, table_dir, figure_dir)
-    trials = ctx.runs[(ctx.runs["task_label"] == task) & ctx.runs["is_trial"]]
-    if len(trials):
+    parts = protocol_parts(ctx.runs[(ctx.runs["task_label"] == task) & ctx.runs["is_trial"]])
+    for part, trials in parts.items():  # each part's trials on its own objective
+        suffix = f"_{part}" if len(parts) > 1 else ""
         tuning = tables.tunability(trials, ctx.cfg.select)
-        sec.add(tables.tunability_table(tuning), table_dir)
-        sec.fig(figures.tunability(tuning, figure_dir / "tunability", ctx.opts),
-                f"Median best {', '.join(tuning['objective'].unique())} after k tuning trials (exact over each cell's "
-                f"finished trials; a failed trial counts as a failure); ✕ on the top edge: a draw of k is more likely "
-                f"than not to hold only failed trials.")
+        sec.add(tables.tunability_table(tuning, f"tunability{suffix}"), table_dir)
+        sec.fig(figures.tunability(tuning, figure_dir / f"tunability{suffix}", ctx.opts),
+                f"{part.capitalize()} part: median best {', '.join(tuning['objective'].unique())} after k tuning trials "
+                f"(exact over each cell's finished trials; a failed trial counts as a failure); ✕ on the top edge: a "
+                f"draw of k is more likely than not to hold only failed trials.")
     return sec
 
 

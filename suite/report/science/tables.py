@@ -45,7 +45,7 @@ def tunability(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pd.DataFrame(lines, columns=list(TUNABILITY))  # optimizer (registry order), batch size, k
 
 
-def tunability_table(curves: pd.DataFrame) -> Table:
+def tunability_table(curves: pd.DataFrame, name: str = "tunability") -> Table:
     g = curves.groupby(["optimizer", "batch_size"], sort=False)
     last = g.agg(trials=("k", "max"), one=("median_best", "first"), all=("median_best", "last"),
                  p_one=("p_finished", "first")).reset_index()
@@ -62,7 +62,7 @@ def tunability_table(curves: pd.DataFrame) -> Table:
                f"draw of k is more likely than not to hold only failures); 'one trial finishes': the chance that a "
                f"single trial did. The CSV has every k. The trials were chosen by the tuner, not drawn at random: "
                f"read it as a summary of the trials' spread.")
-    return plain_table("tunability", caption, text, curves)
+    return plain_table(name, caption, text, curves)
 
 
 def theory_table(rows: pd.DataFrame, summary: pd.DataFrame, traces: pd.DataFrame, trials: pd.DataFrame,
