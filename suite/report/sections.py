@@ -161,8 +161,7 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
         sec.fig(path, f"Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
                 f"training loss on the {curves.training_set(chosen)} at the evaluations, for representative cells "
                 f"(the best optimizer at batch sizes across the range, first seed), against the updates the "
-                f"parameters had (a step's "
-                f"mini-batch loss is computed before its update); log-log.")
+                f"parameters had (a step's mini-batch loss is computed before its update); log-log.")
         if path is None:
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")
@@ -201,8 +200,9 @@ def cross_task(ctx: Context) -> Section:
             ranks[task] = ranking(cells, primary[task], primary[task].endswith("accuracy"), None, ctx.runs,
                                   ctx.alpha)
     sec.add(summary(ranks, primary), tables)
-    # one problem per update: an accumulation cell (64×16) is the same update as its batch (1024)
-    problems = pd.concat([scaling_cells(g) for _, g in ctx.cells.groupby("task_label", sort=False)])
+    # the target part's cells; one problem per update: an accumulation cell (64×16) is the same update as 1024
+    in_target = protocol_parts(ctx.cells).get("target", ctx.cells)
+    problems = pd.concat([scaling_cells(g) for _, g in in_target.groupby("task_label", sort=False)])
     problems = problems[problems["has_target"]]
     solved = problems[problems["n_reached"] == problems["n_runs"]]
     if len(solved):

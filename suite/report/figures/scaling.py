@@ -77,11 +77,13 @@ def scaling(cells: pd.DataFrame, runs: pd.DataFrame, stem: Path, opts: FigureOpt
     if cells.empty:
         return None
     med = cell_medians(cells, runs, opts)
+    limits = marks.log_limits(np.r_[med["median"], med["lo"], med["hi"]])
+    if limits is None:  # every cell failed (or met the target at step 0): nothing to put on a log axis
+        return None
     hue = optimizer_order(cells["optimizer"])
     pal = style.palette(hue)
     fig, ax = plt.subplots(figsize=(6.4, 4.3))
-    limits = marks.log_limits(np.r_[med["median"], med["lo"], med["hi"]])
-    top = limits[1] * 1.5 if limits else 1.0
+    top = limits[1] * 1.5
     edge = flags(cells, "edge")
     for i, name in enumerate(hue):
         c = cells[cells["optimizer"] == name].sort_values("batch_size")
@@ -89,8 +91,7 @@ def scaling(cells: pd.DataFrame, runs: pd.DataFrame, stem: Path, opts: FigureOpt
     sizes = np.array(sorted(cells["batch_size"].unique()), dtype=float)
     rule = perfect_scaling(ax, med, cells, sizes)
     style.batch_axis(ax, sizes)
-    if limits:
-        ax.set_ylim(limits[0], top)
+    ax.set_ylim(limits[0], top)
     ax.set_ylabel("median steps to target (log)")
     ax.grid(alpha=0.3)
     handles, labels = style.handles(hue, pal)

@@ -53,7 +53,8 @@ def _fit_title(name: str, f: pd.Series) -> str:
 def batch_scaling(curves: Curves, fits: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | None:
     """Steps to target vs batch size per optimizer (log-log) with the fitted S(B)."""
     names = [n for n in optimizer_order(curves) if curves[n]]
-    if not names:
+    limits = marks.log_limits([v for n in names for t in curves[n].values() for v in t[0].steps])
+    if limits is None:  # nothing finite and positive to put on a log axis
         return None
     pal, fit = style.palette(names), fits.set_index("optimizer")
     fig, axes = panel_grid(len(names), sharey=True)
@@ -61,6 +62,7 @@ def batch_scaling(curves: Curves, fits: pd.DataFrame, stem: Path, opts: FigureOp
         _fit_panel(ax, curves[name], fit.loc[name], pal[name], opts)
         ax.set(xscale="log", yscale="log", xlabel="batch size (log)", title=_fit_title(name, fit.loc[name]))
         ax.grid(alpha=0.3)
+    axes.flat[0].set_ylim(limits[0], limits[1] * 1.6)  # shared; headroom for the arrows and edge marks
     label_rows(axes, "steps to target (log)")
     status = [censored_median(t[0]) for c in curves.values() for t in c.values()]
     handles = [Line2D([], [], color="0.3", lw=1.5), Line2D([], [], ls="", marker="o", mfc="white", mec="0.3"),
@@ -135,6 +137,8 @@ def noise_scale(noise: pd.DataFrame, rows: pd.DataFrame, stem: Path, opts: Figur
     finished = data[~data["diverged"].astype(bool)]
     y_limits = marks.log_limits(finished[columns].to_numpy().ravel())
     x_limits = marks.log_limits(finished["train_loss"])
+    if y_limits is None:  # no positive noise scale measured: nothing to put on a log axis
+        return None
     fig, axes, hue, pal, panels = _batch_panels(data)
     for ax, b, lines in panels:
         for _, color, mine in lines:
@@ -146,16 +150,14 @@ def noise_scale(noise: pd.DataFrame, rows: pd.DataFrame, stem: Path, opts: Figur
                 est = run[run["b_simple_est"].notna()]
                 shown = est[est["b_simple_est"] > 0]
                 ax.scatter(shown["train_loss"], shown["b_simple_est"], color=color, s=12, alpha=0.7)
-                if y_limits:
-                    marks.clip_marks(ax, est["train_loss"], est["b_simple_est"], y_limits, color)
+                marks.clip_marks(ax, est["train_loss"], est["b_simple_est"], y_limits, color)
         ax.set(xscale="log", yscale="log", xlabel=label("train_loss", rows), title=f"batch {b}")
         if x_limits:
             ax.set_xlim(x_limits[1], x_limits[0])  # the loss decreasing to the right
         else:
             ax.invert_xaxis()
         ax.grid(alpha=0.3)
-    if y_limits:
-        axes.flat[0].set_ylim(*y_limits)
+    axes.flat[0].set_ylim(*y_limits)
     label_rows(axes, "noise scale (log)")
     handles, labels = style.handles(hue, pal, marker=None)
     handles += [Line2D([], [], color="0.3", ls=NOISE_LINES[c][0]) for c in columns[1:]]

@@ -9,7 +9,6 @@ import math
 
 import pandas as pd
 
-from suite.report.data.metrics import trained_to_target
 from suite.report.data.to_target import seeds_of
 from suite.report.stats import batch_science
 from suite.report.stats.censored import Seeds, censored_median
@@ -25,11 +24,6 @@ BATCH_SCALING = ("optimizer", "b_crit", "b_crit_lo", "b_crit_hi", "b_crit_relati
 LR_SCALING = ("optimizer", "slope", "slope_lo", "slope_hi", "b_max_used", "n_batch_sizes")
 
 Curves = dict[str, dict[float, list[Seeds]]]  # optimizer -> batch size -> one Seeds per tuning
-
-
-def target_part(cells: pd.DataFrame) -> pd.DataFrame:
-    """The cells trained with a target (the target part of a study)."""
-    return cells[cells["config_key"].map(trained_to_target)] if len(cells) else cells
 
 
 def primary(cells: pd.DataFrame) -> pd.DataFrame:

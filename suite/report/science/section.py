@@ -86,7 +86,7 @@ def _task(ctx: Context, task: str) -> Section:
     rows = ctx.rows[ctx.rows["task_label"] == task]
     name = rows["task"].iloc[0]
     table_dir, figure_dir = ctx.out / "tables" / slug(task), ctx.out / "figures" / slug(task)
-    plain = scaling_cells(fits.target_part(cells)) if len(cells) else cells
+    plain = scaling_cells(protocol_parts(cells).get("target", cells.iloc[:0])) if len(cells) else cells
     table = pd.DataFrame(columns=list(fits.BATCH_SCALING))
     if len(plain) and name in ctx.targets:
         curves = fits.seed_curves(plain, ctx.runs)
@@ -102,7 +102,7 @@ def _task(ctx: Context, task: str) -> Section:
             "Runs at (B, η) and (kB, kη) (purpose lr_scaling) on an epoch axis: where a scaling rule holds, "
             "configurations with the same η/B trace the same curve; a diverged run ✕ on the top edge.")
     reported = fits.primary(cells) if len(cells) else cells
-    in_target = fits.target_part(reported)
+    in_target = protocol_parts(reported).get("target", reported.iloc[:0])
     _noise(ctx, sec, rows, in_target if len(in_target) else reported, table, table_dir, figure_dir)
     parts = protocol_parts(ctx.runs[(ctx.runs["task_label"] == task) & ctx.runs["is_trial"]])
     for part, trials in parts.items():  # each part's trials on its own objective

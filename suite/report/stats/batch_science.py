@@ -1,5 +1,5 @@
-"""Batch-size science from stored numbers: the critical-batch fit, learning-rate scaling slopes,
-expected best-of-k from tuning trials, and linear convergence rates on the quadratic.
+"""Batch-size science from stored numbers: learning-rate scaling slopes, the best of k tuning trials,
+the divergence boundary and linear convergence rates on the quadratic.
 
 - **Critical batch**: :mod:`suite.report.stats.critical_batch`.
 - **lr scaling**: ordinary least squares of log lr on log B; the slope's Student-t interval, from

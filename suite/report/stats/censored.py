@@ -19,7 +19,7 @@ import numpy as np
 @dataclass(frozen=True)
 class Seeds:
     """One configuration's seeds: ``steps`` to target where reached, else the steps run (a lower
-    bound, ``censored``)."""
+    bound, ``censored``; +inf for a seed that failed and would never reach it)."""
 
     steps: np.ndarray
     censored: np.ndarray

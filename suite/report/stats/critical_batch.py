@@ -77,11 +77,11 @@ def fit(batch_sizes, steps, bound=None) -> tuple[float, float, float]:
     return math.exp(a[0]), math.exp(best), float(np.sqrt(np.mean(resid ** 2)))
 
 
-def medians(curve: Curve, tuning: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batch sizes, the median over seeds of one tuning at each (the primary by default), and which
-    medians are lower bounds; batch sizes without that tuning are left out."""
-    sizes = np.array(sorted(b for b, t in curve.items() if len(t) > tuning and len(t[tuning])), dtype=float)
-    meds = [censored_median(curve[b][tuning]) for b in sizes]
+def medians(curve: Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch sizes, the median over seeds of the primary tuning at each, and which medians are lower
+    bounds."""
+    sizes = np.array(sorted(curve), dtype=float)
+    meds = [censored_median(curve[b][0]) for b in sizes]
     return sizes, np.array([m for m, _ in meds], float), np.array([c for _, c in meds], bool)
 
 
