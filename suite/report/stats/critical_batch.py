@@ -16,7 +16,8 @@ S(B) = S_min · (1 + B_crit / B), so E(B) = B · S(B) samples with E_min = S_min
   (scaling was still near-perfect there: only E_min is identified), below the smallest as
   "< B_min" (no scaling from the start: only S_min is); interval ends beyond them likewise.
 - **Jackknife**: drop each batch size in turn and refit; the range of those B_crit is reported, and
-  a fit that any single batch size moves outside its interval is *fragile*.
+  a fit that any single batch size moves outside its interval is *fragile* (with at least two
+  refits: dropping an exact median from three leaves no fit).
 - **Faster than perfect scaling**: adjacent batch sizes (exact medians) where k× the batch takes
   more than k× fewer steps; the model forbids it (S(B)·B grows with B), so each is counted.
 """
@@ -175,7 +176,7 @@ def critical_batch(curve: Curve, resamples: int = 500, confidence: float = 0.95,
     (out["s_min_lo"], out["b_crit_lo"]), (out["s_min_hi"], out["b_crit_hi"]) = \
         np.nanmin(both[:, :, 0], axis=0), np.nanmax(both[:, :, 1], axis=0)
     jack = jackknife(sizes, steps, bound)
-    if jack:
+    if len(jack) >= 2:  # one refit (the others left too few exact medians) says little
         out["jackknife_lo"], out["jackknife_hi"] = min(jack), max(jack)
         out["fragile"] = bool(min(jack) < out["b_crit_lo"] or max(jack) > out["b_crit_hi"])
     return out
