@@ -21,7 +21,7 @@ from suite.report.stats.batch_science import (
     optimal_parameters,
     theory_rate,
 )
-from suite.report.stats.censored import Seeds, censored_median, median_interval
+from suite.report.stats.bounds import Seeds, censored_median, median_interval
 from suite.report.stats.critical_batch import critical_batch, scaling_curve
 from suite.train.trace import bin_trace
 
@@ -65,11 +65,14 @@ def test_a_censored_median_constrains_the_fit_as_a_lower_bound():
     assert bound and median == 2000.0
 
 
-def test_censored_median_is_exact_until_a_censored_seed_reaches_the_middle():
-    assert censored_median(Seeds.of([10, 20, 30, 99], [False, False, False, True])) == (25.0, False)
-    assert censored_median(Seeds.of([10, 20, 99, 99], [False, False, True, True])) == (59.5, True)
-    lo, hi = median_interval(Seeds.of([10, 12, 14, 99], [False, False, False, True]), np.random.default_rng(0))
-    assert 10 <= lo <= 14 and hi == math.inf  # a resample can be mostly censored: its median is unbounded
+def test_censored_median_is_exact_while_half_the_seeds_reached_the_target():
+    assert censored_median(Seeds.of([30, 10, 20, 99], [False, False, False, True])) == (20.0, False)
+    assert censored_median(Seeds.of([10, 20, 99, 99], [False, False, True, True])) == (20.0, False)  # half
+    assert censored_median(Seeds.of([10, 97, 99, 99, 98], [False, True, True, True, True])) == (98.0, True)
+    assert censored_median(Seeds.of([10, math.inf, math.inf], [False, True, True]))[0] == math.inf  # failed
+    ten = Seeds.of([*range(10, 19), 99], [False] * 9 + [True])
+    assert median_interval(ten) == (11.0, 18.0)  # x_(2), x_(9): 97.9% for n = 10
+    assert median_interval(Seeds.of([10, 12, 14, 99], [False, False, False, True])) == (10.0, math.inf)
 
 
 def test_a_critical_batch_outside_the_measured_range_is_a_bound():

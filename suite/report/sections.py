@@ -168,10 +168,11 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
     plain = scaling_cells(parts.get("target", cells))  # steps to target: the target part where there is one
     if name in ctx.targets:
         spread = ("one point per seed that reached the target" if curves.individual(seeds, ctx.opts) else
-                  f"whiskers: {ctx.opts.confidence:.0%} bootstrap interval of the median over seeds")
+                  f"whiskers: the median's distribution-free order-statistic interval over seeds (at least "
+                  f"{ctx.opts.confidence:.0%} coverage from 6 seeds; an end on an unreached seed runs to the top)")
         sec.fig(scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts),
                 f"Median steps to target over seeds vs batch size (log-log), {spread}; lines join only exact medians; "
-                f"▲ with an arrow: censored (half or more of the seeds did not reach it within the cap; the median "
+                f"▲ with an arrow: censored (fewer than half of the seeds reached it within the cap; the median "
                 f"lies above); ✕ on the top edge: most seeds diverged; red ring: lr at an edge of its search range; "
                 f"dashed: perfect scaling from the smallest batch with an exact median.")
     for part, part_cells in parts.items():  # each part's lrs were tuned for its own objective

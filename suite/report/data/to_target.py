@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report.stats.censored import Seeds
+from suite.report.stats.bounds import Seeds
 from suite.types import Target
 
 TO_TARGET = {"step": "steps_to_target", "epoch": "epochs_to_target", "samples": "samples_to_target",

@@ -1,6 +1,6 @@
 """How every figure draws what is not a plain measurement, so one convention holds throughout:
 
-- a **censored** value (a median steps to target that half or more of the seeds did not reach
+- a **censored** value (a median steps to target that fewer than half of the seeds reached
   within the cap) is a lower bound: an open ▲ at the bound with an arrow up, never joined by a line;
 - a **failed** one (most seeds diverged: it would never have reached it) is a ✕ on the top edge of
   the panel, never drawn "at the cap";
@@ -72,7 +72,7 @@ def legend_entries(shown: dict[str, bool]) -> tuple[list, list[str]]:
 
 ENTRIES = {
     "censored": (Line2D([], [], ls="", marker="^", mfc="white", mec="0.2", ms=8),
-                 "censored: half or more of the seeds did not reach it within the cap (▲ at the bound, value above)"),
+                 "censored: fewer than half of the seeds reached it within the cap (▲ at the bound, value above)"),
     "failed": (Line2D([], [], ls="", marker="x", color="0.2", ms=8, mew=1.6),
                "failed: most seeds diverged (✕ on the top edge)"),
     "diverged": (Line2D([], [], ls="", marker="x", color="0.2", ms=6, mew=1.4),

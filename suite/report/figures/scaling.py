@@ -16,7 +16,7 @@ from suite.report.data.to_target import seeds_of
 from suite.report.figures import marks, style
 from suite.report.figures.curves import FigureOptions, individual, label_rows, panel_grid
 from suite.report.figures.style import plt, save
-from suite.report.stats.censored import censored_median, median_interval
+from suite.report.stats.bounds import censored_median, median_interval
 from suite.report.stats.seeds import t_interval
 from suite.report.tables.comparison import batch_order, optimizer_order
 from suite.report.tables.tuning import flags
@@ -24,23 +24,22 @@ from suite.report.tables.tuning import flags
 
 def cell_medians(cells: pd.DataFrame, runs: pd.DataFrame, opts: FigureOptions) -> pd.DataFrame:
     """Per cell (index kept): ``median`` steps to target over its seeds, ``status`` (exact, censored:
-    a lower bound, failed: most seeds diverged), the bootstrap interval of the median (``lo``,
+    a lower bound, failed: most seeds diverged), the order-statistic interval of the median (``lo``,
     ``hi``; an unbounded end is inf) and the seeds' values (``seeds``: reached ones)."""
     by_id = runs.set_index("run_id")
     out = []
-    rng = np.random.default_rng(opts.seed)
     for i, line in cells.iterrows():
         seeds = seeds_of(by_id.loc[line["run_ids"].split(",")])
         median, bound = censored_median(seeds)
         status = "failed" if not np.isfinite(median) else "censored" if bound else "exact"
-        lo, hi = median_interval(seeds, rng, opts.n_boot, opts.confidence)
+        lo, hi = median_interval(seeds, opts.confidence)
         out.append(dict(cell=i, median=median, status=status, lo=lo, hi=hi, n_seeds=len(seeds),
                         seeds=seeds.steps[~seeds.censored]))
     return pd.DataFrame(out, columns=["cell", "median", "status", "lo", "hi", "n_seeds", "seeds"]).set_index("cell")
 
 
 def _steps(ax, c: pd.DataFrame, x: pd.Series, color, opts: FigureOptions, top: float, edge: pd.Series) -> None:
-    """One optimizer's cells: exact medians joined, with their seeds or bootstrap whiskers; cells
+    """One optimizer's cells: exact medians joined, with their seeds or interval whiskers; cells
     whose lr sits at an edge of its search range ringed red."""
     exact = c["status"] == "exact"
     ax.scatter(x[edge], c.loc[edge, "median"].clip(upper=top), s=150, facecolors="none", edgecolors="red", zorder=3)

@@ -16,7 +16,7 @@ from suite.report.figures import marks, style
 from suite.report.figures.curves import FigureOptions, individual, label, label_rows, panel_grid
 from suite.report.figures.style import save
 from suite.report.science.fits import Curves, bounded
-from suite.report.stats.censored import censored_median
+from suite.report.stats.bounds import censored_median
 from suite.report.stats.critical_batch import scaling_curve
 from suite.report.tables.comparison import optimizer_order
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from suite.report.data.to_target import seeds_of
 from suite.report.stats import batch_science
-from suite.report.stats.censored import Seeds, censored_median
+from suite.report.stats.bounds import Seeds, censored_median
 from suite.report.stats.critical_batch import critical_batch
 from suite.report.tables.comparison import optimizer_order
 from suite.report.tables.render import Table, fmt, plain_table
@@ -93,7 +93,7 @@ def batch_scaling_table(fits: pd.DataFrame, confidence: float, resamples: int) -
         "tunings": fits["n_tunings"].map(str),
     }).set_axis(pd.Index(fits["optimizer"], name="optimizer"))
     caption = (f"Critical batch size: S(B) = S_min·(1 + B_crit/B) fitted in log steps to each batch size's median "
-               f"steps to target over seeds (a censored median, half the seeds or more unreached, is a lower bound the "
+               f"steps to target over seeds (a censored median, fewer than half the seeds reached, is a lower bound the "
                f"curve must pass above; a median most seeds failed to reach by diverging is left out); [{confidence:.0%} interval spanning two bootstraps of {resamples} resamples: "
                f"over the re-tunings and seeds, and over the fit's residuals (lack of fit)]; values beyond the batch "
                f"sizes measured are bounds (> B_max, < B_min); drop-one B_crit: the range of refits leaving out one "

@@ -2,7 +2,7 @@
 S(B) = S_min · (1 + B_crit / B), so E(B) = B · S(B) samples with E_min = S_min · B_crit.
 
 - **Fit**: least squares in log S over the batch sizes, on each batch size's median over seeds
-  (:mod:`suite.report.stats.censored`). A batch size whose median is censored is a *lower bound*:
+  (:mod:`suite.report.stats.bounds`). A batch size whose median is censored is a *lower bound*:
   it adds (log bound − log S(B))² only where the curve passes below it, so it constrains the fit
   without pulling on it. A batch size where most seeds failed (diverged: +inf) says nothing about
   S(B) and is left out (counted). At least three batch sizes with an exact median are needed.
@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import optimize
 
-from suite.report.stats.censored import Seeds, censored_median
+from suite.report.stats.bounds import Seeds, censored_median
 
 Curve = Mapping[float, Sequence[Seeds]]  # batch size -> its tunings' seeds (index 0: the primary tuning)
 GRID_DECADES = 3  # B_crit is searched over [B_min / 10³, B_max · 10³]; beyond that it is unidentified
