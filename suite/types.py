@@ -319,9 +319,10 @@ ROW_SCHEMA: dict[str, str] = {
     "step": "int64", "epoch": "float64", "samples": "int64", "time_s": "float64", "train_loss": "float64",
     "minibatch_loss": "float64", "val_loss": "float64", "test_loss": "float64", "val_accuracy": "float64",
     "test_accuracy": "float64", "excess_loss": "float64",
-    # gradient noise scale B_simple = tr(Σ)/|G|² at the evaluation point (NaN where not measured):
-    # the two-batch-size estimate (every task) and the exact value (per-example gradients, synthetic tasks)
-    "b_simple_est": "float64", "b_simple_exact": "float64",
+    # gradient noise scale at the evaluation point (NaN where not measured, suite.train.noise):
+    # B_simple = tr(Σ)/|G|² by the two-batch-size estimate (every task) and exactly (per-example
+    # gradients, small models), and B_noise = tr(HΣ)/(GᵀHG) exactly (models small enough for H)
+    "b_simple_est": "float64", "b_simple_exact": "float64", "b_noise_exact": "float64",
     # the run's outcome and how it ran
     "optimal_loss": "float64", "diverged": "bool", "diverged_step": "float64", "pruned": "bool",
     "steps_to_target": "float64", "to_target_bracket": "float64", "lr_schedule": "str",
@@ -334,7 +335,12 @@ ROW_SCHEMA: dict[str, str] = {
     "config": "str",
 }
 COLUMNS = tuple(c for c in ROW_SCHEMA if c not in ("study", "trial", "config"))  # before the tags
+NOISE_COLUMNS = ("b_simple_est", "b_simple_exact", "b_noise_exact")
 EVAL_COLUMNS = ("step", "epoch", "samples", "time_s", "train_loss", "minibatch_loss", "val_loss", "test_loss",
-                "val_accuracy", "test_accuracy", "excess_loss", "b_simple_est", "b_simple_exact")  # what one evaluation row of a RunResult holds
+                "val_accuracy", "test_accuracy", "excess_loss", *NOISE_COLUMNS)  # what one evaluation row of a RunResult holds
+# Columns added after stores were first written, with the value an older file reads as: the store
+# accepts files without them and fills them in, so old results stay readable.
+LATER_COLUMNS: dict[str, Any] = {"steps_to_target": math.nan, "to_target_bracket": math.nan,
+                                 "lr_schedule": "constant", **{c: math.nan for c in NOISE_COLUMNS}}
 TRACE_SCHEMA: dict[str, str] = {"run_id": "str", "step_lo": "int64", "step_hi": "int64", "count": "int64",
                                 "mean": "float64", "min": "float64", "max": "float64"}

@@ -159,40 +159,6 @@ def test_a_target_met_at_step_0_is_exact(tiny):
     assert (result.steps_to_target, result.to_target_bracket) == (0.0, 0.0)
 
 
-# --- the gradient noise scale at evaluation points -----------------------------------------------
-
-def test_noise_scale_exact_matches_numpy_and_the_estimate_its_median():
-    import numpy as np
-
-    from suite.train.noise import exact
-    task = build_task({"name": "regression", "dim": 20, "condition_number": 100.0, "n": 500})
-    model = task.make_model(0)
-    x, y = task.train.x.double().numpy(), task.train.y.double().numpy()[:, 0]
-    w, b = model.weight.detach().double().numpy()[0], model.bias.detach().double().item()
-    residual = x @ w + b - y
-    g = np.c_[2 * residual[:, None] * x, 2 * residual]  # per-example gradients of (w·x + b − y)²
-    mean = g.mean(0)
-    assert exact(model, task) == pytest.approx(((g - mean) ** 2).sum(1).mean() / (mean ** 2).sum(), rel=1e-6)
-
-
-def test_noise_scale_is_measured_at_evaluations_without_changing_the_run():
-    task = build_task({"name": "regression", "dim": 20, "condition_number": 100.0, "n": 500})
-    base = RunSpec(task="regression", optimizer="sgd", hparams=resolve_hparams("sgd", {}), lr=0.004, batch_size=8,
-                   epochs=3.0, eval=EvalSpec(points=12))
-    plain, measured = train(task, base), train(task, dataclasses.replace(base, eval=dataclasses.replace(
-        base.eval, noise_scale=True)))
-    strip = ("time_s", "b_simple_est", "b_simple_exact")
-    assert [{k: v for k, v in r.items() if k not in strip} for r in plain.rows] == \
-        [{k: v for k, v in r.items() if k not in strip} for r in measured.rows]
-    ratios = [r["b_simple_est"] / r["b_simple_exact"] for r in measured.rows]
-    assert all(math.isnan(r["b_simple_est"]) for r in plain.rows)
-    assert sorted(ratios)[len(ratios) // 2] == pytest.approx(1.0, abs=0.10)  # median within 10%
-    specs = [dataclasses.replace(measured_spec, seed=s) for s in (0, 1)
-             for measured_spec in [dataclasses.replace(base, eval=dataclasses.replace(base.eval, noise_scale=True))]]
-    stacked = train_stacked(task, specs)
-    assert stacked[0].rows[-1]["b_simple_exact"] == pytest.approx(measured.rows[-1]["b_simple_exact"], rel=1e-4)
-
-
 def test_replay_under_a_schedule_leaves_the_run_unchanged_and_warns_nothing(tiny, recwarn):
     """The replayed copy has its own optimizer and schedule: the run's rows are those of the same run
     without a target, single and stacked, and torch's scheduler has nothing to warn about."""

@@ -16,7 +16,7 @@ from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import build_task
 from suite.train import train
 from suite.train.rows import make_frame
-from suite.types import COLUMNS, COMMAND_VARIABLE, HPARAM_COLUMNS, EvalSpec, RunSpec, StoreError
+from suite.types import COLUMNS, COMMAND_VARIABLE, HPARAM_COLUMNS, LATER_COLUMNS, EvalSpec, RunSpec, StoreError
 
 TASK_OPTIONS = {"name": "regression", "n": 64, "n_val": 16, "n_test": 16}
 
@@ -253,6 +253,18 @@ def test_a_foreign_parquet_file_is_named_with_what_it_lacks(task, tmp_path):
     with pytest.raises(StoreError, match="column types differ .lr is large_string, not float64"):
         store.has(path.stem)
     assert path.is_file()  # left untouched
+
+
+def test_runs_stored_before_a_column_existed_read_with_its_later_value(task, tmp_path):
+    store = RunStore(tmp_path)
+    new = frame_for(task, make_spec())
+    old = frame_for(task, make_spec(seed=4)).drop(columns=list(LATER_COLUMNS))
+    store.write(new)
+    store.write(old)
+    rows = store.load()
+    older = rows[rows["run_id"] == old["run_id"].iloc[0]]
+    assert older["b_noise_exact"].isna().all() and (older["lr_schedule"] == "constant").all()
+    assert store.read(old["run_id"].iloc[0])["b_simple_est"].isna().all()
 
 
 def test_a_full_disk_mid_write_is_one_message_and_leaves_nothing(task, tmp_path, monkeypatch):

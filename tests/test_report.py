@@ -275,4 +275,4 @@ def test_figures_survive_degenerate_data(study, tmp_path):
     assert curves(rows.assign(time_s=0.0), "excess_loss", "time_s", tmp_path / "t", opts) is None
     runs = summarize_runs(rows, {})
     trials = runs[runs["is_trial"]].assign(diverged=lambda d: d["batch_size"] == 1000)
-    assert sensitivity(trials, tmp_path / "s", opts).is_file()
+    assert sensitivity(trials, tmp_path / "s", opts)[0].is_file()

@@ -143,20 +143,11 @@ def check_options(cfg: DictConfig) -> None:
             raise ConfigError(f"{name}={value!r} is invalid; give an integer >= {least}.")
 
 
-# Columns added to the rows after runs were first stored: older rows get these values, so the
-# report still reads them (steps-to-target then falls back to the evaluations).
-LATER_COLUMNS = {"steps_to_target": float("nan"), "to_target_bracket": float("nan"), "lr_schedule": "constant",
-                 "b_simple_est": float("nan"), "b_simple_exact": float("nan")}
-
-
 def load_rows(root: Path) -> pd.DataFrame:
     if not root.is_dir():
         raise StoreError(f"results_dir {root} does not exist; pass the directory a study or suite-train wrote "
                          f"(it holds runs/).")
-    rows = RunStore(root).load()
-    for col, value in LATER_COLUMNS.items():
-        if col not in rows:
-            rows[col] = value
+    rows = RunStore(root).load()  # older runs come with suite.types.LATER_COLUMNS filled in
     missing = [c for c in (*COLUMNS, "config") if c not in rows]
     if missing:
         raise StoreError(f"runs under {root / 'runs'} lack column(s) {', '.join(missing)}: they were written by an "

@@ -100,10 +100,12 @@ def task_order(runs: pd.DataFrame) -> list[str]:
 
 
 def scaling_cells(cells: pd.DataFrame) -> pd.DataFrame:
-    """One cell per (optimizer, batch size) for the scaling figures: default sampling and
-    reduction; a plain batch wins over the same batch built by accumulation."""
+    """One cell per (optimizer, batch size) for the scaling figures (and re-tuning, where cells carry
+    one line per re-tuning): default sampling and reduction; a plain batch wins over the same batch
+    built by accumulation."""
     plain = cells[(cells["sampling"] == "shuffle") & (cells["accumulation_reduction"] == "mean")]
-    return plain.sort_values("accumulation_steps").groupby(["optimizer", "batch_size"]).head(1)
+    keys = ["optimizer", "batch_size", *(["retune"] if "retune" in cells else [])]
+    return plain.sort_values("accumulation_steps").groupby(keys, dropna=False).head(1)
 
 
 def science_cells(ctx: Context, task: str) -> pd.DataFrame:

@@ -193,9 +193,14 @@ def part_section(ctx: Context, task: str, part: str) -> Section:
     if len(trial_runs):
         sec.add(tuning_table(trials, ctx.cfg.sensitivity_tolerance), tables)
         metric = per_task(ctx.cfg.sensitivity_metric, name)
-        sec.fig(curves.sensitivity(trial_runs, figures / "lr_sensitivity", ctx.opts, metric),
-                f"Final {curves.LABELS.get(metric, metric)} vs lr for every tuning trial (log-log); ✕ on the top "
-                f"edge: diverged; hollow: pruned (its last evaluation).")
+        parts = protocol_parts(trial_runs)
+        for part, part_runs in parts.items():  # each part's trials on its own objective
+            stem = "lr_sensitivity" + (f"_{part}" if len(parts) > 1 else "")
+            path, objective = curves.sensitivity(part_runs, figures / stem, ctx.opts, metric)
+            missed = ("▲ with an arrow: some tuning seed did not reach the target (at the steps it ran)"
+                      if objective == "steps to target" else "hollow: pruned (its last evaluation)")
+            sec.fig(path, f"{part.capitalize()} part: the tuner's objective, {objective} (mean over a trial's tuning "
+                    f"seeds), vs lr for every tuning trial (log-log); ✕ on the top edge: diverged; {missed}.")
     else:
         sec.notes.append("no tuning trials stored: the lr-sensitivity figure and the tuning table (divergence, "
                          "largest stable lr, sensitivity) are omitted.")
@@ -221,7 +226,7 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
                   primary: str, part: str) -> None:
     chosen = ctx.rows[ctx.rows["run_id"].isin(",".join(cells["run_ids"]).split(","))]
     curve, seeds = per_task(ctx.cfg.curve_metric, name), int(cells["n_seeds"].max())
-    label = curves.LABELS.get(curve, curve)
+    label = curves.label(curve, chosen)
     for x, stem, what in (("epoch", "loss_vs_epoch", "epochs"),
                           ("time_s", "loss_vs_time", "training-clock seconds (eval and warm-up excluded)")):
         notes: list[str] = []
@@ -229,27 +234,32 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
         sec.fig(path, f"{label} vs {what}; {curves.spread(seeds, ctx.opts)}; log-log." +
                 "".join(f" ({n}.)" for n in notes))
     if ctx.cfg.figures.minibatch:
-        picks = representative(cells, primary, int(ctx.cfg.figures.representative))
+        picks = representative(at_end, primary, int(ctx.cfg.figures.representative))
         traces = RunStore(ctx.root).load_traces(picks["run_id"])
         path = curves.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
-        sec.fig(path, "Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
-                "loss on the full training set at the evaluations, for representative cells (the best optimizer at "
-                "batch sizes across the range, first seed), against the updates the parameters had (a step's "
-                "mini-batch loss is computed before its update); log-log.")
+        sec.fig(path, f"Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "
+                f"training loss on the {curves.training_set(chosen)} at the evaluations, for representative cells "
+                f"(the best optimizer at batch sizes across the range, first seed), against the updates the "
+                f"parameters had (a step's mini-batch loss is computed before its update); log-log.")
         if path is None:
             sec.notes.append("no per-step traces stored (runs written before traces existed): the mini-batch loss "
                              "figure is omitted.")
     plain = scaling_cells(cells)
     if name in ctx.targets and part == "target":
-        notes = []
-        path = scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts, notes)
-        sec.fig(path, f"Steps to target vs batch size (log-log): {curves.spread(seeds, ctx.opts, 'whiskers')} with the "
-                f"line through the means; black ring: some seeds not reached; red ring: lr at an edge of its search "
-                f"range; ▲ at the cap: censored (fewer than half of the seeds reached it); dashed: perfect scaling "
-                f"from the smallest batch every seed reached." + "".join(f" ({n}.)" for n in notes))
-    sec.fig(scaling.best_lr(plain, figures / "best_lr", ctx.opts), "Reported lr vs batch size (log-log), with the "
-            "linear and square-root scaling rules drawn through a measured, interior lr; red ring: optimum at an edge "
-            "of its search range; ✕: registry-default lr.")
-    sec.fig(scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts),
-            f"Training samples per second (log) per optimizer and batch size; bars: mean, "
-            f"{curves.spread(seeds, ctx.opts, 'whiskers')}; {load_text(chosen, ctx.study, ctx.env)}.")
+        spread = ("one point per seed that reached the target" if curves.individual(seeds, ctx.opts) else
+                  f"whiskers: the median's distribution-free order-statistic interval over seeds (at least "
+                  f"{ctx.opts.confidence:.0%} coverage from 6 seeds; an end on an unreached seed runs to the top)")
+        sec.fig(scaling.scaling(plain, ctx.runs, figures / "steps_to_target", ctx.opts),
+                f"Median steps to target over seeds vs batch size (log-log), {spread}; lines join only exact medians; "
+                f"▲ with an arrow: censored (fewer than half of the seeds reached it within the cap; the median "
+                f"lies above); ✕ on the top edge: most seeds diverged; red ring: lr at an edge of its search range; "
+                f"dashed: perfect scaling from the smallest batch with an exact median.")
+    sec.fig(scaling.best_lr(plain, ctx.runs, figures / "best_lr", ctx.opts),
+            f"{part.capitalize()} part: reported lr vs batch size (log-log), one panel per optimizer, with the "
+            f"linear and square-root scaling rules drawn from the optimizer's own smallest batch whose lr is an "
+            f"interior optimum (of a cell that reached the target, under the target protocol); open: a censored or "
+            f"failed cell's lr (no optimum of steps to target), not joined; red ring: optimum at an edge of its "
+            f"search range; ✕: registry-default lr.")
+    path, what = scaling.throughput(runs[runs["run_id"].isin(chosen["run_id"])], figures / "throughput", ctx.opts)
+    sec.fig(path, f"Training samples per second (log) per optimizer and batch size; bars: mean over seeds, {what}; "
+            f"{load_text(chosen, ctx.study, ctx.env)}.")

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from suite.store.locks import alive, io_error, worker_id
-from suite.types import ROW_SCHEMA, StoreError, command
+from suite.types import LATER_COLUMNS, ROW_SCHEMA, StoreError, command
 
 # pandas dtype in ROW_SCHEMA -> the Arrow types a stored column may have
 ARROW_TYPES = {"str": ("string", "large_string", "null"), "int64": ("int64",), "float64": ("double",),
@@ -28,11 +28,11 @@ def schema_problem(path: Path) -> str | None:
     """Why ``path`` is not a run file of this suite (missing or mistyped columns), or None."""
     schema = pq.read_metadata(path).schema.to_arrow_schema()
     types = dict(zip(schema.names, map(str, schema.types)))
-    missing = [c for c in ROW_SCHEMA if c not in types]
+    missing = [c for c in ROW_SCHEMA if c not in types and c not in LATER_COLUMNS]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         return f"it lacks the column(s) {shown}"
-    wrong = [f"{c} is {types[c]}, not {d}" for c, d in ROW_SCHEMA.items() if types[c] not in ARROW_TYPES[d]]
+    wrong = [f"{c} is {types[c]}, not {d}" for c, d in ROW_SCHEMA.items() if c in types and types[c] not in ARROW_TYPES[d]]
     return f"column types differ ({'; '.join(wrong[:4])})" if wrong else None
 
 
@@ -139,7 +139,7 @@ class RunStore:
         """The stored rows of one run (checked)."""
         path = self.path(rid)
         self._check(path)
-        return pd.read_parquet(path)
+        return _with_later_columns(pd.read_parquet(path))
 
     def load(self) -> pd.DataFrame:
         """All stored rows as one table; every damaged or foreign file is named, all in one error."""
@@ -149,7 +149,14 @@ class RunStore:
         damaged = [(path, problem) for path in files if (problem := self.problem(path))]
         if damaged:
             raise damaged_error(self.runs, damaged)
-        return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
+        return _with_later_columns(pd.concat([pd.read_parquet(p) for p in files], ignore_index=True))
+
+
+def _with_later_columns(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs stored before a column existed get its ``LATER_COLUMNS`` value."""
+    for col, value in LATER_COLUMNS.items():
+        rows[col] = rows[col].fillna(value) if col in rows else value
+    return rows
 
 
 def trace_problem(path: Path) -> str | None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from suite.tasks.parts import predicted_labels
-from suite.types import EvalSpec, RunSpec, Split, Task
+from suite.types import NOISE_COLUMNS, EvalSpec, RunSpec, Split, Task
 
 Stats = tuple[float, float]  # (mean loss, accuracy or NaN) of one split
 
@@ -70,5 +70,5 @@ def eval_row(task: Task, spec: RunSpec, step: int, time_s: float, last_loss: flo
         "train_loss": train_loss, "minibatch_loss": last_loss, "val_loss": val_loss, "test_loss": test_loss,
         "val_accuracy": val_acc, "test_accuracy": test_acc,
         "excess_loss": train_loss - task.optimal_loss if task.optimal_loss is not None else math.nan,
-        "b_simple_est": math.nan, "b_simple_exact": math.nan,
+        **{c: math.nan for c in NOISE_COLUMNS},
     }

@@ -132,8 +132,7 @@ class Loop:
             c.rows.append(eval_row(self.task, c.spec, step, c.clock, c.last_loss, *stats))
             c.steps = step
             if self.spec.eval.noise_scale and math.isfinite(c.rows[-1]["train_loss"]):
-                est, exact = noise_scale(self.engine.model_at(pos), self.task, c.spec.seed, step)
-                c.rows[-1].update(b_simple_est=est, b_simple_exact=exact)
+                c.rows[-1].update(noise_scale(self.engine.model_at(pos), self.task, c.spec.seed, step))
 
     def advance(self, step: int, stop: int) -> tuple[int, dict[int, int]]:
         """Train until ``stop`` or until a check finds a bad loss; return the step reached and, by

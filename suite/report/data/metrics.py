@@ -192,6 +192,19 @@ def pick_best(configs: pd.DataFrame, select: str = "final_val_loss") -> pd.DataF
     return ranked.groupby(list(TUNED_CELL), sort=False).head(1).drop(columns=["_div", "_score"]).reset_index(drop=True)
 
 
+def trained_to_target(config_key: str) -> bool:
+    """Whether a configuration was trained with a target: the target part (:func:`part_of`)."""
+    return part_of(json.loads(config_key)) == "target"
+
+
+def protocol_parts(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Runs or cells by the protocol part they were trained under (``target`` first, then
+    ``budget``), from their configuration; parts with nothing in them left out."""
+    to_target = frame["config_key"].map(trained_to_target).astype(bool) if len(frame) else frame.index == 0
+    parts = {"target": frame[to_target], "budget": frame[~to_target]}
+    return {name: part for name, part in parts.items() if len(part)}
+
+
 def ranks(values: pd.DataFrame, maximize: bool = False) -> pd.DataFrame:
     """Rank the columns of each row (1 = best, ties share the lowest rank, NaN ranks last).
     A row with no value at all compares nothing: its ranks are NaN (left out of mean ranks)."""

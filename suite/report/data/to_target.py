@@ -19,6 +19,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from suite.report.stats.bounds import Seeds
 from suite.types import Target
 
 TO_TARGET = {"step": "steps_to_target", "epoch": "epochs_to_target", "samples": "samples_to_target",
@@ -80,3 +81,10 @@ def censoring(last: pd.DataFrame, reached: pd.Series, has_target: pd.Series) -> 
     censored = has_target & ~reached
     return pd.DataFrame({"censored": censored, "censor_reason": np.where(censored, reason, ""),
                          "cap_steps": last["step"].astype(float).where(censored)}, index=last.index)
+
+
+def seeds_of(runs: pd.DataFrame) -> Seeds:
+    """Runs (summaries) as seeds of steps to target: the step where reached; for an unreached run the
+    steps it ran (a lower bound), or +inf where it diverged (it would never have reached it)."""
+    unreached = runs["cap_steps"].where(~runs["diverged"].astype(bool), math.inf)
+    return Seeds.of(runs["steps_to_target"].fillna(unreached), ~runs["reached"].astype(bool))

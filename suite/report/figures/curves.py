@@ -12,6 +12,7 @@ nothing is named in ``notes`` (for the caption) instead of being drawn empty.
 """
 from __future__ import annotations
 
+import json
 import math
 import textwrap
 from dataclasses import dataclass
@@ -22,17 +23,35 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from scipy import stats as sps
 
-from suite.report.figures import style
+from suite.report.data.metrics import trained_to_target
+from suite.report.figures import marks, style
 from suite.report.figures.style import plt, save
 from suite.report.tables.comparison import batch_order, optimizer_order
 
 LABELS = {
-    "train_loss": "training loss (full training set)", "excess_loss": "excess loss (training loss − optimum)",
+    "train_loss": "training loss", "excess_loss": "excess loss (training loss − optimum)",
     "val_loss": "validation loss", "minibatch_loss": "mini-batch loss", "epoch": "epochs",
     "time_s": "training-clock seconds", "steps_to_target": "steps to target", "lr": "learning rate",
     "throughput": "training samples / s", "final_val_loss": "final validation loss",
     "final_excess_loss": "final excess loss (training loss − optimum)", "step": "steps",
 }
+
+
+def training_set(rows: pd.DataFrame) -> str:
+    """What the stored training loss was computed on: the full training set, or the first N
+    examples where the runs evaluated a subset (``eval.train_subset``)."""
+    subsets = {json.loads(c).get("eval", {}).get("train_subset") for c in rows["config"].drop_duplicates()} \
+        if "config" in rows else {None}
+    sizes = sorted(s for s in subsets if s)
+    if not sizes:
+        return "full training set"
+    return f"first {'/'.join(f'{s:,}' for s in sizes)} training examples" + (", or all" if None in subsets else "")
+
+
+def label(metric: str, rows: pd.DataFrame) -> str:
+    """An axis label that says what was measured (the training loss's subset, where one was used)."""
+    text = LABELS.get(metric, metric)
+    return f"{text} ({training_set(rows)})" if metric in ("train_loss", "excess_loss") else text
 
 
 @dataclass(frozen=True)
@@ -76,18 +95,25 @@ def label_rows(axes, label: str) -> None:
 
 
 def _draw_runs(ax, d: pd.DataFrame, x: str, y: str, color, opts: FigureOptions, n_seeds: int) -> None:
+    """Every run as a thin line (few seeds), else the mean and t-band of the runs that finished; a
+    diverged run is a thin dashed line, clipped at the axis and ✕ on the top edge where it ended."""
+    finished = d[~d["diverged"].astype(bool)]
     if individual(n_seeds, opts):
-        for _, g in d.groupby("run_id", sort=False):
+        for _, g in finished.groupby("run_id", sort=False):
             ax.plot(g[x], g[y], color=color, lw=0.9, alpha=0.75, marker="o" if len(g) <= 2 else None, ms=3)
-        return
-    b = t_band(d, ["optimizer"], x, y, opts.confidence)
-    ax.plot(b["x"], b["mean"], color=color, lw=1.4, marker="o" if len(b) <= 2 else None, ms=3)
-    ax.fill_between(b["x"], b["lo"].clip(lower=b["mean"] / 100), b["hi"], color=color, alpha=0.2, lw=0)
+    elif len(finished):
+        b = t_band(finished, ["optimizer"], x, y, opts.confidence)
+        ax.plot(b["x"], b["mean"], color=color, lw=1.4, marker="o" if len(b) <= 2 else None, ms=3)
+        ax.fill_between(b["x"], b["lo"].clip(lower=b["mean"] / 100), b["hi"], color=color, alpha=0.2, lw=0)
+    for _, g in d[d["diverged"].astype(bool)].groupby("run_id", sort=False):
+        ax.plot(g[x], g[y], color=color, lw=0.8, ls="--", alpha=0.8)
+        marks.failed(ax, g[x].tail(1), color, size=6)
 
 
 def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOptions,
            notes: list[str] | None = None) -> Path | None:
-    """``metric`` vs ``x`` (epochs or seconds), one panel per batch size, hue = optimizer."""
+    """``metric`` vs ``x`` (epochs or seconds), one panel per batch size, hue = optimizer; the
+    y axis spans the runs that finished (see :mod:`suite.report.figures.marks`)."""
     data = rows[(rows[x] > 0) & (rows[metric] > 0)]
     order = batch_order(rows)
     shown = [b for b in order if (data["batch_label"] == b).any()]
@@ -97,6 +123,10 @@ def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOpti
         return None
     hue = optimizer_order(rows["optimizer"])
     pal, n_seeds = style.palette(hue), int(rows.groupby(["batch_label", "optimizer"])["seed"].nunique().max())
+    limits = marks.log_limits(data.loc[~data["diverged"].astype(bool), metric])
+    lost = rows.loc[rows["diverged"].astype(bool), "run_id"].nunique()
+    if notes is not None and lost:
+        notes.append(f"{lost} diverged run(s) dashed, clipped at the axis, ✕ on the top edge where they stopped")
     fig, axes = panel_grid(len(shown), sharey=True)
     for ax, batch in zip(axes.flat, shown):
         sub = data[data["batch_label"] == batch]
@@ -104,7 +134,9 @@ def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOpti
             _draw_runs(ax, sub[sub["optimizer"] == name], x, metric, pal[name], opts, n_seeds)
         ax.set(xscale="log", yscale="log", title=f"batch {batch}", xlabel=LABELS.get(x, x))
         ax.grid(alpha=0.3)
-    label_rows(axes, LABELS.get(metric, metric))
+    if limits:
+        axes.flat[0].set_ylim(*limits)
+    label_rows(axes, label(metric, rows))
     style.legend(fig, *style.handles(hue, pal, marker=None))
     return save(fig, stem, opts)
 
@@ -143,44 +175,69 @@ def minibatch(rows: pd.DataFrame, traces: pd.DataFrame, picks: pd.DataFrame, ste
     handles = [Line2D([], [], color="0.4", lw=0.8), Line2D([], [], color="0.4", lw=6, alpha=0.25),
                Line2D([], [], color="black", marker="o", ms=3.5)]
     style.legend(fig, handles, ["mini-batch loss, every step (bin mean)", "min–max within a bin of steps",
-                                "loss on the full training set (evaluations)"], title=None)
+                                f"training loss on the {training_set(rows[rows['run_id'].isin(picks['run_id'])])} "
+                                f"(evaluations)"], title=None)
     return save(fig, stem, opts)
 
 
-def sensitivity(trials: pd.DataFrame, stem: Path, opts: FigureOptions, metric: str = "val_loss") -> Path:
-    """Final ``metric`` vs lr from every trial, one panel per batch size; diverged ✕, pruned ○."""
+def trial_points(trials: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str]:
+    """One line per tuning trial (its seeds' runs together) on the tuner's objective, and its name:
+    steps to target where the trials were trained with a target (``value`` NaN: some seed did not
+    reach it; ``ran``: the steps it ran), else the final ``metric``; ``diverged``/``pruned`` if any seed."""
+    by_steps = trained_to_target(trials["config_key"].iloc[0])
+    col = "steps_to_target" if by_steps else f"final_{metric}"
+    keys = ["batch_label", "optimizer", *(["study", "trial"] if {"study", "trial"} <= set(trials) else ["run_id"])]
+    t = trials.assign(_div=trials["diverged"].astype(bool), _pruned=trials["pruned"].astype(bool))
+    out = t.groupby(keys, sort=False, dropna=False).agg(
+        lr=("lr", "first"), value=(col, lambda v: v.mean(skipna=False)), ran=("steps", "max"),
+        diverged=("_div", "any"), pruned=("_pruned", "any")).reset_index()
+    return out, "steps to target" if by_steps else LABELS.get(col, col)
+
+
+def sensitivity(trials: pd.DataFrame, stem: Path, opts: FigureOptions, metric: str = "val_loss"
+                ) -> tuple[Path, str]:
+    """The tuner's objective vs lr for every trial, one panel per batch size: steps to target under
+    the target protocol (a trial that missed it ▲ at the steps it ran), else the final ``metric``
+    (pruned ○ at its last evaluation); diverged ✕ on the top edge. Returns the path and the
+    objective's name."""
     order, hue = batch_order(trials), optimizer_order(trials["optimizer"])
-    pal, col = style.palette(hue), f"final_{metric}"
+    pal = style.palette(hue)
+    points, objective = trial_points(trials, metric)
+    by_steps = objective == "steps to target"
     fig, axes = panel_grid(len(order), sharey=False)
     for ax, batch in zip(axes.flat, order):
-        sub = trials[trials["batch_label"] == batch]
+        sub = points[points["batch_label"] == batch]
         for name in hue:
-            t = sub[sub["optimizer"] == name]
-            done = t[~t["diverged"] & ~t["pruned"]].groupby("lr")[col].mean()
-            ax.plot(done.index, done.to_numpy(), color=pal[name], marker="o", ms=4, lw=1.3)
-            pruned = t[t["pruned"] & ~t["diverged"]]
-            ax.scatter(pruned["lr"], pruned[col], facecolors="none", edgecolors=pal[name], s=30)
-            div = t[t["diverged"]]
-            # A diverged trial has no loss: mark its lr along the top edge of the panel.
-            ax.scatter(div["lr"], np.full(len(div), 0.95), transform=ax.get_xaxis_transform(), marker="x",
-                       color=pal[name], s=36)
+            t = sub[sub["optimizer"] == name].sort_values("lr")
+            done = t[~t["diverged"] & ~t["pruned"] & t["value"].notna()]
+            ax.plot(done["lr"], done["value"], color=pal[name], marker="o", ms=4, lw=1.3)
+            missed = t[~t["diverged"] & t["value"].isna()] if by_steps else t[t["pruned"] & ~t["diverged"]]
+            if by_steps:
+                marks.censored(ax, missed["lr"], missed["ran"], pal[name], size=6)
+            else:
+                ax.scatter(missed["lr"], missed["value"], facecolors="none", edgecolors=pal[name], s=30)
+            marks.failed(ax, t.loc[t["diverged"], "lr"], pal[name], size=6)
         ax.set(xscale="log", title=f"batch {batch}", xlabel="learning rate (log)",
                xlim=(sub["lr"].min() / 1.6, sub["lr"].max() * 1.6))
         ax.grid(alpha=0.3)
-        losses = sub.loc[~sub["diverged"], col]
-        if (losses > 0).any():  # a panel of diverged trials only has no loss to put on a log axis
+        alive = sub[~sub["diverged"]]
+        limits = marks.log_limits(alive["value"].fillna(alive["ran"]) if by_steps else alive["value"])
+        if limits:  # a panel of diverged trials only has nothing to put on a log axis
             ax.set_yscale("log")
-            lo, hi = ax.get_ylim()
-            ax.set_ylim(lo, hi * (hi / lo) ** 0.08)  # headroom for the diverged marks
+            ax.set_ylim(limits[0], limits[1] * 1.6)  # headroom for the arrows and the edge marks
         else:
             ax.set_yticks([])
-    label_rows(axes, LABELS.get(col, col))
+    label_rows(axes, objective)
     handles, labels = style.handles(hue, pal)
-    marks = {"diverged (at top)": Line2D([], [], ls="", marker="x", color="black"),
-             "pruned (last eval)": Line2D([], [], ls="", marker="o", mfc="none", mec="black")}
-    shown = {"diverged (at top)": trials["diverged"].any(), "pruned (last eval)": trials["pruned"].any()}
-    style.legend(fig, handles + [marks[k] for k in marks if shown[k]], labels + [k for k in marks if shown[k]])
-    return save(fig, stem, opts)
+    conv = marks.legend_entries({"diverged": bool(points["diverged"].any())})
+    missed = points[~points["diverged"] & (points["value"].isna() if by_steps else points["pruned"])]
+    if len(missed):
+        conv[0].append(Line2D([], [], ls="", marker="^", mfc="white", mec="black") if by_steps else
+                       Line2D([], [], ls="", marker="o", mfc="none", mec="black"))
+        conv[1].append("target not reached by every seed (▲ at the steps run)" if by_steps else
+                       "pruned (last evaluation)")
+    style.legend(fig, handles + conv[0], labels + conv[1])
+    return save(fig, stem, opts), objective
 
 
 def profile(data: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path:

@@ -1,15 +1,14 @@
-"""Batch-size science from stored numbers: the critical-batch fit, learning-rate scaling slopes,
-expected best-of-k from tuning trials, and linear convergence rates on the quadratic.
+"""Batch-size science from stored numbers: learning-rate scaling slopes, the best of k tuning trials,
+the divergence boundary and linear convergence rates on the quadratic.
 
-- **Critical batch** (McCandlish et al. 2018; Shallue et al. 2019): steps-to-target follow
-  S(B) = S_min · (1 + B_crit / B); so E(B) = B · S(B) samples, with E_min = S_min · B_crit. The fit
-  is least squares in log S over the batch sizes (median over seeds each; a censored seed counts
-  as +∞, and a batch size whose median is censored is left out), in log S_min and log B_crit
-  (both positive). Intervals: bootstrap over seeds (resample the seeds within each
-  batch size, refit; percentile interval).
-- **lr scaling**: ordinary least squares of log lr on log B; the slope's Student-t interval.
-- **Tunability** (Sivaprasad et al. 2020): the expected best of k trials drawn without replacement
-  from the n finished ones, exactly: E[min of k] = Σ_i v_(i) · C(n−i, k−1) / C(n, k) (v ascending).
+- **Critical batch**: :mod:`suite.report.stats.critical_batch`.
+- **lr scaling**: ordinary least squares of log lr on log B; the slope's Student-t interval, from
+  at least :data:`MIN_LR_POINTS` batch sizes (two parameters and a t-interval on fewer points
+  would read a trend into one or two degrees of freedom).
+- **Tunability** (after Sivaprasad et al. 2020): the best of k trials drawn without replacement
+  from a cell's n, exactly; its median rather than its mean, so that a failed trial (diverged, or
+  under the target protocol not reaching the target) counts as a failure and not as a penalty value
+  that would dominate every small k, with the probability that a draw holds a finished trial.
 - **Divergence boundary**: the geometric mean of the smallest diverged and the largest stable lr
   below it, from tuning trials (on the quadratic, GD's is 2/L).
 - **Rates on the quadratic**: the excess loss of a linear method on a quadratic decays like
@@ -22,7 +21,7 @@ expected best-of-k from tuning trials, and linear convergence rates on the quadr
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,91 +31,34 @@ from scipy import stats as sps
 FLOAT_EPS = {"float32": float(np.finfo(np.float32).eps), "float64": float(np.finfo(np.float64).eps)}
 
 
-def scaling_curve(b, s_min: float, b_crit: float):
-    return s_min * (1 + b_crit / np.asarray(b, dtype=float))
-
-
-def _profile_rss(log_b_crit, log_b: np.ndarray, log_s: np.ndarray):
-    """Residual sum of squares in log S at the best log S_min for each log B_crit (rows)."""
-    shape = np.log1p(np.exp(np.atleast_1d(log_b_crit)[:, None] - log_b[None, :]))
-    resid = log_s[None, :] - shape
-    resid -= resid.mean(axis=1, keepdims=True)  # the optimal log S_min is the mean residual
-    return (resid ** 2).sum(axis=1)
-
-
-def fit_batch_scaling(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple[float, float, float]:
-    """(S_min, B_crit, RMSE of the fit in natural-log steps); NaN with fewer than 3 batch sizes.
-
-    Least squares in log S: for a given B_crit the best log S_min is the mean of
-    log S − log(1 + B_crit/B), so the fit is one-dimensional in log B_crit: a grid over
-    [B_min/10³, B_max·10³] (beyond that B_crit is unidentified), refined by bounded Brent."""
-    log_b, log_s = np.log(np.asarray(batch_sizes, float)), np.log(np.asarray(steps, float))
-    if len(log_b) < 3:
-        return math.nan, math.nan, math.nan
-    grid = np.linspace(log_b.min() - math.log(1e3), log_b.max() + math.log(1e3), 241)
-    i = int(np.argmin(_profile_rss(grid, log_b, log_s)))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    best = optimize.minimize_scalar(lambda x: float(_profile_rss(x, log_b, log_s)[0]), bounds=(lo, hi),
-                                    method="bounded", options={"xatol": 1e-6}).x
-    log_s_min = float(np.mean(log_s - np.log1p(np.exp(best - log_b))))
-    rss = float(_profile_rss(best, log_b, log_s)[0])
-    return math.exp(log_s_min), math.exp(best), math.sqrt(rss / len(log_b))
-
-
-def _medians(per_batch: Mapping[float, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Batch sizes and their median steps over seeds (unreached = +∞), censored medians left out."""
-    b = np.array(sorted(per_batch), dtype=float)
-    med = np.array([np.median(per_batch[k]) for k in sorted(per_batch)], dtype=float)
-    ok = np.isfinite(med)
-    return b[ok], med[ok]
-
-
-def batch_scaling(per_batch: Mapping[float, Sequence[float]], resamples: int = 500, confidence: float = 0.95,
-                  seed: int = 0) -> dict[str, float]:
-    """The critical-batch fit of one optimizer. ``per_batch`` maps a batch size to its seeds' steps
-    to target (NaN or inf: not reached). Interval columns are NaN with fewer than two seeds."""
-    data = {float(k): np.where(np.isfinite(np.asarray(v, float)), np.asarray(v, float), np.inf)
-            for k, v in per_batch.items() if len(v)}
-    b, med = _medians(data)
-    s_min, b_crit, rmse = fit_batch_scaling(b, med)
-    out = dict(b_crit=b_crit, b_crit_lo=math.nan, b_crit_hi=math.nan, s_min=s_min, s_min_lo=math.nan,
-               s_min_hi=math.nan, e_min=s_min * b_crit, fit_rmse_log=rmse, n_batch_sizes=len(b),
-               censored=len(data) - len(b))
-    if math.isnan(b_crit) or max(len(v) for v in data.values()) < 2 or resamples < 1:
-        return out
-    rng = np.random.default_rng(seed)
-    fits = []
-    for _ in range(resamples):
-        drawn = {k: rng.choice(v, size=len(v), replace=True) for k, v in data.items()}
-        fit = fit_batch_scaling(*_medians(drawn))
-        if not math.isnan(fit[0]):
-            fits.append(fit[:2])
-    if fits:
-        q = [(1 - confidence) / 2 * 100, (1 + confidence) / 2 * 100]
-        (out["s_min_lo"], out["s_min_hi"]), (out["b_crit_lo"], out["b_crit_hi"]) = np.percentile(
-            np.array(fits), q, axis=0).T.tolist()
-    return out
+MIN_LR_POINTS = 4
 
 
 def lr_slope(batch_sizes: Sequence[float], lrs: Sequence[float], confidence: float = 0.95
              ) -> tuple[float, float, float]:
-    """Slope of log lr on log B and its t-interval (NaN interval with fewer than 3 points)."""
+    """Slope of log lr on log B and its t-interval; NaN ("not enough points") with fewer than
+    :data:`MIN_LR_POINTS` distinct batch sizes."""
     x, y = np.log(np.asarray(batch_sizes, float)), np.log(np.asarray(lrs, float))
-    if len(x) < 2 or np.ptp(x) == 0:
+    if len(np.unique(x)) < MIN_LR_POINTS:
         return math.nan, math.nan, math.nan
     fit = sps.linregress(x, y)
-    if len(x) < 3:
-        return float(fit.slope), math.nan, math.nan
     half = float(sps.t.ppf(0.5 + confidence / 2, len(x) - 2) * fit.stderr)
     return float(fit.slope), float(fit.slope - half), float(fit.slope + half)
 
 
-def expected_best_of_k(values: Sequence[float], maximize: bool = False) -> list[float]:
-    """E[best of k draws without replacement from ``values``] for k = 1..n, exactly."""
-    v = sorted(values, reverse=maximize)
-    n = len(v)
-    return [sum(v[i] * math.comb(n - i - 1, k - 1) for i in range(n - k + 1)) / math.comb(n, k)
-            for k in range(1, n + 1)]
+def best_of_k(values: Sequence[float], maximize: bool = False) -> list[tuple[float, float]]:
+    """For k = 1..n trials drawn without replacement from ``values`` (NaN: a trial that failed):
+    the median of the best value drawn (NaN where a draw of k is more likely than not to hold only
+    failures) and the probability that one of them finished, exactly. With i finished values at
+    least as good as v, P(best ≤ v) = 1 − C(n − i, k)/C(n, k)."""
+    finished = sorted((v for v in values if not math.isnan(v)), reverse=maximize)
+    n, m = len(values), len(finished)
+    out = []
+    for k in range(1, n + 1):
+        miss = [math.comb(n - i, k) / math.comb(n, k) for i in range(1, m + 1)]
+        median = next((finished[i] for i, q in enumerate(miss) if 1 - q >= 0.5), math.nan)
+        out.append((median, 1 - math.comb(n - m, k) / math.comb(n, k)))
+    return out
 
 
 def _bin_mean_log(q: float, lo: np.ndarray, width: np.ndarray) -> np.ndarray:
