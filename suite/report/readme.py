@@ -109,9 +109,10 @@ def scaling_cells(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def science_cells(ctx: Context, task: str) -> pd.DataFrame:
-    """The cells the batch-size science of a task reads: its target part's (steps to a target are
-    defined there only), else its budget part's (the lr's scaling with the batch)."""
-    cells = of(ctx.cells, task)
+    """The cells the batch-size science of a task reads, every tuning's (re-tunings feed the fits'
+    intervals): its target part's (steps to a target are defined there only), else its budget
+    part's (the lr's scaling with the batch)."""
+    cells = of(ctx.tunings if ctx.tunings is not None else ctx.cells, task)
     if cells is None or not len(cells):
         return cells
     return cells[cells["part"] == ("target" if (cells["part"] == "target").any() else "budget")]

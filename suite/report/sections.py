@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from suite.report.benchmarks import load_benchmarks, throughput_table
+from suite.report.data.metrics import protocol_parts
 from suite.report.data.protocol import load_text, trained_alone
 from suite.report.figures import curves, scaling
 from suite.report.readme import Context, Section, of, per_task, scaling_cells
@@ -234,7 +235,7 @@ def _cell_figures(ctx: Context, sec: Section, name: str, cells: pd.DataFrame, ru
         sec.fig(path, f"{label} vs {what}; {curves.spread(seeds, ctx.opts)}; log-log." +
                 "".join(f" ({n}.)" for n in notes))
     if ctx.cfg.figures.minibatch:
-        picks = representative(at_end, primary, int(ctx.cfg.figures.representative))
+        picks = representative(cells, primary, int(ctx.cfg.figures.representative))
         traces = RunStore(ctx.root).load_traces(picks["run_id"])
         path = curves.minibatch(ctx.rows, traces, picks, figures / "minibatch_loss", ctx.opts)
         sec.fig(path, f"Every step's mini-batch loss (line: bin mean; band: min–max where steps are binned) beside the "

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 
 from suite.report.data.metrics import protocol_parts
-from suite.report.readme import Context, Section, per_task, scaling_cells, slug, task_order
+from suite.report.readme import Context, Section, per_task, scaling_cells, science_cells, slug, task_order
 from suite.report.science import figures, fits, noise, tables
 from suite.report.stats.batch_science import MIN_LR_POINTS
 from suite.report.tables.render import fmt

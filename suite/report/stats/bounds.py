@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
+
+from suite.report.stats.censored import median_ranks, reach_median
 
 
 @dataclass(frozen=True)
@@ -51,21 +52,16 @@ def censored_median(seeds: Seeds) -> tuple[float, bool]:
     order statistic of the seeds' bounds, flagged (the true median lies above)."""
     if not len(seeds):
         return math.nan, False
-    k = math.ceil(len(seeds) / 2) - 1
-    exact = seeds.unbounded()[k]
-    return (float(exact), False) if math.isfinite(exact) else (float(np.sort(seeds.steps)[k]), True)
+    exact = reach_median(seeds.unbounded())
+    return (exact, False) if math.isfinite(exact) else (reach_median(seeds.steps), True)
 
 
 def median_interval(seeds: Seeds, confidence: float = 0.95) -> tuple[float, float]:
-    """The order-statistic interval of the median; NaN with fewer than two seeds, an end on a
-    censored seed +inf."""
+    """The order-statistic interval of the median (:func:`suite.report.stats.censored.median_ranks`);
+    NaN with fewer than two seeds, an end on a censored seed +inf."""
     n = len(seeds)
     if n < 2:
         return math.nan, math.nan
-    low = 1
-    for rank in range(2, n // 2 + 1):
-        if 1 - 2 * sps.binom.cdf(rank - 1, n, 0.5) < confidence:
-            break
-        low = rank
+    low, high, _ = median_ranks(n, confidence)
     x = seeds.unbounded()
-    return float(x[low - 1]), float(x[n - low])
+    return float(x[low - 1]), float(x[high - 1])
