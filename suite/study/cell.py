@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from suite.run import validate as V
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
@@ -57,14 +57,15 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     if not lock.acquire(blocking=wait, on_wait=waiting):
         return None
     try:
-        missing = [not store.has(p.run_id) for p in prepared]
+        missing = [not stored for stored in store.stored([p.run_id for p in prepared])]
         # A stack of another composition rounds differently: the stored seeds train again with the
         # missing ones where they train stacked, so every final run has the uninterrupted study's value.
         todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
         results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
-        for k, result in zip(todo, results):
-            if missing[k]:
-                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result)
+        batch = [run_frames(prepared[k].spec, prepared[k].task, prepared[k].config, result)
+                 for k, result in zip(todo, results) if missing[k]]
+        if batch:
+            store.write_batch(batch)
         return sum(missing)
     finally:
         lock.release()
@@ -144,6 +145,6 @@ def finished_summary(job: Job) -> dict[str, Any] | None:
     lr, hparams, source = _choice(job, best)
     cfg = OmegaConf.create(job.config)
     store = RunStore(cfg.results_dir)
-    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams)):
+    if not all(store.stored([p.run_id for p in _final_configs(cfg, list(job.seeds), lr, hparams)])):
         return None
     return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}
