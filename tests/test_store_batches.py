@@ -16,6 +16,7 @@ from hydra import initialize_config_dir
 from test_records import TASK_OPTIONS, make_spec
 
 from suite.cli import CONF_DIR
+from suite.store import compact as compact_module
 from suite.store import runs as store_runs
 from suite.store.identity import run_config
 from suite.store.runs import RunStore, batch_name
@@ -171,3 +172,44 @@ def test_the_journal_appends_without_fsync_and_syncs_once(tmp_path, monkeypatch)
     assert calls == []
     storage.sync()
     assert len(calls) == 1
+
+
+# --- the periodic merge -----------------------------------------------------------------------------
+
+def many_batches(batch, n: int) -> list[list]:
+    """``n`` batches of one run each, told apart by seed (the rows are the template's)."""
+    out = []
+    for k in range(n):
+        frame, trace = batch[k % 3]
+        rid = f"{k:016x}"
+        out.append([(frame.assign(run_id=rid, seed=100 + k), trace.assign(run_id=rid))])
+    return out
+
+
+def test_batch_files_are_merged_into_a_part_that_reads_as_before(batch, tmp_path):
+    store = RunStore(tmp_path, compact_at=4)
+    batches = many_batches(batch, 6)
+    for b in batches:
+        store.write_batch(b)
+    names = sorted(p.name for p in store.runs.glob("*.parquet"))
+    assert len(names) == 3 and names[-1].startswith("part-")  # 4 merged, then 2 new batch files
+    rids = [b[0][0]["run_id"].iloc[0] for b in batches]
+    fresh = RunStore(tmp_path)
+    assert fresh.stored(rids) == [True] * 6 and len(fresh.load()) == 6 * 3
+    assert len(pd.read_parquet(tmp_path / "runs")) == 6 * 3 and len(fresh.load_traces(rids)) == 6 * len(batch[0][1])
+    assert sorted(fresh.load()["seed"].unique()) == list(range(100, 106))
+
+
+def test_a_merge_killed_before_its_deletions_is_finished_by_the_next_writer(batch, tmp_path):
+    store = RunStore(tmp_path, compact_at=4)
+    batches = many_batches(batch, 4)
+    for b in batches[:3]:
+        store.write_batch(b)
+    # the merge settles leftovers first (call 1), then deletes what its part holds (call 2): killed there
+    killed_in_child(lambda: store.write_batch(batches[3]), lambda: on_call(compact_module, "settle_superseded", 2))
+    assert len(list(store.runs.glob("*.parquet"))) == 5  # the part and the four files it merged
+    again = RunStore(tmp_path, compact_at=4)
+    assert len(again.load()) == 4 * 3  # each run read once, from the part
+    again.ensure_writable()  # the next writer deletes what the part holds
+    assert [p.name[:5] for p in again.runs.glob("*.parquet")] == ["part-"]
+    assert len(pd.read_parquet(tmp_path / "runs")) == 4 * 3

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from suite.store.locks import alive, io_error, worker_id
@@ -81,14 +82,17 @@ def clean_stale_temporaries(directory: Path) -> int:
     return removed
 
 
-def write_atomic(frame: pd.DataFrame, final: Path, what: str, sync: bool = False) -> Path:
+def write_atomic(frame: pd.DataFrame | pa.Table, final: Path, what: str, sync: bool = False) -> Path:
     """Write under a temporary dot-name and rename into place: readers see the old state or the
     whole file; a full disk or a kill leaves no partial file under the final name. ``sync``: the
     file reaches the disk before the rename (the commit of a batch: one ``fsync`` for all its runs)."""
     tmp = final.parent / f".{final.stem}.{worker_id()}.tmp"
     try:
         final.parent.mkdir(parents=True, exist_ok=True)  # callers other than execute() skip ensure_writable
-        frame.to_parquet(tmp, index=False)
+        if isinstance(frame, pa.Table):
+            pq.write_table(frame, tmp)
+        else:
+            frame.to_parquet(tmp, index=False)
         if sync:
             fd = os.open(tmp, os.O_RDONLY)
             try:

@@ -33,10 +33,11 @@ import pyarrow as pa
 import pyarrow.compute as compute
 import pyarrow.parquet as pq
 
+from suite.store.compact import COMPACT_AT, compact, settle_superseded, superseded
 from suite.store.files import (clean_stale_temporaries, damaged_error, read_trace, run_file_problem,
                                with_later_columns, write_atomic)
 from suite.store.index import RunIndex
-from suite.store.locks import worker_id
+from suite.store.locks import HolderLock, worker_id
 from suite.types import StoreError, command
 
 Stored = tuple[pd.DataFrame, "pd.DataFrame | None"]  # a run's rows and its trace
@@ -53,7 +54,7 @@ def batch_name(run_ids: Iterable[str]) -> str:
 class RunStore:
     """``<results_dir>/runs/`` and ``traces/``: the runs of each batch in one file each."""
 
-    def __init__(self, results_dir: str | Path):
+    def __init__(self, results_dir: str | Path, compact_at: int = COMPACT_AT):
         if not str(results_dir).strip():
             raise StoreError("results_dir is empty; give the directory that holds the results, e.g. "
                              "results_dir=results/local.")
@@ -61,6 +62,7 @@ class RunStore:
         self.runs = self.root / "runs"
         self.traces = self.root / "traces"  # each run's mini-batch loss trace, beside its rows
         self.index = RunIndex(self.runs, self.traces)
+        self.compact_at = compact_at  # batch files that trigger a merge into one part (suite.store.compact)
         self.storage_seconds = 0.0  # time this process spent writing batches (the study's time split)
 
     def ensure_writable(self) -> None:
@@ -73,11 +75,27 @@ class RunStore:
                 clean_stale_temporaries(self.traces)
             probe.write_bytes(b"")
             probe.unlink()
+            self._settle()
         except OSError as e:
             raise StoreError(
                 f"results_dir {self.root} is not writable ({e.strerror}). "
                 f"Pass a directory you can write to: results_dir=<dir>."
             ) from None
+
+    def _settle(self) -> None:
+        """Finish what a killed merge or rewrite left (files whose every run a newer file holds)."""
+        self.index.refresh()
+        lock = HolderLock(self._compact_lock)
+        if superseded(self.index) and lock.acquire(blocking=False):
+            try:
+                self.index.refresh()
+                settle_superseded(self.index)
+            finally:
+                lock.release()
+
+    @property
+    def _compact_lock(self) -> Path:
+        return self.root / "locks" / "compact.lock"
 
     def path(self, rid: str) -> Path:
         """The rows file that holds run ``rid`` (where its own file would be, when none does)."""
@@ -146,6 +164,7 @@ class RunStore:
                             sync=True)
         for old in {old for old in before.values() if old not in (None, name)}:
             self._drop(old, set(rids))
+        compact(self.index, self._compact_lock, self.compact_at)
         self.storage_seconds += perf_counter() - began
         return path
 
