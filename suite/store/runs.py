@@ -43,6 +43,14 @@ from suite.types import StoreError, command
 Stored = tuple[pd.DataFrame, "pd.DataFrame | None"]  # a run's rows and its trace
 
 
+_written = [0.0]  # seconds this process spent storing runs
+
+
+def storage_seconds() -> float:
+    """Seconds this process has spent storing runs (a study's time split, ``suite.train.timing``)."""
+    return _written[0]
+
+
 def batch_name(run_ids: Iterable[str]) -> str:
     """The file name of a batch: its run id alone, or ``batch-<hash of its run ids>``."""
     ids = sorted(set(run_ids))
@@ -63,7 +71,6 @@ class RunStore:
         self.traces = self.root / "traces"  # each run's mini-batch loss trace, beside its rows
         self.index = RunIndex(self.runs, self.traces)
         self.compact_at = compact_at  # batch files that trigger a merge into one part (suite.store.compact)
-        self.storage_seconds = 0.0  # time this process spent writing batches (the study's time split)
 
     def ensure_writable(self) -> None:
         """Fail before any training if the directory cannot take results; clean stale temporaries."""
@@ -165,7 +172,7 @@ class RunStore:
         for old in {old for old in before.values() if old not in (None, name)}:
             self._drop(old, set(rids))
         compact(self.index, self._compact_lock, self.compact_at)
-        self.storage_seconds += perf_counter() - began
+        _written[0] += perf_counter() - began
         return path
 
     def _drop(self, name: str, rids: set[str]) -> None:

@@ -21,6 +21,7 @@ from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
+from suite.train import timing
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
 
@@ -118,7 +119,7 @@ def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[s
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
     """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
-    started = time.perf_counter()
+    started, phases = time.perf_counter(), timing.totals()
     cfg = OmegaConf.create(job.config)
     set_threads(cfg.get("threads"))
     best = None
@@ -126,11 +127,14 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
+    tuned = time.perf_counter()
     lr, hparams, source = _choice(job, best)
     trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
     if trained is None:
         return None
-    return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
+    end = time.perf_counter()
+    return {"lr": lr, "lr_source": source, "trained": trained, "seconds": end - started,
+            "tuning_seconds": tuned - started, "final_seconds": end - tuned, "phases": timing.delta(phases)}
 
 
 def finished_summary(job: Job) -> dict[str, Any] | None:
