@@ -13,6 +13,7 @@ end leaves files whose every run a newer file holds, which the next writer delet
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,7 +24,16 @@ from suite.store.index import RunIndex
 from suite.store.locks import HolderLock
 
 COMPACT_AT = 256  # batch files that trigger a merge into one part
+MAX_MERGE = 4 * COMPACT_AT  # files merged at once at most (a store of one file per run is merged over several writes)
 PART = "part-"
+
+
+def _batch_files(runs: Path) -> int:
+    """How many batch files (not parts) ``runs/`` lists: a directory listing, no file opened."""
+    if not runs.is_dir():
+        return 0
+    with os.scandir(runs) as entries:
+        return sum(1 for e in entries if e.name.endswith(".parquet") and not e.name.startswith((".", PART)))
 
 
 def mergeable(index: RunIndex) -> list[str]:
@@ -59,8 +69,7 @@ def _read_all(paths: list[Path]) -> pa.Table:
 def compact(index: RunIndex, lock_path: Path, at: int = COMPACT_AT) -> int:
     """Merge the batch files into one part once there are ``at`` of them; returns how many were
     merged (0: not due, or another process is merging)."""
-    index.refresh()
-    if len(mergeable(index)) < at:
+    if _batch_files(index.runs) < at:
         return 0
     lock = HolderLock(lock_path)
     if not lock.acquire(blocking=False):
@@ -68,7 +77,7 @@ def compact(index: RunIndex, lock_path: Path, at: int = COMPACT_AT) -> int:
     try:
         index.refresh()
         settle_superseded(index)
-        names = mergeable(index)
+        names = mergeable(index)[:MAX_MERGE]
         if len(names) < at:
             return 0
         part = f"{PART}{hashlib.sha256(','.join(names).encode()).hexdigest()[:16]}.parquet"

@@ -160,8 +160,7 @@ class RunStore:
         marks them all stored at once."""
         began = perf_counter()
         rids = [frame["run_id"].iloc[0] for frame, _ in runs]
-        self.index.refresh()
-        before = {rid: self.index.where.get(rid) for rid in rids}
+        before = {rid: self.index.where.get(rid) for rid in rids}  # where has() found them (a damaged trace's)
         name = batch_name(rids)
         what = f"storing run {rids[0]}" if len(rids) == 1 else f"storing the {len(rids)} runs of batch {name}"
         traces = [trace for _, trace in runs if trace is not None]
