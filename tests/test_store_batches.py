@@ -81,7 +81,8 @@ def test_an_interrupted_batch_leaves_none_of_its_runs_then_stores_all(batch, tmp
     assert store.stored(ids(batch)) == [False] * 3 and store.load_traces(ids(batch)).empty
     assert not [p for p in store.runs.iterdir() if not p.name.startswith(".")]
     store.write_batch(batch)
-    assert store.stored(ids(batch)) == [True] * 3 and len(store.load_traces(ids(batch))) == sum(len(t) for _, t in batch)
+    assert store.stored(ids(batch)) == [True] * 3
+    assert len(store.load_traces(ids(batch))) == sum(len(t) for _, t in batch)
 
 
 @pytest.mark.parametrize("kill, stored", [("after its traces, before its rows' commit", False),
@@ -118,7 +119,8 @@ def test_a_run_found_in_two_files_is_read_once_from_the_newer(batch, tmp_path):
     store = RunStore(tmp_path)
     store.write_batch(batch)
     newer = batch[0][0].assign(time_s=123.0)
-    store_runs.write_atomic(newer, store.runs / batch_name(ids(batch)[:1]), "a copy")  # a kill before the old file was rewritten
+    # a kill between the commit of its new file and the rewrite of its old one
+    store_runs.write_atomic(newer, store.runs / batch_name(ids(batch)[:1]), "a copy")
     rows = RunStore(tmp_path).load()
     assert len(rows) == 9 and rows[rows["run_id"] == ids(batch)[0]]["time_s"].eq(123.0).all()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from suite.store.files import write_atomic
+from suite.store.files import TRACE_PARQUET, write_atomic
 from suite.store.index import RunIndex
 from suite.store.locks import HolderLock
 
@@ -83,7 +83,8 @@ def compact(index: RunIndex, lock_path: Path, at: int = COMPACT_AT) -> int:
         part = f"{PART}{hashlib.sha256(','.join(names).encode()).hexdigest()[:16]}.parquet"
         traces = [index.traces / name for name in names if (index.traces / name).exists()]
         if traces:
-            write_atomic(_read_all(traces), index.traces / part, f"merging {len(traces)} trace files")
+            write_atomic(_read_all(traces), index.traces / part, f"merging {len(traces)} trace files",
+                         options=TRACE_PARQUET)
         write_atomic(_read_all([index.runs / name for name in names]), index.runs / part,
                      f"merging {len(names)} run files into {part}", sync=True)
         index.refresh()

@@ -34,7 +34,7 @@ import pyarrow.compute as compute
 import pyarrow.parquet as pq
 
 from suite.store.compact import COMPACT_AT, compact, settle_superseded, superseded
-from suite.store.files import (clean_stale_temporaries, damaged_error, read_trace, run_file_problem,
+from suite.store.files import (TRACE_PARQUET, clean_stale_temporaries, damaged_error, read_trace, run_file_problem,
                                with_later_columns, write_atomic)
 from suite.store.index import RunIndex
 from suite.store.locks import HolderLock, worker_id
@@ -165,7 +165,7 @@ class RunStore:
         what = f"storing run {rids[0]}" if len(rids) == 1 else f"storing the {len(rids)} runs of batch {name}"
         traces = [trace for _, trace in runs if trace is not None]
         if traces:
-            write_atomic(_concat(traces), self.traces / name, f"{what} (their traces)")
+            write_atomic(_concat(traces), self.traces / name, f"{what} (their traces)", options=TRACE_PARQUET)
         path = write_atomic(_concat([frame for frame, _ in runs]), self.runs / name, f"{what} in {self.runs}",
                             sync=True)
         for old in {old for old in before.values() if old not in (None, name)}:
@@ -185,7 +185,8 @@ class RunStore:
             return
         trace = read_trace(trace_path) if trace_path.exists() else None
         if trace is not None:
-            write_atomic(trace[~trace["run_id"].isin(rids)], trace_path, f"rewriting the traces of {name}")
+            write_atomic(trace[~trace["run_id"].isin(rids)], trace_path, f"rewriting the traces of {name}",
+                         options=TRACE_PARQUET)
         write_atomic(kept, rows_path, f"rewriting {name} without the runs stored again", sync=True)
 
     def load_traces(self, run_ids=None) -> pd.DataFrame:
@@ -211,7 +212,8 @@ class RunStore:
         """All stored rows as one table; every damaged or foreign file is named, all in one error."""
         self.index.refresh()
         if not self.index.files:
-            raise StoreError(f"no runs stored under {self.runs}; train some first (suite-train results_dir={self.root}).")
+            raise StoreError(f"no runs stored under {self.runs}; train some first "
+                             f"(suite-train results_dir={self.root}).")
         damaged = self.index.damaged()
         if damaged:
             raise damaged_error(self.runs, damaged)

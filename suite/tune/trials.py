@@ -63,7 +63,7 @@ class CellTuning:
     initial_trials: int = 0  # the configured trial count
     widenings: int = 0
     edge: str | None = None  # why the best lr still sits at an edge of its range (None: interior)
-    checked_from: int | None = None  # the first step the pruner reads (None: it reads none, see space.first_checked_step)
+    checked_from: int | None = None  # the first step the pruner reads (None: none; space.first_checked_step)
 
     def sampler_for(self, slot: int) -> optuna.samplers.BaseSampler:
         # Seeded per slot: reproducible for one worker and after an interrupt (a redone trial keeps
