@@ -24,7 +24,7 @@ from suite.store.identity import cell_name, run_config, run_id
 from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import TASKS, build_task, check_task_name
 from suite.train.device import DTYPES, resolve_device
-from suite.types import ConfigError, RunSpec, Task
+from suite.types import ConfigError, RunSpec, Task, is_full_batch
 
 SAMPLINGS = ("shuffle", "sequential", "replacement")
 REDUCTIONS = ("mean", "sum")
@@ -110,7 +110,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     target = V.target(c.get("target"))
     task = build_task(task_options)
     batch_size = resolve_batch_size(c["batch_size"], task.n_train)
-    if opt.full_batch_only and batch_size != task.n_train:
+    if opt.full_batch_only and not is_full_batch(batch_size, task.n_train):
         raise ConfigError(
             f"optimizer {opt_name!r} runs at batch_size=full only (its curvature estimates need the same "
             f"function at every step), not batch_size={c['batch_size']}. Use batch_size=full (n={task.n_train})."
@@ -151,7 +151,7 @@ def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, se
     name = cell_name(spec, task_options, n_train, searched)
     tuned = read_tuned(results_dir, name)
     if tuned is None:
-        batch = "full" if spec.batch_size >= n_train else spec.batch_size
+        batch = "full" if is_full_batch(spec.batch_size, n_train) else spec.batch_size
         raise ConfigError(
             f"lr=tuned: cell {name} has no tuned result under {tuned_path(results_dir, name).parent}. Tune it first "
             f"with the same overrides, e.g.: suite-tune task={spec.task} optimizer={spec.optimizer} "

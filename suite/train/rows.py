@@ -16,15 +16,10 @@ import pandas as pd
 import torch
 
 from suite.store.identity import run_id
-from suite.types import HPARAM_COLUMNS, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
+from suite.types import HPARAM_COLUMNS, Cell, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
 
 SUITE_VERSION = "0.1.0"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def regime(batch_size: int, n_train: int) -> str:
-    """GD for the full batch, SGD for one sample, mini-batch in between."""
-    return "GD" if batch_size >= n_train else "SGD" if batch_size == 1 else "mini-batch"
 
 
 @functools.lru_cache(maxsize=None)
@@ -71,7 +66,7 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
     tags = dict(tags or {})
     static = {
         "run_id": run_id(config), "task": task.name, "model": task.model_name, "optimizer": spec.optimizer,
-        "optimizer_impl": result.impl, "regime": regime(spec.batch_size, task.n_train),
+        "optimizer_impl": result.impl, "regime": Cell.of(spec, task.n_train).regime,
         "batch_size": spec.batch_size, "micro_batch": spec.micro_batch,
         "accumulation_steps": spec.accumulation_steps, "accumulation_reduction": spec.accumulation_reduction,
         "sampling": spec.sampling, "lr": spec.lr, **hp, "seed": spec.seed, "n_train": task.n_train,
