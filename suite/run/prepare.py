@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -138,11 +137,6 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
         search = (c.get("tune") or {}).get("search") or ()
         spec = apply_tuned(spec, task_options, task.n_train, search, c["results_dir"])
     return Prepared(spec, task, run_config(spec, task_options))
-
-
-def set_threads(threads: Any) -> None:
-    if V.threads(threads) is not None:
-        torch.set_num_threads(threads)
 
 
 def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str],

@@ -18,9 +18,10 @@ from tqdm.auto import tqdm
 
 from suite.run import validate as V
 from suite.run.execute import store_run
-from suite.run.prepare import Prepared, prepare, set_threads
+from suite.run.prepare import Prepared, prepare
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
+from suite.train.device import set_threads
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
 
@@ -119,7 +120,7 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started = time.perf_counter()
     cfg = OmegaConf.create(job.config)
-    set_threads(cfg.get("threads"))
+    set_threads(V.threads(cfg.get("threads")))
     best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
