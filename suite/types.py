@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # annotations only: the tensors live in the tasks and the training loop
@@ -420,9 +420,13 @@ ROW_SCHEMA: dict[str, str] = {
 }
 COLUMNS = tuple(c for c in ROW_SCHEMA if c not in ("study", "trial", "config"))  # before the tags
 NOISE_COLUMNS = ("b_simple_est", "b_simple_exact", "b_noise_exact")
-# Columns added after stores were first written, with the value an older file reads as: the store
-# accepts files without them and fills them in, so old results stay readable.
+# What was added after stores were first written, declared once with the value that means "as before
+# it": RunSpec fields (dotted: inside eval) at that value are left out of the identities
+# (suite.store.identity), so run ids and cell names of a store written before them hold; row columns
+# missing from an older file read as that value (suite.store.runs), so old results stay readable.
+LATER_FIELDS: dict[str, Any] = {"lr_schedule": asdict(LRSchedule()), "target": None, "stop_at_target": False,
+                                "eval.noise_scale": False}
 LATER_COLUMNS: dict[str, Any] = {"steps_to_target": math.nan, "to_target_bracket": math.nan,
-                                 "lr_schedule": "constant", **{c: math.nan for c in NOISE_COLUMNS}}
+                                 "lr_schedule": LRSchedule().describe(), **{c: math.nan for c in NOISE_COLUMNS}}
 TRACE_SCHEMA: dict[str, str] = {"run_id": "str", "step_lo": "int64", "step_hi": "int64", "count": "int64",
                                 "mean": "float64", "min": "float64", "max": "float64"}

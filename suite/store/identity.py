@@ -15,15 +15,11 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from suite.types import CELL_FIELDS, Cell, LRSchedule, RunSpec
-
-# Fields added to RunSpec after runs were first stored: at these defaults (the behaviour before
-# them) they are left out of the identities, so a store written before them resumes unchanged.
-LATER_FIELDS = {"lr_schedule": dataclasses.asdict(LRSchedule()), "target": None, "stop_at_target": False,
-                "eval.noise_scale": False}
+from suite.types import CELL_FIELDS, LATER_FIELDS, Cell, RunSpec
 
 
 def _without_later_defaults(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``values`` without the fields added later (``suite.types.LATER_FIELDS``) at their value before them."""
     out = {}
     for key, value in values.items():
         name = prefix + key
@@ -31,6 +27,8 @@ def _without_later_defaults(values: dict[str, Any], prefix: str = "") -> dict[st
             continue
         out[key] = _without_later_defaults(value, f"{name}.") if isinstance(value, dict) else value
     return out
+
+
 NOT_IDENTITY_TASK_OPTIONS = ("data_dir",)  # where the files are, not what they are
 NOT_IDENTITY_EVAL = ("batch", "test", "noise_scale")  # memory; the test split; a measurement beside the curve
 
