@@ -32,6 +32,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 PROTOCOLS = ("target", "budget")
 AXES = ("batch_sizes", "accumulation", "seeds", "tune_seeds", "n_trials")
+ALL = "all"  # study.optimizers: every registry entry
 
 
 def _names(kind: str, given: list[str], registry: dict) -> list[str]:
@@ -94,6 +95,14 @@ def task_options(study: DictConfig, task: str) -> dict[str, Any]:
     return _task_section(study, "task_options", task)
 
 
+def optimizer_names(study: DictConfig) -> list[str]:
+    """``study.optimizers``: a list of names, or ``all`` for every built-in registry entry (so adding
+    an optimizer to the registry adds it to the presets that say ``all``)."""
+    if study.optimizers == ALL:
+        return [name for name, entry in OPTIMIZERS.items() if not entry.external]
+    return list(study.optimizers)
+
+
 def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
     """All cells of the study; batch sizes above a task's n are left out (``full`` covers them)."""
     cells = []
@@ -101,7 +110,7 @@ def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
         n = sizes[task]
         batches = [b for b in _batch_sizes(list(axis(study, task, "batch_sizes"))) if b == "full" or b <= n]
         accum = [(m * k, k, red) for m, k, red in _accumulation(list(axis(study, task, "accumulation"))) if m * k <= n]
-        for opt in study.optimizers:
+        for opt in optimizer_names(study):
             if get_spec(opt).full_batch_only:  # e.g. L-BFGS: the full-batch cell only
                 cells += [Cell(task, opt, "full", n_train=n)] if "full" in batches else []
                 continue
@@ -113,11 +122,12 @@ def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
 def validate(study: DictConfig) -> dict[str, int]:
     """Check every axis against the registries; return each task's training-set size."""
     _names("tasks", list(study.tasks), TASKS)
-    for name in study.optimizers:  # a user's optimizer YAML (it names cls) joins the registry first
+    names = optimizer_names(study)
+    for name in names:  # a user's optimizer YAML (it names cls) joins the registry first
         if name not in OPTIMIZERS:
             _register_external(name)
-    _names("optimizers", list(study.optimizers), OPTIMIZERS)
-    only_full = [o for o in study.optimizers if get_spec(o).full_batch_only]
+    _names("optimizers", names, OPTIMIZERS)
+    only_full = [o for o in names if get_spec(o).full_batch_only]
     if only_full and "full" not in study.batch_sizes:
         raise ConfigError(f"study.optimizers has {', '.join(only_full)}, which run at batch_size=full only, but "
                           f"study.batch_sizes={list(study.batch_sizes)} has no full; add full or drop them.")
