@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare
 from suite.store.identity import run_id
 from suite.store.runs import RunStore
@@ -38,11 +38,12 @@ def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> 
         groups.setdefault(f"{p.spec.optimizer}/{p.spec.batch_size}/{p.spec.hparams}", []).append(p)
     trained = 0
     for group in groups.values():
-        missing = [not store.has(run_id(p.config)) for p in group]
+        missing = [not stored for stored in store.stored([run_id(p.config) for p in group])]
         todo = to_train(group[0].task, [p.spec for p in group], missing)
-        for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])):
-            if missing[k]:
-                store_run(store, group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+        batch = [run_frames(group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+                 for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])) if missing[k]]
+        if batch:
+            store.write_batch(batch)
         trained += sum(missing)
     return trained
 

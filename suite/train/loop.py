@@ -45,6 +45,7 @@ from suite.train.device import Clock, RngState, rng_as, rng_state
 from suite.train.evaluation import Stats, eval_row, eval_splits, metric_value, split_of
 from suite.train.noise import noise_scale
 from suite.train.schedule import schedule
+from suite.train.timing import timed_phase
 from suite.train.trace import bin_trace
 from suite.types import RunResult, RunSpec, Split, Task
 
@@ -123,6 +124,7 @@ class Loop:
         self.check_every = check_every or (1 if device.type == "cpu" else DEVICE_CHECK_EVERY)
         self.snap: tuple[int, Engine, RngState] | None = None  # (step, engine copy, random state) at the last eval
 
+    @timed_phase("evaluation")
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
         """Evaluate (not timed) the live configurations at ``positions``; append their rows at ``steps``."""
         live = self.engine.live()
@@ -162,6 +164,7 @@ class Loop:
                 if not c.last_loss <= c.limit:  # NaN, inf or exploded
                     bad[pos] = step
 
+    @timed_phase("steps")
     def segment(self, step: int, stop: int) -> int:
         """Train to ``stop`` (a tick); a configuration that diverges gets its row and leaves at once."""
         while self.engine.live() and step < stop:
@@ -223,6 +226,7 @@ class Loop:
             return
         self.replay(crossed, step)
 
+    @timed_phase("target_replay")
     def replay(self, ids: list[int], stop: int) -> None:
         """Replay the segment since the last snapshot, evaluating the target's split every
         ``TARGET_RESOLUTION`` × its start step, to find each configuration's first step meeting it."""
