@@ -64,6 +64,10 @@ class CellTuning:
     widenings: int = 0
     edge: str | None = None  # why the best lr still sits at an edge of its range (None: interior)
 
+    def tags(self, slot: int) -> dict[str, Any]:
+        """What marks a trial's runs: its study and slot, and its re-tuning where it is one."""
+        return {"study": self.name, "trial": slot, **({"retune": self.tspec.retune} if self.tspec.retune else {})}
+
     def sampler_for(self, slot: int) -> optuna.samplers.BaseSampler:
         # Seeded per slot: reproducible for one worker and after an interrupt (a redone trial keeps
         # its slot), and concurrent workers (same tune.seed) do not all draw the same startup lrs.
@@ -103,8 +107,7 @@ def trial_runs(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[l
     hparams = resolve_hparams(cell.base.spec.optimizer, {**cell.base.spec.hparams, **searched})
     spec = dataclasses.replace(cell.base.spec, lr=check_lr(lr), hparams=hparams)
     specs = [dataclasses.replace(spec, seed=seed) for seed in (cell.tspec.seeds or (spec.seed,))]
-    tags = {"study": cell.name, "trial": slot}
-    return specs, [{**run_config(s, cell.base.config["task_options"]), **tags} for s in specs]
+    return specs, [{**run_config(s, cell.base.config["task_options"]), **cell.tags(slot)} for s in specs]
 
 
 def run_ids_of(t: FrozenTrial) -> list[str]:
@@ -124,6 +127,8 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
         if o.diverged:
             c.trial.set_user_attr("diverged", True)
             c.trial.set_user_attr("diverged_step", o.diverged_step)
+        if o.collapsed:
+            c.trial.set_user_attr("collapsed", True)
         told = cell.study.tell(c.trial, o.value, skip_if_finished=True)
     if told.state == TrialState.FAIL:
         raise StoreError(
@@ -177,7 +182,7 @@ def _train(cell: CellTuning, batch: list[Claimed], stored: list[list[bool]]) -> 
     for (slot, j), result in results.items():
         c = batch[index[slot]]
         if not stored[index[slot]][j]:
-            store_run(cell.store, c.specs[j], task, c.configs[j], result, tags={"study": cell.name, "trial": slot})
+            store_run(cell.store, c.specs[j], task, c.configs[j], result, tags=cell.tags(slot))
     return {i: Outcome.of_results(c.specs, task.n_train, [results[(c.slot, j)] for j in range(len(c.specs))])
             for i, c in enumerate(batch) if all((c.slot, j) in results for j in range(len(c.specs)))}
 
@@ -263,7 +268,7 @@ def _retrain(cell: CellTuning, stack: list[int], trials: list[Lost], echo: Calla
         slot = slot_of(t)
         for k in missing:
             store_run(cell.store, specs[k], task, configs[k], results[(slot, k)],
-                      tags={"study": cell.name, "trial": slot})
+                      tags=cell.tags(slot))
         outcome = Outcome.of_results(specs, task.n_train, [results[(slot, j)] for j in range(len(specs))])
         outcome.reports = reports_of(specs[0], results[(slot, 0)].rows)
         _check_agrees(cell, t, outcome, echo)
