@@ -22,7 +22,7 @@ from suite.run.prepare import Prepared, prepare, set_threads
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
 from suite.train.stacked import to_train, train_many
-from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
+from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, retuned, tune_cell
 
 
 def notice(message: str) -> None:
@@ -38,17 +38,26 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
     return HolderLock(Path(results_dir) / "locks" / f"{cell}.final.lock")
 
 
-def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
-    return [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any],
+                   retune: int = 0) -> list[Prepared]:
+    """The final runs' configurations; those of re-tuning ``retune`` > 0 carry its tag in their
+    identity (the same lr as another tuning's is still another run)."""
+    prepared = [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+    return [dataclasses.replace(p, config={**p.config, **_tags(retune)}) for p in prepared]
+
+
+def _tags(retune: int) -> dict[str, int]:
+    return {"retune": retune} if retune else {}
 
 
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
-               echo: Callable[[str], Any] = notice) -> int | None:
+               echo: Callable[[str], Any] = notice, retune: int = 0) -> int | None:
     """Train the cell's chosen configuration once per seed (stacked), skipping stored runs; None if
-    another process holds the cell's final runs and ``wait`` is False."""
+    another process holds the cell's final runs and ``wait`` is False. ``retune``: the re-tuning
+    whose choice these are (tagged on the runs; 0: the primary tuning)."""
     store = RunStore(cfg.results_dir)
-    prepared = _final_configs(cfg, seeds, lr, hparams)
-    cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
+    prepared = _final_configs(cfg, seeds, lr, hparams, retune)
+    cell = retuned(cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else []), retune)
     lock = final_lock(cfg.results_dir, cell)
 
     def waiting(holder: str) -> None:
@@ -64,7 +73,7 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
         results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
         for k, result in zip(todo, results):
             if missing[k]:
-                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result)
+                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result, tags=_tags(retune))
         return sum(missing)
     finally:
         lock.release()
@@ -79,6 +88,7 @@ class Job:
     seeds: tuple[int, ...]  # the final runs'
     tuning: str | None = None  # the run config whose tuned lr the cell uses (None: not tuned)
     lr: float | None = None  # the lr of an untuned cell (None: the registry's default)
+    retune: int = 0  # the re-tuning this job tunes and trains for (0: the primary tuning)
 
     def with_threads(self, cores: int | None) -> Job:
         """No progress bars, and at most ``cores`` torch threads."""
@@ -126,7 +136,7 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
         if best is None:
             return None
     lr, hparams, source = _choice(job, best)
-    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
+    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo, job.retune)
     if trained is None:
         return None
     return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
@@ -144,6 +154,6 @@ def finished_summary(job: Job) -> dict[str, Any] | None:
     lr, hparams, source = _choice(job, best)
     cfg = OmegaConf.create(job.config)
     store = RunStore(cfg.results_dir)
-    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams)):
+    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams, job.retune)):
         return None
     return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}
