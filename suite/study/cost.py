@@ -62,29 +62,34 @@ def _steps_and_evals(cfg: DictConfig, n: int) -> tuple[int, int]:
     return steps, len(eval_steps(EvalSpec(**ev), steps, n, batch))
 
 
-def _stack(task, cfg: DictConfig, k: int) -> int:
-    """How many of ``k`` runs of this cell train together (1: one after another)."""
-    spec = prepare(OmegaConf.merge(cfg, {"lr": 0.01})).spec
-    return k if stacking_pays(task, [dataclasses.replace(spec, seed=s) for s in range(k)]) else 1
+def _stack(task, cfg: DictConfig, k: int, known: dict) -> int:
+    """How many of ``k`` runs of this cell train together (1: one after another); ``known`` keeps the
+    answers by (task, optimizer, batch size, accumulation, k): preparing a run builds its task."""
+    key = (cfg.task.name, cfg.optimizer.name, str(cfg.batch_size), cfg.accumulation_steps, k)
+    if key not in known:
+        spec = prepare(OmegaConf.merge(cfg, {"lr": 0.01})).spec
+        known[key] = k if stacking_pays(task, [dataclasses.replace(spec, seed=s) for s in range(k)]) else 1
+    return known[key]
 
 
 def plan(cfg: DictConfig, jobs: list[Job], sizes: dict[str, int], tasks: dict) -> Counter:
     """Every run the study asks for, as :class:`Work` -> number of runs."""
     work: Counter = Counter()
     tuned: set[str] = set()
+    known: dict = {}
     for job in jobs:
         final = OmegaConf.create(job.config)
         part, task = "target" if final.get("target") else "budget", final.task.name  # as the report names parts
         steps, evals = _steps_and_evals(final, sizes[task])
         batch = str(final.batch_size)
-        work[Work(part, task, batch, "final", _stack(tasks[task], final, len(job.seeds)), steps, evals)] += len(job.seeds)
+        work[Work(part, task, batch, "final", _stack(tasks[task], final, len(job.seeds), known), steps, evals)] += len(job.seeds)
         if job.tuning is None or job.tuning in tuned:
             continue
         tuned.add(job.tuning)
         tuning = OmegaConf.create(job.tuning)
         seeds = len(tuning.tune.seeds or [0])
         trials = int(tuning.tune.n_trials) + int(tuning.tune.get("refine") or 0)
-        stack = _stack(tasks[task], tuning, int(tuning.tune.batch) * seeds)
+        stack = _stack(tasks[task], tuning, int(tuning.tune.batch) * seeds, known)
         steps, evals = _steps_and_evals(tuning, sizes[task])
         work[Work(part, task, batch, "tuning", stack, steps, evals)] += trials * seeds
     return work

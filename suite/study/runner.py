@@ -47,8 +47,8 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     write_context(cfg, started or now(), changes)
     echo(f"study {study.name} ({' + '.join(str(p) for p in parts_of(study))} protocol): {len(cells)} cells, "
          f"{len(study.seeds)} seed(s)"
-         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}, "
-         f"; {len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
+         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}; "
+         f"{len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
          f"-> {cfg.results_dir}")
     summaries = launch(jobs, cfg)
     extra = run_extras(cfg)
