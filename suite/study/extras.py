@@ -62,7 +62,7 @@ def theory_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
     big, small = info["L"], info["mu"]
     kappa = big / small
     fixed = {"dtype": "float64", "seed": int(cfg.study.seeds[0]), "eval": {"every_steps": 1, "noise_scale": False},
-             "target": None, "lr_schedule": {"name": "constant", "warmup": 0},
+             "target": None, "stop_at_target": False, "lr_schedule": {"name": "constant", "warmup": 0},
              "budget": {"epochs": steps, "max_steps": steps, "max_seconds": None}}
     gd = OmegaConf.merge(base, fixed, {"lr": 2.0 / (big + small)})
     momentum = ((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)) ** 2
@@ -87,6 +87,7 @@ def lr_scaling_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
                           f"put batch size {batch} in study.batch_sizes so the study tunes it first.")
     configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch), part),
                                {"lr": k * tuned["lr"], "seed": int(cfg.study.seeds[0]), "target": None,
+                                "stop_at_target": False,
                                 "eval": {"noise_scale": False, "every_epochs": 0.25},
                                 "budget": {"epochs": epochs, "max_steps": None, "max_seconds": None}})
                for k in [1, *factors]]
