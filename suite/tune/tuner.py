@@ -42,11 +42,11 @@ from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_els
 from suite.tune.journal import Journal
 from suite.tune.objective import diverged_penalty
 from suite.tune.refine import refine
-from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
+from suite.tune.space import PRUNERS, SAMPLERS, TuneSpec, suggest, tune_spec, values_of
 from suite.tune.storage import check_url, default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
 from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_runs
-from suite.tune.widening import decide
+from suite.tune.widening import decide, new_region_lrs
 from suite.types import ConfigError
 
 __all__ = ["tune_cell", "check_tuning", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts",
@@ -258,19 +258,6 @@ def _widen(cell: CellTuning) -> bool:
     cell.study.set_user_attr("lr_range", list(decision.lr_range))  # last: the range marks the widening done
     _widened_range(cell)
     return True
-
-
-def new_region_lrs(old: tuple[float, float], new: tuple[float, float], n: int) -> list[float]:
-    """``n`` learning rates log-spaced over the part of ``new`` that ``old`` did not cover (both
-    ends alternately when both were widened), rounded as sampled values are."""
-    ends = [(old[1], new[1])] if new[1] > old[1] else []
-    ends += [(old[0], new[0])] if new[0] < old[0] else []
-    out = []
-    for i in range(n):
-        start, stop = ends[i % len(ends)]
-        k, of = i // len(ends) + 1, -(-n // len(ends))
-        out.append(float(f"{start * (stop / start) ** (k / of):.{SIGNIFICANT_DIGITS}g}"))
-    return out
 
 
 def _finished(cell: CellTuning) -> int:
