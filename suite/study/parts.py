@@ -27,6 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from suite.run import validate as V
 from suite.tasks import TASKS
 from suite.types import ConfigError
 
@@ -74,6 +75,7 @@ def check_budgets(study: DictConfig) -> None:
     """Each part of each task finds what it needs in ``study.budgets.<task>``."""
     for task in study.tasks:
         budget, parts = _plain(study.budgets.get(task)) or {}, parts_of(study, task)
+        V.budget({**budget, "epochs": budget.get("epochs") or 0})  # as written, before a part derives its own
         if "target" in parts and budget.get("max_steps") is None:
             raise ConfigError(f"the target protocol needs a step cap per task; study.budgets.{task} has no "
                               f"max_steps (e.g. study.budgets.{task}.max_steps=2000).")
