@@ -16,13 +16,13 @@ from optuna.trial import create_trial
 
 from suite.cli import CONF_DIR
 from suite.study.parts import RETUNE_SEED_STRIDE
-from suite.study.presets import Cell, cell_config, expand, validate
+from suite.study.presets import cell_config, expand, validate
 from suite.study.runner import jobs_of, study_and_report
 from suite.tune.refine import REFINE_DECADES, refine_lrs
 from suite.tune.space import tune_spec
 from suite.tune.storage import open_storage
 from suite.tune.summary import best_trial, resolution
-from suite.types import ConfigError
+from suite.types import Cell, ConfigError
 
 LR = {"lr": FloatDistribution(1e-4, 10.0, log=True)}
 TSPEC = tune_spec({"sampler": "tpe", "pruner": "none", "n_trials": 4, "lr_range": [1e-4, 10.0]}, "sgd")

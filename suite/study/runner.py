@@ -24,8 +24,9 @@ from suite.study.context import finished_environment, now, protocol_changes, rec
 from suite.study.extras import run_extras
 from suite.study.launchers import check_launcher, launch
 from suite.study.parts import parts_of, retunes_of
-from suite.study.presets import Cell, cell_config, expand, validate
+from suite.study.presets import cell_config, expand, final_seeds, validate
 from suite.tune.summary import FALLBACK, UNREACHED
+from suite.types import Cell
 
 
 def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None) -> list[dict[str, Any]]:
@@ -63,8 +64,10 @@ def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0
     the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
     tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune)) if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
-    label = cell.label + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") + (f" ~r{retune}" if retune else "")
-    return Job(label, OmegaConf.to_yaml(cell_config(cfg, cell, part)), cell.seeds, tuning, fixed, retune)
+    label = f"{cell.task}/{cell.optimizer}/{cell.label}" + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") \
+        + (f" ~r{retune}" if retune else "")
+    return Job(label, OmegaConf.to_yaml(cell_config(cfg, cell, part)), final_seeds(cfg.study, cell.task), tuning, fixed,
+               retune)
 
 
 def jobs_of(cfg: DictConfig, cells: list[Cell]) -> list[Job]:
