@@ -27,11 +27,12 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from suite.run.execute import store_run
-from suite.run.prepare import prepare, set_threads
+from suite.run.prepare import prepare
 from suite.store.runs import RunStore
 from suite.study.cell import Job
 from suite.study.presets import expand, validate
 from suite.study.runner import jobs_of
+from suite.train.device import set_threads
 from suite.train.schedule import eval_steps
 from suite.train.stacked import stacking_pays, train_many
 from suite.types import EvalSpec
