@@ -26,7 +26,7 @@ from suite.store.runs import RunStore
 from suite.train import timing
 from suite.train.device import set_threads
 from suite.train.stacked import to_train, train_many
-from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
+from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, retuned, tune_cell
 
 
 def notice(message: str) -> None:
@@ -42,25 +42,32 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
     return HolderLock(Path(results_dir) / "locks" / f"{cell}.final.lock")
 
 
-def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
+def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any],
+                   retune: int = 0) -> list[Prepared]:
     """The cell's chosen configuration once per seed: its prepared spec (the task built once) with the
     lr (None: the registry's), the searched hyperparameters and the seed replaced. The lr was checked
-    where it was chosen (by the tuner's trials, or with the study's settings)."""
+    where it was chosen (by the tuner's trials, or with the study's settings). Those of re-tuning
+    ``retune`` > 0 carry its tag in their identity (the same lr as another tuning's is another run)."""
     base = prepare(cfg)
     optimizer = base.spec.optimizer
     spec = dataclasses.replace(base.spec, lr=float(get_spec(optimizer).lr_default if lr is None else lr),
                                hparams=resolve_hparams(optimizer, {**base.spec.hparams, **hparams}))
     specs = [dataclasses.replace(spec, seed=seed) for seed in seeds]
-    return [Prepared(s, base.task, run_config(s, base.config["task_options"])) for s in specs]
+    return [Prepared(s, base.task, {**run_config(s, base.config["task_options"]), **_tags(retune)}) for s in specs]
+
+
+def _tags(retune: int) -> dict[str, int]:
+    return {"retune": retune} if retune else {}
 
 
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
-               echo: Callable[[str], Any] = notice) -> int | None:
+               echo: Callable[[str], Any] = notice, retune: int = 0) -> int | None:
     """Train the cell's chosen configuration once per seed (stacked), skipping stored runs; None if
-    another process holds the cell's final runs and ``wait`` is False."""
+    another process holds the cell's final runs and ``wait`` is False. ``retune``: the re-tuning
+    whose choice these are (tagged on the runs; 0: the primary tuning)."""
     store = RunStore(cfg.results_dir)
-    prepared = _final_configs(cfg, seeds, lr, hparams)
-    cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
+    prepared = _final_configs(cfg, seeds, lr, hparams, retune)
+    cell = retuned(cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else []), retune)
     lock = final_lock(cfg.results_dir, cell)
 
     def waiting(holder: str) -> None:
@@ -74,7 +81,7 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
         # missing ones where they train stacked, so every final run has the uninterrupted study's value.
         todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
         results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
-        batch = [run_frames(prepared[k].spec, prepared[k].task, prepared[k].config, result)
+        batch = [run_frames(prepared[k].spec, prepared[k].task, prepared[k].config, result, tags=_tags(retune))
                  for k, result in zip(todo, results) if missing[k]]
         if batch:
             store.write_batch(batch)
@@ -92,6 +99,7 @@ class Job:
     seeds: tuple[int, ...]  # the final runs'
     tuning: str | None = None  # the run config whose tuned lr the cell uses (None: not tuned)
     lr: float | None = None  # the lr of an untuned cell (None: the registry's default)
+    retune: int = 0  # the re-tuning this job tunes and trains for (0: the primary tuning)
 
     def with_threads(self, cores: int | None) -> Job:
         """No progress bars, and at most ``cores`` torch threads."""
@@ -140,7 +148,7 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
             return None
     tuned = time.perf_counter()
     lr, hparams, source = _choice(job, best)
-    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
+    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo, job.retune)
     if trained is None:
         return None
     end = time.perf_counter()
@@ -160,6 +168,6 @@ def finished_summary(job: Job) -> dict[str, Any] | None:
     lr, hparams, source = _choice(job, best)
     cfg = OmegaConf.create(job.config)
     store = RunStore(cfg.results_dir)
-    if not all(store.stored([p.run_id for p in _final_configs(cfg, list(job.seeds), lr, hparams)])):
+    if not all(store.stored([p.run_id for p in _final_configs(cfg, list(job.seeds), lr, hparams, job.retune)])):
         return None
     return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}

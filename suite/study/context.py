@@ -35,7 +35,7 @@ from suite.types import ConfigError, StoreError, command_line
 # What a study's config.yaml fixes once it has run. The protocol (what a number in its tables means)
 # changes only with study.change_protocol=true; the tuner's sampler settings never do (each cell's
 # Optuna study keeps them, and continuing it with others is refused: a new sampler is a new study).
-PROTOCOL = ("study.protocol", "study.targets", "study.budgets", "study.eval_points", "study.eval",
+PROTOCOL = ("study.protocol", "study.parts", "study.targets", "study.budgets", "study.eval_points", "study.eval",
             "study.lr_schedule", "study.tune_seeds")
 SAMPLER = ("tune.sampler", "tune.seed", "tune.options")
 
@@ -128,6 +128,7 @@ def write_context(cfg: DictConfig, started: str, changes: list[str] = ()) -> Non
     root.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["study"].pop("change_protocol", None)  # this invocation's permission, recorded below
+    resolved["study"].pop("estimate", None)  # a cost estimate writes nothing
     write_atomically(root / "config.yaml", OmegaConf.to_yaml(resolved))
     env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(),
            "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers}

@@ -23,6 +23,7 @@ from suite.study.cell import Job, check_job, notice
 from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
 from suite.study.launchers import check_launcher, launch
+from suite.study.parts import parts_of, retunes_of
 from suite.study.presets import cell_config, expand, final_seeds, validate
 from suite.study.time_split import invocation_split, with_report
 from suite.train import timing
@@ -40,7 +41,7 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     check_keys(cfg, (*RUN_KEYS, "study", "report"), "")
     results_dir(cfg.results_dir)
     cells = expand(study, validate(study))
-    jobs = [job_of(cfg, cell) for cell in cells]
+    jobs = jobs_of(cfg, cells)
     check_launcher(cfg)
     for job in jobs:  # every check a cell's job makes (threads, evaluation, budget, target, tuning, ...)
         check_job(job)
@@ -50,10 +51,11 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     # Accepted: only now is anything written.
     store.ensure_writable()
     write_context(cfg, started or now(), changes)
-    echo(f"study {study.name} ({study.get('protocol', 'budget')} protocol): {len(cells)} cells, "
+    echo(f"study {study.name} ({' + '.join(str(p) for p in parts_of(study))} protocol): {len(cells)} cells, "
          f"{len(study.seeds)} seed(s)"
-         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}, "
-         f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}")
+         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}; "
+         f"{len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
+         f"-> {cfg.results_dir}")
     summaries = launch(jobs, cfg)
     began, phases = time.perf_counter(), timing.totals()
     extra = run_extras(cfg)
@@ -63,13 +65,26 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     return summaries
 
 
-def job_of(cfg: DictConfig, cell: Cell) -> Job:
-    """A cell's job: its run config, its final seeds, and what it is tuned as (an accumulation cell
-    as the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
-    tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated)) if cfg.study.tune else None
+def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0) -> Job:
+    """A cell's job in one protocol ``part`` (None: the study's only one) and tuning (``retune``; 0:
+    the primary): its run config, its final seeds, and what it is tuned as (an accumulation cell as
+    the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
+    tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune)) if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
-    return Job(f"{cell.task}/{cell.optimizer}/{cell.label}", OmegaConf.to_yaml(cell_config(cfg, cell)),
-               final_seeds(cfg.study, cell.task), tuning, fixed)
+    label = f"{cell.task}/{cell.optimizer}/{cell.label}" + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") \
+        + (f" ~r{retune}" if retune else "")
+    return Job(label, OmegaConf.to_yaml(cell_config(cfg, cell, part)), final_seeds(cfg.study, cell.task), tuning, fixed,
+               retune)
+
+
+def jobs_of(cfg: DictConfig, cells: list[Cell]) -> list[Job]:
+    """Every job of the study: each part's cells, each with its primary tuning, then its re-tunings."""
+    return [job_of(cfg, cell, part, r) for part in parts_of(cfg.study) for r in range(1 + max_retunes(cfg.study))
+            for cell in cells if r <= retunes_of(cfg.study, cell.task) and part in parts_of(cfg.study, cell.task)]
+
+
+def max_retunes(study: DictConfig) -> int:
+    return max((retunes_of(study, task) for task in study.tasks), default=0)
 
 
 def _clean_stale_reports(root: Path) -> None:

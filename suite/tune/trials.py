@@ -65,6 +65,10 @@ class CellTuning:
     edge: str | None = None  # why the best lr still sits at an edge of its range (None: interior)
     checked_from: int | None = None  # the first step the pruner reads (None: none; space.first_checked_step)
 
+    def tags(self, slot: int) -> dict[str, Any]:
+        """What marks a trial's runs: its study and slot, and its re-tuning where it is one."""
+        return {"study": self.name, "trial": slot, **({"retune": self.tspec.retune} if self.tspec.retune else {})}
+
     def sampler_for(self, slot: int) -> optuna.samplers.BaseSampler:
         # Seeded per slot: reproducible for one worker and after an interrupt (a redone trial keeps
         # its slot), and concurrent workers (same tune.seed) do not all draw the same startup lrs.
@@ -104,8 +108,7 @@ def trial_runs(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[l
     hparams = resolve_hparams(cell.base.spec.optimizer, {**cell.base.spec.hparams, **searched})
     spec = dataclasses.replace(cell.base.spec, lr=check_lr(lr), hparams=hparams)
     specs = [dataclasses.replace(spec, seed=seed) for seed in (cell.tspec.seeds or (spec.seed,))]
-    tags = {"study": cell.name, "trial": slot}
-    return specs, [{**run_config(s, cell.base.config["task_options"]), **tags} for s in specs]
+    return specs, [{**run_config(s, cell.base.config["task_options"]), **cell.tags(slot)} for s in specs]
 
 
 def run_ids_of(t: FrozenTrial) -> list[str]:
@@ -125,6 +128,8 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
         if o.diverged:
             c.trial.set_user_attr("diverged", True)
             c.trial.set_user_attr("diverged_step", o.diverged_step)
+        if o.collapsed:
+            c.trial.set_user_attr("collapsed", True)
         told = cell.study.tell(c.trial, o.value, skip_if_finished=True)
     if told.state == TrialState.FAIL:
         raise StoreError(
@@ -183,7 +188,7 @@ def _train(cell: CellTuning, batch: list[Claimed], stored: list[list[bool]]) -> 
         results.update(train_stack(cell, list(stack), own, lambda slot, j: not stored[index[slot]][j],
                                    lambda slot, row: _pruned(cell, batch[index[slot]], row)))
     runs = [run_frames(batch[index[slot]].specs[j], task, batch[index[slot]].configs[j], result,
-                       tags={"study": cell.name, "trial": slot})
+                       tags=cell.tags(slot))
             for (slot, j), result in results.items() if not stored[index[slot]][j]]
     if runs:
         cell.store.write_batch(runs)  # one commit: all the batch's runs are stored, or none
@@ -273,7 +278,7 @@ def _retrain(cell: CellTuning, stack: list[int], trials: list[Lost], echo: Calla
     results = train_stack(cell, stack, {slot_of(t): (specs, configs) for t, specs, configs, _ in trials},
                           lambda slot, j: True, lambda slot, row: slot in stops and row["step"] >= stops[slot])
     cell.store.write_batch([run_frames(specs[k], task, configs[k], results[(slot_of(t), k)],
-                                       tags={"study": cell.name, "trial": slot_of(t)})
+                                       tags=cell.tags(slot_of(t)))
                             for t, specs, configs, missing in trials for k in missing])
     for t, specs, configs, missing in trials:
         slot = slot_of(t)
