@@ -8,11 +8,14 @@ that diverges, is pruned or runs out of time gets its last row and leaves; the o
 
 Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial
 training loss stops that configuration at that step (and so does such a full training loss at an
-evaluation). Reading a loss is a host sync, which is cheap on the CPU (exact per-step check) but
-serializes a GPU queue; on other devices the losses stay on the device and are read every
-:data:`DEVICE_CHECK_EVERY` steps (and at every tick): the run still stops at its first bad step
-(its last row is that step, with that step's mini-batch loss), but its parameters, which are
-NaN or exploded by then, were evaluated a few steps later.
+evaluation). Reading a loss is a host sync (it serializes a GPU queue) and handling it in Python
+per step and per configuration costs as much as a small step on the CPU, so the step's losses
+stay on the device and are read together every :data:`CHECK_EVERY` steps and at every tick (an
+evaluation, a progress update, the end of warm-up): one copy to the host, one vectorized test
+for the first bad step of each configuration, one append to each trace. The run still stops at
+its first bad step (its last row is that step, with that step's mini-batch loss), but its
+parameters, which are NaN or exploded by then, are evaluated up to ``CHECK_EVERY - 1`` steps
+later; the configurations that did not diverge are unchanged, row for row.
 
 Steps to target (when ``RunSpec.target`` is set): the engine's state (model, the whole
 optimizer, schedule, batch streams) and the global random state are copied at every evaluation;
@@ -37,6 +40,7 @@ from array import array
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -49,7 +53,7 @@ from suite.train.trace import bin_trace
 from suite.types import RunResult, RunSpec, Split, Task
 
 OnEval = Callable[[dict], bool]  # called with each evaluation row; True stops the run (pruned)
-DEVICE_CHECK_EVERY = 32  # steps between divergence checks (host syncs) off the CPU
+CHECK_EVERY = 32  # steps between divergence checks (host syncs): losses are read in blocks
 TARGET_RESOLUTION = 0.05  # a replay evaluates every 5% of its start step: steps-to-target within 5%
 SPLIT_OF = {"train_loss": 0, "excess_loss": 0, "val_loss": 1, "val_accuracy": 1, "test_loss": 2, "test_accuracy": 2}
 
@@ -115,13 +119,13 @@ class Loop:
 
     def __init__(self, engine: Engine, specs: Sequence[RunSpec], on_eval: Callable[[int, dict], bool] | None = None,
                  check_every: int | None = None):
-        """``check_every``: steps between divergence checks (default: 1 on the CPU, else
-        :data:`DEVICE_CHECK_EVERY`); the tests use it to run the device path on the CPU."""
+        """``check_every``: steps between divergence checks (default :data:`CHECK_EVERY`; 1 reads
+        every step's loss at once, which the tests compare the deferred check with)."""
         self.engine, self.task, self.spec = engine, engine.task, specs[0]
         self.configs = [Configuration(s, None if on_eval is None else _bind(on_eval, i)) for i, s in enumerate(specs)]
         device = self.task.train.x.device
         self.clock = Clock(device)
-        self.check_every = check_every or (1 if device.type == "cpu" else DEVICE_CHECK_EVERY)
+        self.check_every = check_every or CHECK_EVERY
         self.snap: tuple[int, Engine, RngState] | None = None  # (step, engine copy, random state) at the last eval
 
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
@@ -138,30 +142,36 @@ class Loop:
         """Train until ``stop`` or until a check finds a bad loss; return the step reached and, by
         position, the first bad step of each configuration that went bad."""
         configs = [self.configs[i] for i in self.engine.live()]
-        k, bad, pending = self.spec.accumulation_steps, {}, []
+        bad, pending = {}, []
         while step < stop and not bad:
             step += 1
-            loss = self.engine.step()
-            if self.check_every == 1:  # the CPU: reading the loss is cheap, check every step
-                self.note(configs, loss.tolist(), step, k, bad)
-                continue
-            pending.append(loss.detach())  # elsewhere: no host sync until the next check
+            pending.append(self.engine.step().detach())  # no host sync until the check
             if len(pending) == self.check_every or step == stop:
-                for offset, losses in enumerate(torch.stack(pending).tolist()):
-                    self.note(configs, losses, step - len(pending) + 1 + offset, k, bad)
+                bad = self.note(configs, pending, step - len(pending) + 1)
                 pending = []
         return step, bad
 
-    @staticmethod
-    def note(configs: list[Configuration], losses, step: int, k: int, bad: dict[int, int]) -> None:
-        """Each configuration's mini-batch loss at ``step`` (``losses``: a float for one, a list for
-        a stack); a NaN, inf or exploded one marks its position bad at that step."""
-        for pos, (c, loss) in enumerate(zip(configs, losses if isinstance(losses, list) else (losses,))):
-            if pos not in bad:
-                c.last_loss = loss if k == 1 else loss / k  # the batch's mean over its k micro-batches
-                c.trace.append(c.last_loss)
-                if not c.last_loss <= c.limit:  # NaN, inf or exploded
-                    bad[pos] = step
+    def note(self, configs: list[Configuration], pending: list[Tensor], first: int) -> dict[int, int]:
+        """Read the losses of steps ``first, first + 1, ...`` (one tensor per step: a scalar for one
+        configuration, one per live position for a stack) in one host copy; append them to each
+        configuration's trace up to its first NaN, inf or exploded loss. Returns the positions that
+        went bad, with that step."""
+        losses = torch.stack(pending).reshape(len(pending), len(configs)).to("cpu", torch.float64).numpy()
+        k = self.spec.accumulation_steps
+        if k != 1:
+            losses = losses / k  # the batch's mean over its k micro-batches
+        limits = np.array([c.limit for c in configs])
+        with np.errstate(invalid="ignore"):
+            ok = losses <= limits  # False for NaN, inf or above the limit
+        bad = {}
+        for pos, c in enumerate(configs):
+            failed = np.flatnonzero(~ok[:, pos])
+            end = failed[0] + 1 if len(failed) else len(losses)
+            c.trace.frombytes(np.ascontiguousarray(losses[:end, pos]).tobytes())
+            c.last_loss = float(losses[end - 1, pos])
+            if len(failed):
+                bad[pos] = first + int(failed[0])
+        return bad
 
     def segment(self, step: int, stop: int) -> int:
         """Train to ``stop`` (a tick); a configuration that diverges gets its row and leaves at once."""
