@@ -141,8 +141,10 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
 
 
 def set_threads(threads: Any) -> None:
+    """Torch's threads where no run's task is known (``suite.train.threads.use_threads`` decides
+    per run): auto is one thread here (the optimizer checks train tiny problems)."""
     if V.threads(threads) is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1 if threads == "auto" else threads)
 
 
 def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str],
