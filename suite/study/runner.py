@@ -58,9 +58,11 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
 def job_of(cfg: DictConfig, cell: Cell) -> Job:
     """A cell's job: its run config, its final seeds, and what it is tuned as (an accumulation cell
     as the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
-    tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated)) if cfg.study.tune else None
+    config = OmegaConf.to_yaml(cell_config(cfg, cell))  # composing a cell's config is costly: once if tuned as itself
+    tuning = (config if cell.emulated == cell else OmegaConf.to_yaml(cell_config(cfg, cell.emulated))) \
+        if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
-    return Job(cell.label, OmegaConf.to_yaml(cell_config(cfg, cell)), cell.seeds, tuning, fixed)
+    return Job(cell.label, config, cell.seeds, tuning, fixed)
 
 
 def _clean_stale_reports(root: Path) -> None:

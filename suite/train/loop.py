@@ -8,14 +8,15 @@ that diverges, is pruned or runs out of time gets its last row and leaves; the o
 
 Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial
 training loss stops that configuration at that step (and so does such a full training loss at an
-evaluation). Reading a loss is a host sync (it serializes a GPU queue) and handling it in Python
-per step and per configuration costs as much as a small step on the CPU, so the step's losses
-stay on the device and are read together every :data:`CHECK_EVERY` steps and at every tick (an
-evaluation, a progress update, the end of warm-up): one copy to the host, one vectorized test
-for the first bad step of each configuration, one append to each trace. The run still stops at
-its first bad step (its last row is that step, with that step's mini-batch loss), but its
-parameters, which are NaN or exploded by then, are evaluated up to ``CHECK_EVERY - 1`` steps
-later; the configurations that did not diverge are unchanged, row for row.
+evaluation). Reading a loss is a host sync (it serializes a GPU queue), so the steps' losses stay
+on the device and are read together at every multiple of :data:`CHECK_EVERY` steps and before
+every evaluation (and every tick when a time limit is set): one copy to the host, one vectorized
+test for each configuration's first bad step, one append to each trace; no per-step Python. The
+run still stops at its first bad step (its last row is that step, with that step's mini-batch
+loss), but its parameters, NaN or exploded by then, are evaluated up to ``CHECK_EVERY - 1`` steps
+later. The checks sit on a fixed grid of steps, so this does not depend on where the loop pauses
+(the progress bar's ticks, kept only while a bar is shown); the configurations that do not
+diverge are unchanged, row for row.
 
 Steps to target (when ``RunSpec.target`` is set): the engine's state (model, the whole
 optimizer, schedule, batch streams) and the global random state are copied at every evaluation;
@@ -127,6 +128,7 @@ class Loop:
         self.clock = Clock(device)
         self.check_every = check_every or CHECK_EVERY
         self.snap: tuple[int, Engine, RngState] | None = None  # (step, engine copy, random state) at the last eval
+        self.pending: list[Tensor] = []  # the live configurations' losses of the steps since the last check
 
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
         """Evaluate (not timed) the live configurations at ``positions``; append their rows at ``steps``."""
@@ -138,48 +140,50 @@ class Loop:
             if self.spec.eval.noise_scale and math.isfinite(c.rows[-1]["train_loss"]):
                 c.rows[-1].update(noise_scale(self.engine.model_at(pos), self.task, c.spec.seed, step))
 
-    def advance(self, step: int, stop: int) -> tuple[int, dict[int, int]]:
+    def advance(self, step: int, stop: int, flush: bool) -> tuple[int, dict[int, int]]:
         """Train until ``stop`` or until a check finds a bad loss; return the step reached and, by
-        position, the first bad step of each configuration that went bad."""
-        configs = [self.configs[i] for i in self.engine.live()]
-        bad, pending = {}, []
+        position, the first bad step of each configuration that went bad. The losses are read at
+        every multiple of ``check_every`` (a fixed grid: where a divergence is noticed does not
+        depend on where the loop pauses) and at ``stop`` if ``flush`` (before rows are written)."""
+        bad = {}
         while step < stop and not bad:
             step += 1
-            pending.append(self.engine.step().detach())  # no host sync until the check
-            if len(pending) == self.check_every or step == stop:
-                bad = self.note(configs, pending, step - len(pending) + 1)
-                pending = []
+            self.pending.append(self.engine.step().detach())  # no host sync until the check
+            if step % self.check_every == 0 or (flush and step == stop):
+                bad = self.note(step)
         return step, bad
 
-    def note(self, configs: list[Configuration], pending: list[Tensor], first: int) -> dict[int, int]:
-        """Read the losses of steps ``first, first + 1, ...`` (one tensor per step: a scalar for one
-        configuration, one per live position for a stack) in one host copy; append them to each
-        configuration's trace up to its first NaN, inf or exploded loss. Returns the positions that
-        went bad, with that step."""
-        losses = torch.stack(pending).reshape(len(pending), len(configs)).to("cpu", torch.float64).numpy()
-        k = self.spec.accumulation_steps
-        if k != 1:
-            losses = losses / k  # the batch's mean over its k micro-batches
-        limits = np.array([c.limit for c in configs])
-        with np.errstate(invalid="ignore"):
-            ok = losses <= limits  # False for NaN, inf or above the limit
+    def note(self, step: int) -> dict[int, int]:
+        """Read the pending losses (steps up to ``step``, one tensor each: a scalar for one
+        configuration, one per live position for a stack) in one host copy and append them to the
+        traces, each up to its configuration's first NaN, inf or exploded loss. Returns the
+        positions that went bad, with that step."""
+        configs = [self.configs[i] for i in self.engine.live()]
+        n, first = len(self.pending), step - len(self.pending) + 1
+        losses = torch.stack(self.pending).reshape(n, len(configs)).to("cpu", torch.float64).numpy()
+        self.pending = []
+        if self.spec.accumulation_steps != 1:
+            losses = losses / self.spec.accumulation_steps  # the batch's mean over its k micro-batches
+        ok = losses <= np.array([c.limit for c in configs])  # False for NaN, inf or above the limit
+        whole = bool(ok.all())
         bad = {}
         for pos, c in enumerate(configs):
-            failed = np.flatnonzero(~ok[:, pos])
-            end = failed[0] + 1 if len(failed) else len(losses)
-            c.trace.frombytes(np.ascontiguousarray(losses[:end, pos]).tobytes())
+            failed = () if whole else np.flatnonzero(~ok[:, pos])
+            end = failed[0] + 1 if len(failed) else n
+            c.trace.frombytes(losses[:end, pos].tobytes())
             c.last_loss = float(losses[end - 1, pos])
             if len(failed):
                 bad[pos] = first + int(failed[0])
         return bad
 
-    def segment(self, step: int, stop: int) -> int:
-        """Train to ``stop`` (a tick); a configuration that diverges gets its row and leaves at once."""
+    def segment(self, step: int, stop: int, flush: bool) -> int:
+        """Train to ``stop`` (a tick; ``flush``: read every loss by then); a configuration that
+        diverges gets its row and leaves at once."""
         while self.engine.live() and step < stop:
             if step >= self.spec.warmup_steps:
                 self.clock.start()  # warm-up steps (the first ones) are run but not timed
             before = self.clock.elapsed
-            step, bad = self.advance(step, stop)
+            step, bad = self.advance(step, stop, flush)
             self.clock.stop()
             live = self.engine.live()
             share = (self.clock.elapsed - before) / len(live)
@@ -283,16 +287,21 @@ class Loop:
 
     def run(self, progress: bool = False) -> list[RunResult]:
         total, evals, ticks = schedule(self.spec, self.task.n_train)
+        evals, timed = set(evals), self.spec.max_seconds is not None
+        if not progress and not timed:  # the 1% ticks serve the bar and the time limit only
+            ticks = sorted(evals | {min(self.spec.warmup_steps, total)})
         self.start()
         step, single = 0, len(self.configs) == 1
         bar = tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
         for stop in ticks[1:]:
             if not self.engine.live():
                 break
-            step = self.segment(step, stop)
+            step = self.segment(step, stop, flush=stop in evals or timed)
             bar.update(step - bar.n)
             if self.engine.live():
                 self.checkpoint(step, total, step in evals)
+            if not progress:
+                continue
             if single:
                 bar.set_postfix(train_loss=f"{self.configs[0].rows[-1]['train_loss']:.4g}", refresh=False)
             else:

@@ -21,11 +21,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from suite.types import ConfigError, RunSpec, Task
 
-# Forward FLOPs per step (one sample's × micro-batch) above which two threads beat one. Measured
-# with scripts/bench_threads.py (2-core CPU, torch 2.13, Adam, 1 vs 2 threads interleaved; the
-# ratio t(2)/t(1) quiet | with one core kept busy by another process): see the README's
-# "Threads" section for the table. Below it the second thread costs, above it it pays.
-AUTO_WORK_CUTOVER = 8_000_000
+# Forward FLOPs per step (one sample's × micro-batch) from which a run gets every core. Measured
+# with scripts/bench_threads.py (2-core CPU, torch 2.13, Adam, 1 vs 2 threads interleaved, on a
+# loaded machine): two threads lost at every step up to 4.8e8 FLOPs (Fashion-MNIST MLP b1024,
+# 4.5x slower); the README's "Threads" section has the table.
+AUTO_WORK_CUTOVER = 1_000_000_000
 
 
 def check_threads(value: Any) -> int | str | None:
