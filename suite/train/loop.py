@@ -9,8 +9,8 @@ that diverges, is pruned or runs out of time gets its last row and leaves; the o
 Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial
 training loss stops that configuration at that step (and so does such a full training loss at an
 evaluation). Reading a loss is a host sync: cheap on the CPU, where every step's losses are read
-(about a µs a step for one configuration, 8 for a stack of 64), so a diverging run stops, and is evaluated, at its first bad step; on other
-devices it serializes the queue, so the losses stay on the device and are read together at every
+(about a µs a step for one configuration, 8 for a stack of 64), so a diverging run stops, and is
+evaluated, at its first bad step; on other devices it serializes the queue, so the losses stay on the device and are read together at every
 multiple of :data:`DEVICE_CHECK_EVERY` steps and before every evaluation (every tick when a time
 limit is set): the run still stops at its first bad step (its last row is that step, with that
 step's mini-batch loss), but its parameters, NaN or exploded by then, are evaluated up to
