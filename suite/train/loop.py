@@ -6,17 +6,17 @@ Reads top to bottom: train to the next tick (an evaluation step, a progress upda
 of warm-up) with the clock running, stop the clock, then evaluate where due; a configuration
 that diverges, is pruned or runs out of time gets its last row and leaves; the others go on.
 
-Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial
-training loss stops that configuration at that step (and so does such a full training loss at an
-evaluation). Reading a loss is a host sync: cheap on the CPU, where every step's losses are read
-(about a µs a step for one configuration, 8 for a stack of 64), so a diverging run stops, and is
-evaluated, at its first bad step; on other devices it serializes the queue, so the losses stay on the device and are read together at every
-multiple of :data:`DEVICE_CHECK_EVERY` steps and before every evaluation (every tick when a time
-limit is set): the run still stops at its first bad step (its last row is that step, with that
-step's mini-batch loss), but its parameters, NaN or exploded by then, are evaluated up to
-``DEVICE_CHECK_EVERY - 1`` steps later. The checks sit on a fixed grid of steps, so nothing
-depends on where the loop pauses (the progress bar's ticks, kept only while a bar is shown); the
-configurations that do not diverge are unchanged, row for row.
+Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial training
+loss stops that configuration at that step (and so does such a full training loss at an evaluation).
+Reading a loss is a host sync: cheap on the CPU, where every step's losses are read (about a µs a
+step for one configuration, 8 for a stack of 64), so a diverging run stops, and is evaluated, at its
+first bad step; on other devices it serializes the queue, so the losses stay on the device and are
+read together at every multiple of :data:`DEVICE_CHECK_EVERY` steps and before every evaluation
+(every tick when a time limit is set): the run still stops at its first bad step (its last row is
+that step, with that step's mini-batch loss), but its parameters, NaN or exploded by then, are
+evaluated up to ``DEVICE_CHECK_EVERY - 1`` steps later. The checks sit on a fixed grid of steps, so
+nothing depends on where the loop pauses (the progress bar's ticks, kept only while a bar is shown);
+the configurations that do not diverge are unchanged, row for row.
 
 Steps to target (when ``RunSpec.target`` is set): the engine's state (model, the whole
 optimizer, schedule, batch streams) and the global random state are copied at every evaluation;
