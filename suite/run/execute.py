@@ -38,12 +38,18 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
     return frame
 
 
+def run_frames(spec: RunSpec, task: Task, config: Mapping[str, Any], result: RunResult,
+               tags: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A finished run as the store keeps it: its rows and its trace (``RunStore.write_batch`` takes a list)."""
+    frame = make_frame(spec, task, config, result, tags=tags)
+    return frame, make_trace(frame["run_id"].iloc[0], result)
+
+
 def store_run(store: RunStore, spec: RunSpec, task: Task, config: Mapping[str, Any], result: RunResult,
               tags: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Path]:
-    """Store a finished run: its rows (``runs/<run_id>.parquet``) and its trace (``traces/``)."""
-    frame = make_frame(spec, task, config, result, tags=tags)
-    path = store.write(frame, make_trace(frame["run_id"].iloc[0], result))
-    return frame, path
+    """Store one finished run (a batch of one): ``runs/<run_id>.parquet`` and its trace (``traces/``)."""
+    frame, trace = run_frames(spec, task, config, result, tags)
+    return frame, store.write(frame, trace)
 
 
 def summary(frame: pd.DataFrame, path) -> str:

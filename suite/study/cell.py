@@ -16,11 +16,14 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from suite.optim.registry import get_spec, resolve_hparams
 from suite.run import validate as V
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare
+from suite.store.identity import run_config
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
+from suite.train import timing
 from suite.train.stacked import to_train, train_many
 from suite.train.threads import capped_threads, use_threads
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
@@ -40,7 +43,15 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
 
 
 def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
-    return [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+    """The cell's chosen configuration once per seed: its prepared spec (the task built once) with the
+    lr (None: the registry's), the searched hyperparameters and the seed replaced. The lr was checked
+    where it was chosen (by the tuner's trials, or with the study's settings)."""
+    base = prepare(cfg)
+    optimizer = base.spec.optimizer
+    spec = dataclasses.replace(base.spec, lr=float(get_spec(optimizer).lr_default if lr is None else lr),
+                               hparams=resolve_hparams(optimizer, {**base.spec.hparams, **hparams}))
+    specs = [dataclasses.replace(spec, seed=seed) for seed in seeds]
+    return [Prepared(s, base.task, run_config(s, base.config["task_options"])) for s in specs]
 
 
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
@@ -58,15 +69,16 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     if not lock.acquire(blocking=wait, on_wait=waiting):
         return None
     try:
-        missing = [not store.has(p.run_id) for p in prepared]
+        missing = [not stored for stored in store.stored([p.run_id for p in prepared])]
         # A stack of another composition rounds differently: the stored seeds train again with the
         # missing ones where they train stacked, so every final run has the uninterrupted study's value.
         todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
         use_threads(cfg.get("threads"), prepared[0].task, prepared[0].spec)
         results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
-        for k, result in zip(todo, results):
-            if missing[k]:
-                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result)
+        batch = [run_frames(prepared[k].spec, prepared[k].task, prepared[k].config, result)
+                 for k, result in zip(todo, results) if missing[k]]
+        if batch:
+            store.write_batch(batch)
         return sum(missing)
     finally:
         lock.release()
@@ -119,18 +131,21 @@ def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[s
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
     """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
-    started = time.perf_counter()
+    started, phases = time.perf_counter(), timing.totals()
     cfg = OmegaConf.create(job.config)
     best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
+    tuned = time.perf_counter()
     lr, hparams, source = _choice(job, best)
     trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
     if trained is None:
         return None
-    return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
+    end = time.perf_counter()
+    return {"lr": lr, "lr_source": source, "trained": trained, "seconds": end - started,
+            "tuning_seconds": tuned - started, "final_seconds": end - tuned, "phases": timing.delta(phases)}
 
 
 def finished_summary(job: Job) -> dict[str, Any] | None:
@@ -145,6 +160,6 @@ def finished_summary(job: Job) -> dict[str, Any] | None:
     lr, hparams, source = _choice(job, best)
     cfg = OmegaConf.create(job.config)
     store = RunStore(cfg.results_dir)
-    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams)):
+    if not all(store.stored([p.run_id for p in _final_configs(cfg, list(job.seeds), lr, hparams)])):
         return None
     return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}

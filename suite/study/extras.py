@@ -18,14 +18,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare
 from suite.store.identity import run_id
 from suite.store.runs import RunStore
-from suite.study.presets import Cell, cell_config
+from suite.study.presets import cell_config
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import load_tuned
-from suite.types import ConfigError
+from suite.types import Cell, ConfigError
 
 
 def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> int:
@@ -38,11 +38,12 @@ def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> 
         groups.setdefault(f"{p.spec.optimizer}/{p.spec.batch_size}/{p.spec.hparams}", []).append(p)
     trained = 0
     for group in groups.values():
-        missing = [not store.has(run_id(p.config)) for p in group]
+        missing = [not stored for stored in store.stored([run_id(p.config) for p in group])]
         todo = to_train(group[0].task, [p.spec for p in group], missing)
-        for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])):
-            if missing[k]:
-                store_run(store, group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+        batch = [run_frames(group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+                 for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])) if missing[k]]
+        if batch:
+            store.write_batch(batch)
         trained += sum(missing)
     return trained
 
@@ -81,7 +82,7 @@ def lr_scaling_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
     base = cell_config(cfg, Cell(task, optimizer, batch))
     tuned = load_tuned(cfg.results_dir, base)
     if tuned is None or tuned.get("lr") is None:
-        raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/b{batch} has no tuned lr yet; "
+        raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/{batch} has no tuned lr yet; "
                           f"put batch size {batch} in study.batch_sizes so the study tunes it first.")
     configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch)),
                                {"lr": k * tuned["lr"], "seed": int(cfg.study.seeds[0]), "target": None,

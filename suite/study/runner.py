@@ -23,13 +23,19 @@ from suite.study.cell import Job, check_job, notice
 from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
 from suite.study.launchers import check_launcher, launch
-from suite.study.presets import Cell, cell_config, expand, validate
+from suite.study.presets import cell_config, expand, final_seeds, validate
+from suite.study.time_split import invocation_split, with_report
+from suite.train import timing
 from suite.tune.summary import FALLBACK, UNREACHED
+from suite.types import Cell
 
 
-def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None) -> list[dict[str, Any]]:
+def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None,
+              split: list | None = None) -> list[dict[str, Any]]:
     """Run every cell of ``cfg.study`` (resumable; this invocation ``started`` at that ISO time);
-    return one summary dict per cell."""
+    return one summary dict per cell. ``split``: a one-item list that receives where the time went
+    (``suite.study.time_split``)."""
+    split = split if split is not None else [None]
     study = cfg.study
     check_keys(cfg, (*RUN_KEYS, "study", "report"), "")
     results_dir(cfg.results_dir)
@@ -49,9 +55,11 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
          f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}, "
          f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}")
     summaries = launch(jobs, cfg)
+    began, phases = time.perf_counter(), timing.totals()
     extra = run_extras(cfg)
     if extra:
         echo(f"{extra} extra run(s) for the batch-size science (theory, lr scaling) trained now.")
+    split[0] = invocation_split(summaries, time.perf_counter() - began, timing.delta(phases))
     return summaries
 
 
@@ -62,7 +70,7 @@ def job_of(cfg: DictConfig, cell: Cell) -> Job:
     tuning = (config if cell.emulated == cell else OmegaConf.to_yaml(cell_config(cfg, cell.emulated))) \
         if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
-    return Job(cell.label, config, cell.seeds, tuning, fixed)
+    return Job(f"{cell.task}/{cell.optimizer}/{cell.label}", config, final_seeds(cfg.study, cell.task), tuning, fixed)
 
 
 def _clean_stale_reports(root: Path) -> None:
@@ -74,17 +82,19 @@ def _clean_stale_reports(root: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def locked_report(root: str | Path, started: str, seconds: float) -> Path:
+def locked_report(root: str | Path, started: str, seconds: float, split: dict | None = None) -> Path:
     """The study's report, written by one process at a time (studies sharing a directory each end here),
-    then this invocation's ``seconds`` recorded: a kill before that leaves it interrupted."""
+    then this invocation's ``seconds`` (and time ``split``, with the report's) recorded: a kill
+    before that leaves it interrupted."""
     root = Path(root)
     lock = HolderLock(root / "locks" / "report.lock")
     lock.acquire(on_wait=lambda holder: notice(f"waiting for {holder}, which is writing the report of {root}."))
     try:
         _clean_stale_reports(root)
+        began = time.perf_counter()
         report = write_report(root, echo=lambda *_: None, notice=notice,
-                              environment=finished_environment(root, started, seconds))
-        record_wall_time(root, started, seconds)
+                              environment=finished_environment(root, started, seconds, split))
+        record_wall_time(root, started, seconds, with_report(split, time.perf_counter() - began))
         return report
     finally:
         lock.release()
@@ -93,7 +103,8 @@ def locked_report(root: str | Path, started: str, seconds: float) -> Path:
 def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> None:
     """``suite-study``: run the study, then write its report (suite-report's tables and figures)."""
     started, began = time.perf_counter(), now()
-    summaries = run_study(cfg, echo, began)
+    split: list = [None]
+    summaries = run_study(cfg, echo, began, split)
     trained = sum(s["trained"] for s in summaries)
     fallback = [s["cell"] for s in summaries if s["lr_source"] == FALLBACK]
     if fallback:
@@ -103,7 +114,7 @@ def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> No
     if unreached:
         echo(f"{len(unreached)} cell(s) use the tuned lr of the trial closest to the target, since no tuning trial "
              f"reached it (the report marks them): {', '.join(unreached)}")
-    report = locked_report(cfg.results_dir, began, time.perf_counter() - started)
+    report = locked_report(cfg.results_dir, began, time.perf_counter() - started, split[0])
     echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
          f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "
          f"Report: {report}")

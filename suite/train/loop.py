@@ -46,16 +46,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from suite.train.device import Clock, RngState, rng_as, rng_state
-from suite.train.evaluation import Stats, eval_row, eval_splits
+from suite.train.evaluation import Stats, eval_row, eval_splits, metric_value, split_of
 from suite.train.noise import noise_scale
 from suite.train.schedule import schedule
+from suite.train.timing import timed_phase
 from suite.train.trace import bin_trace
 from suite.types import RunResult, RunSpec, Split, Task
 
 OnEval = Callable[[dict], bool]  # called with each evaluation row; True stops the run (pruned)
 DEVICE_CHECK_EVERY = 32  # steps between divergence checks (host syncs) off the CPU: losses read in blocks
 TARGET_RESOLUTION = 0.05  # a replay evaluates every 5% of its start step: steps-to-target within 5%
-SPLIT_OF = {"train_loss": 0, "excess_loss": 0, "val_loss": 1, "val_accuracy": 1, "test_loss": 2, "test_accuracy": 2}
 
 
 class Engine(Protocol):
@@ -129,6 +129,7 @@ class Loop:
         self.snap: tuple[int, Engine, RngState] | None = None  # (step, engine copy, random state) at the last eval
         self.pending: list[Tensor] = []  # the live configurations' losses of the steps since the last check
 
+    @timed_phase("evaluation")
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
         """Evaluate (not timed) the live configurations at ``positions``; append their rows at ``steps``."""
         live = self.engine.live()
@@ -172,6 +173,7 @@ class Loop:
                         bad[pos] = first + offset
         return bad
 
+    @timed_phase("steps")
     def segment(self, step: int, stop: int, flush: bool) -> int:
         """Train to ``stop`` (a tick; ``flush``: read every loss by then); a configuration that
         diverges gets its row and leaves at once."""
@@ -234,6 +236,7 @@ class Loop:
             return
         self.replay(crossed, step)
 
+    @timed_phase("target_replay")
     def replay(self, ids: list[int], stop: int) -> None:
         """Replay the segment since the last snapshot, evaluating the target's split every
         ``TARGET_RESOLUTION`` × its start step, to find each configuration's first step meeting it."""
@@ -245,7 +248,7 @@ class Loop:
     def locate(self, engine: Engine, ids: list[int], start: int, stop: int) -> None:
         """Step ``engine`` (at ``start``) towards ``stop``, evaluating as it goes; set ``ids``' steps to target."""
         target = self.spec.target
-        split = eval_splits(self.task, self.spec.eval)[SPLIT_OF[target.metric]]
+        split = eval_splits(self.task, self.spec.eval)[split_of(target.metric)]
         every, last, step, pending = max(1, int(TARGET_RESOLUTION * start)), start, start, list(ids)
         while pending and step < stop:
             for _ in range(min(every, stop - step)):
@@ -255,18 +258,12 @@ class Loop:
             stats = engine.evaluate([live.index(i) for i in pending], [split])
             for i, (stat,) in zip(list(pending), stats):
                 c = self.configs[i]
-                if target.met(self.metric_value(target.metric, stat), c.threshold):
+                if target.met(metric_value(self.task, target.metric, stat), c.threshold):
                     c.steps_to_target, c.bracket = float(step), float(step - last)
                     pending.remove(i)
             last = step
         for i in pending:  # the replay's last evaluation disagrees with the loop's by rounding only
             self.configs[i].steps_to_target, self.configs[i].bracket = float(stop), float(stop - start)
-
-    def metric_value(self, metric: str, stat: Stats) -> float:
-        loss, accuracy = stat
-        if metric == "excess_loss":
-            return loss - self.task.optimal_loss if self.task.optimal_loss is not None else math.nan
-        return accuracy if metric.endswith("accuracy") else loss
 
     def start(self) -> None:
         """Step 0: every configuration's first row; its divergence limit and target threshold come from it."""

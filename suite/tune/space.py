@@ -312,3 +312,13 @@ def _no_pruner(spec: TuneSpec, total: int) -> optuna.pruners.BasePruner:
 PRUNERS: dict[str, Callable[[TuneSpec, int], optuna.pruners.BasePruner]] = {
     "median": _median, "hyperband": _hyperband, "none": _no_pruner,
 }
+
+
+def first_checked_step(spec: TuneSpec, total: int) -> int | None:
+    """The first step whose intermediate value the pruner reads (it reads every evaluation from there
+    on), or None when it reads none. The median pruner prunes from its warm-up on and compares other
+    trials' values at the same step; Hyperband's first rung is its ``min_resource``. Values before
+    it change no decision (the median pruner's interval counts from the warm-up), so they are not
+    reported: each report is a write to the study's storage."""
+    warmup = int(spec.prune_after * total)
+    return {"none": None, "median": warmup, "hyperband": max(1, warmup)}[spec.pruner]

@@ -42,7 +42,8 @@ from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_els
                                release, slot_of)
 from suite.tune.journal import Journal
 from suite.tune.objective import diverged_penalty
-from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
+from suite.tune.space import (PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, first_checked_step, suggest, tune_spec,
+                              values_of)
 from suite.tune.storage import check_url, default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
 from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_runs
@@ -182,7 +183,7 @@ def _checked(c: dict[str, Any]) -> tuple[Prepared, TuneSpec]:
     c["eval"] = {**(c.get("eval") or {}), "test": False, "noise_scale": False}
     if c.get("target") is not None:
         c["stop_at_target"] = True
-    V.threads(c.get("threads"))
+    V.threads(c.get("threads"))  # checked before any work; set by _open_cell
     base = prepare(c)
     tspec = tune_spec(c.get("tune") or {}, base.spec.optimizer)
     if tspec.storage is not None:
@@ -208,7 +209,8 @@ def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> C
     storage = open_storage(url)
     cell = CellTuning(name, _open_study(name, url, tspec, base, storage), tspec, base, store, url,
                       journal=storage if isinstance(storage, Journal) else None, initial_range=tspec.lr_range,
-                      initial_trials=tspec.n_trials)
+                      initial_trials=tspec.n_trials,
+                      checked_from=first_checked_step(tspec, total_steps(base.spec, base.task.n_train)))
     _widened_range(cell)
     _settle_cuts(cell, echo)
     fail_abandoned(cell.study, tspec.stale_after_s, echo, cell.worker)
