@@ -68,7 +68,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 BAD_STUDY = {  # override -> what the one line says
-    "study.threads.tiny_mlp=0": "threads=0 must be null or an integer >= 1",
+    "study.threads.tiny_mlp=0": "threads=0 is not valid: give threads=auto",
     "study.eval_points=1": "eval.points=1 is invalid",
     "study.budgets.tiny_mlp.max_steps=-5": "budget.max_steps=-5 must be null or an integer >= 0",
     "study.seeds=[0,0]": "study.seeds=[0, 0] repeats seed(s) 0",

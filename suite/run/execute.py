@@ -9,11 +9,10 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from suite.run.prepare import prepare
-from suite.run.validate import threads as checked_threads
 from suite.store.runs import RunStore
-from suite.train.device import set_threads
 from suite.train.rows import make_frame, make_trace
 from suite.train.single import train
+from suite.train.threads import use_threads
 from suite.types import RunResult, RunSpec, Task
 
 
@@ -22,8 +21,8 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
 
     Returns the stored rows, or ``None`` when the run was already stored and skipped.
     """
-    set_threads(checked_threads(cfg.get("threads")))
     prepared = prepare(cfg)
+    use_threads(cfg.get("threads"), prepared.task, prepared.spec)
     store = RunStore(cfg.results_dir)
     store.ensure_writable()
     rid = prepared.run_id

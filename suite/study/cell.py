@@ -24,8 +24,8 @@ from suite.store.identity import run_config
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
 from suite.train import timing
-from suite.train.device import set_threads
 from suite.train.stacked import to_train, train_many
+from suite.train.threads import capped_threads, use_threads
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, retuned, tune_cell
 
 
@@ -80,6 +80,7 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
         # A stack of another composition rounds differently: the stored seeds train again with the
         # missing ones where they train stacked, so every final run has the uninterrupted study's value.
         todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
+        use_threads(cfg.get("threads"), prepared[0].task, prepared[0].spec)
         results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
         batch = [run_frames(prepared[k].spec, prepared[k].task, prepared[k].config, result, tags=_tags(retune))
                  for k, result in zip(todo, results) if missing[k]]
@@ -107,7 +108,7 @@ class Job:
             if text is None:
                 return None
             cfg = OmegaConf.create(text)
-            threads = cfg.threads if cores is None else min(cfg.threads or cores, cores)
+            threads = cfg.threads if cores is None else capped_threads(cfg.threads, cores)
             return OmegaConf.to_yaml(OmegaConf.merge(cfg, {"progress": False, "threads": threads}))
 
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
@@ -140,7 +141,6 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started, phases = time.perf_counter(), timing.totals()
     cfg = OmegaConf.create(job.config)
-    set_threads(V.threads(cfg.get("threads")))
     best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)

@@ -69,12 +69,14 @@ def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0
     """A cell's job in one protocol ``part`` (None: the study's only one) and tuning (``retune``; 0:
     the primary): its run config, its final seeds, and what it is tuned as (an accumulation cell as
     the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
-    tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune)) if cfg.study.tune else None
+    config = OmegaConf.to_yaml(cell_config(cfg, cell, part))  # composing a cell's config is costly: once where it can
+    itself = cell.emulated == cell and not retune  # tuned as itself, under the run config's own settings
+    tuning = (config if itself else OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune))) \
+        if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
     label = f"{cell.task}/{cell.optimizer}/{cell.label}" + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") \
         + (f" ~r{retune}" if retune else "")
-    return Job(label, OmegaConf.to_yaml(cell_config(cfg, cell, part)), final_seeds(cfg.study, cell.task), tuning, fixed,
-               retune)
+    return Job(label, config, final_seeds(cfg.study, cell.task), tuning, fixed, retune)
 
 
 def jobs_of(cfg: DictConfig, cells: list[Cell]) -> list[Job]:

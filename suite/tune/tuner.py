@@ -36,8 +36,8 @@ from suite.run.prepare import Prepared, prepare
 from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
-from suite.train.device import set_threads
 from suite.train.schedule import total_steps
+from suite.train.threads import use_threads
 from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_elsewhere, next_slot, record_stacks,
                                release, slot_of)
 from suite.tune.journal import Journal
@@ -206,7 +206,7 @@ def check_tuning(cfg: DictConfig | Mapping[str, Any]) -> None:
 def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> CellTuning:
     """Validate everything (run config, tune config, results dir, storage) before any trial runs."""
     base, tspec = _checked(c)
-    set_threads(c.get("threads"))
+    use_threads(c.get("threads"), base.task, base.spec)
     store = RunStore(c["results_dir"])
     if survey:
         store.survey(echo)
