@@ -24,7 +24,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best, summarize_runs
+from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best
+from suite.report.data.summary_cache import cached_summaries
 from suite.report.data.protocol import read_environment, read_study, target_source
 from suite.report.data.reported import abandoned
 from suite.report.data.trials import trial_stats
@@ -165,9 +166,11 @@ def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[st
     but ``stored`` (``runs.csv``)."""
     targets, study, notes = targets_of(cfg), read_study(root), []
     env = read_environment(root) if env is None else env
-    rows = annotate(load_rows(root))
+    as_stored = load_rows(root)
+    rows = annotate(as_stored)
     check_targets(targets, rows)
-    stored = summarize_runs(rows, targets)
+    stored = cached_summaries(root, as_stored, rows, targets)
+    del as_stored
     exports = link(read_exports(root, notes), stored)
     stored["abandoned"] = abandoned(stored, exports, study)
     runs = stored[~stored["abandoned"]].reset_index(drop=True)
