@@ -21,7 +21,7 @@ from suite.store.runs import RunStore
 from suite.train import train
 
 FAST = ["figures.dpi=40", "figures.minibatch=false", "science.resamples=0"]
-OUTPUTS = ("README.md", "runs.csv", "cells.csv")
+TEXTS = (".md", ".csv", ".tex")
 
 
 def _train(root: Path, lr: float, seed: int, trial: int | None = None) -> str:
@@ -60,8 +60,11 @@ def summarized(monkeypatch) -> list[set[str]]:
 
 
 def _report(root: Path, overrides=()) -> dict[str, bytes]:
+    """Every text the report writes (README, runs.csv, cells.csv, each table as md, tex and csv)."""
     write_report(root, [*FAST, *overrides], echo=lambda *_: None)
-    return {name: (root / "report" / name).read_bytes() for name in OUTPUTS}
+    report = root / "report"
+    return {str(p.relative_to(report)): p.read_bytes() for p in sorted(report.rglob("*"))
+            if p.suffix in TEXTS}
 
 
 def _without_cache(root: Path) -> dict[str, bytes]:
@@ -82,6 +85,7 @@ def test_second_report_summarizes_nothing_and_is_the_same(store, tmp_path, summa
     root = _copy(store, tmp_path)
     first = _report(root)
     assert summarized == [set(RunStore(root).load()["run_id"])] and (root / summary_cache.CACHE).is_file()
+    assert {"README.md", "runs.csv", "cells.csv"} < set(first) and any(k.startswith("tables/") for k in first)
     second = _report(root)
     assert len(summarized) == 1  # nothing summarized the second time
     assert second == first
