@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,8 @@ from omegaconf import OmegaConf
 
 from suite.cli import CONF_DIR
 from suite.report.figures import curves
-from suite.store.locks import worker_id
+from suite.report.figures.render import Renderer
+from suite.store.locks import HolderLock, worker_id
 from suite.study import cell as study_cell
 from suite.study import launchers
 from suite.study.cell import Job, final_lock, run_cell
@@ -160,3 +162,26 @@ def test_a_cell_whose_every_trial_diverged_is_marked_in_the_report(tmp_path):
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "- **registry-default lr** (‡): tiny_mlp / target / adam / batch 256 (GD)" in readme
     assert "0.001 ‡" in (tmp_path / "report" / "tables" / "tiny_mlp" / "best_lr.md").read_text()
+
+
+def test_a_killed_report_leaves_no_figure_worker_holding_its_locks(tmp_path):
+    # A report's figure workers are forked with copies of its descriptors, its file locks among them.
+    lock_path = tmp_path / "locks" / "report.lock"
+    ready, told = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            HolderLock(lock_path).acquire()
+            Renderer(workers=2)
+            os.write(told, b"1")
+            time.sleep(120)
+        finally:
+            os._exit(0)
+    os.read(ready, 1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    lock, deadline = HolderLock(lock_path), time.monotonic() + 10
+    while not lock.acquire(blocking=False):
+        assert time.monotonic() < deadline, "a figure worker of the killed report still holds its lock"
+        time.sleep(0.05)
+    lock.release()
