@@ -24,6 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from suite.report.data.baseline import with_baseline
 from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best, summarize_runs
 from suite.report.data.protocol import read_environment, read_study, target_source
 from suite.report.data.reported import abandoned
@@ -162,10 +163,11 @@ def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[st
     but ``stored`` (``runs.csv``)."""
     targets, study, notes = targets_of(cfg), read_study(root), []
     env = read_environment(root) if env is None else env
-    rows = annotate(load_rows(root))
+    rows, exports = with_baseline(root, load_rows(root), read_exports(root, notes), notes)  # a comparison's beside it
+    rows = annotate(rows)
     check_targets(targets, rows)
     stored = summarize_runs(rows, targets)
-    exports = link(read_exports(root, notes), stored)
+    exports = link(exports, stored)
     stored["abandoned"] = abandoned(stored, exports, study)
     runs = stored[~stored["abandoned"]].reset_index(drop=True)
     rows = rows[rows["run_id"].isin(runs["run_id"])]
