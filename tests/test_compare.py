@@ -155,3 +155,13 @@ def test_the_command_refuses_in_one_line_with_exit_status_2(baseline, tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "study.task_options.regression.dim=7" in done.stderr
     assert not out.exists()
+
+
+def test_a_changed_default_is_refused_by_the_runs_identity(baseline, tmp_path):
+    other = _copy(baseline[0], tmp_path / "other")
+    rows = pd.read_parquet(other / "rows.parquet")
+    rows["config"] = rows["config"].str.replace('"n_test": 1000', '"n_test": 999')  # as if made with another default
+    rows.to_parquet(other / "rows.parquet", index=False)
+    with pytest.raises(ConfigError, match="the runs of regression would differ .* in task_options.n_test: 1000 here, "
+                                          "999 there"):
+        compared(compare_cfg(tmp_path / "out", f"study.baseline={other}"))

@@ -14,17 +14,20 @@ baseline's rows and tuner exports beside its own (:mod:`suite.report.data.baseli
 Refused before anything is written, in one line naming the difference: a baseline of another
 results version (:data:`suite.types.RESULTS_VERSION`, or none recorded), an optimizer the baseline
 already has, a task it lacks, a command-line override that changes anything the baseline fixed,
-a results_dir that is the baseline's, and data or models that differ: every compared task's first
-final seed must start at the validation loss the baseline's runs of that seed start at (its data,
-model, initialization and dtype, measured, not assumed from names).
+a results_dir that is the baseline's, runs whose identity would differ in anything but their cell
+(a task default or a run default of this suite changed since), and data or models that differ:
+every compared task's first final seed must start at the validation loss the baseline's runs of
+that seed start at (its data, model, initialization and dtype, measured, not assumed from names).
 """
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -43,6 +46,8 @@ FREE = ("results_dir", "study.optimizers", "study.tasks", "study.baseline", "stu
         "study.launcher", "study.submitit", "study.threads", "threads", "device", "progress", "tune.storage",
         "tune.stale_after_s", "report", "study.report", "hydra")
 GROUPS = tuple(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())  # study=..., task=...: group choices
+PER_CELL = ("optimizer", "hparams", "lr", "impl", "seed", "batch_size", "accumulation_steps", "accumulation_reduction",
+            "device")  # what a run's identity owes to its cell, seed or machine; the rest is the study's
 START_TOLERANCE = 1e-5  # relative: the same data, model and dtype start at the same loss (up to summation order)
 
 
@@ -154,23 +159,37 @@ def _check_cells(new: dict, published: Published, where: str) -> None:
 
 
 def _check_start(config: DictConfig, published: Published, where: str) -> None:
-    """Each compared task's data, model and dtype are the baseline's: a model at the task's first
-    final seed starts at the validation loss the baseline's final runs of that seed start at."""
+    """Each compared task's runs would be the baseline's but for the optimizer: a run of this suite
+    has the identity (task options with the task's current defaults, evaluation, dtype, budget, ...)
+    of the baseline's run at the task's first final seed, and its model starts at the validation
+    loss that run starts at (the data, model and initialization, measured)."""
     rows = published.rows()
-    starts = rows[(rows["step"] == 0) & rows["trial"].isna()]  # final runs (and extras, left out next)
-    starts = starts[starts["purpose"].isna()] if "purpose" in starts else starts
-    optimizer = published.config["study"]["optimizers"][0]  # a start does not depend on the optimizer
+    starts = rows[(rows["step"] == 0) & rows["trial"].isna() & (rows["accumulation_steps"] == 1)]
+    starts = starts[starts["purpose"].isna()] if "purpose" in starts else starts  # not the extra runs
     for task in config.study.tasks:
         seed = int(axis(config.study, task, "seeds")[0])
-        theirs = starts.loc[(starts["task"] == task) & (starts["seed"] == seed), "val_loss"]
+        theirs = starts[(starts["task"] == task) & (starts["seed"] == seed)]
         if theirs.empty:
             continue
-        prepared = prepare(cell_config(config, Cell(task, optimizer, "full", seeds=(seed,))))
-        mine = _start_loss(prepared, seed)
-        if not math.isclose(mine, float(theirs.iloc[0]), rel_tol=START_TOLERANCE):
+        run = theirs.iloc[0]
+        cell = Cell(task, run["optimizer"], int(run["batch_size"]), seeds=(seed,))
+        prepared = prepare(cell_config(config, cell))
+        _check_identity(task, prepared.config, json.loads(run["config"]), where)
+        mine, start = _start_loss(prepared, seed), float(run["val_loss"])
+        if not math.isclose(mine, start, rel_tol=START_TOLERANCE):
             raise ConfigError(f"the data or model of {task} differ from {where}'s: a model at seed {seed} starts at "
-                              f"validation loss {mine:.8g} here and {float(theirs.iloc[0]):.8g} there; check the dataset "
-                              f"files (task.data_dir), the task's code and dtype against the suite that made it.")
+                              f"validation loss {mine:.8g} here and {start:.8g} there; check the dataset files "
+                              f"(task.data_dir) and the task's code against the suite that made it.")
+
+
+def _check_identity(task: str, mine: dict, theirs: dict, where: str) -> None:
+    """The run identities agree on everything but what a cell chooses (:data:`PER_CELL`)."""
+    flat = [pd.json_normalize({k: v for k, v in d.items() if k not in PER_CELL}).iloc[0].to_dict() for d in (mine, theirs)]
+    differ = [f"{k}: {flat[0].get(k)!r} here, {flat[1].get(k)!r} there" for k in sorted(set(flat[0]) | set(flat[1]))
+              if flat[0].get(k) != flat[1].get(k)]
+    if differ:
+        raise ConfigError(f"the runs of {task} would differ from {where}'s in {'; '.join(differ)} (a default of this "
+                          f"suite changed since the baseline was made?); compare with the suite that made it.")
 
 
 def _start_loss(prepared, seed: int) -> float:
