@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from user_config import EXAMPLES, byo_cfg, registry_restored, user_env  # noqa: F401 (a fixture)
 
 from suite.cli import CONF_DIR
@@ -165,3 +166,18 @@ def test_a_changed_default_is_refused_by_the_runs_identity(baseline, tmp_path):
     with pytest.raises(ConfigError, match="the runs of regression would differ .* in task_options.n_test: 1000 here, "
                                           "999 there"):
         compared(compare_cfg(tmp_path / "out", f"study.baseline={other}"))
+
+
+def test_the_protocol_comes_from_the_baseline_and_the_machine_from_the_command(baseline, tmp_path):
+    """A preset named on the command line changes nothing; machine settings are the command's."""
+    config = compared(compare_cfg(tmp_path / "out", f"study.baseline={baseline[1]}", "study=standard",
+                                  "study.workers=2", "study.tasks=[tiny_mlp]"))
+    theirs = yaml.safe_load((baseline[0] / "config.yaml").read_text())
+    study = OmegaConf.to_container(config.study)
+    assert study["workers"] == 2 and study["tasks"] == ["tiny_mlp"] and study["optimizers"] == ["myopt"]
+    assert study["name"] == f"{theirs['study']['name']}-vs-myopt" and study["extras"] == {}
+    assert study["baseline"] == str(baseline[1].resolve()) and config.results_dir == str(tmp_path / "out")
+    for key in ("budgets", "targets", "task_options", "batch_sizes", "seeds", "tune_seeds", "n_trials", "protocol"):
+        assert study[key] == theirs["study"][key], key
+    assert set(config) == set(theirs)  # nothing of Hydra's, nothing added at the top level
+    assert not (tmp_path / "out").exists()

@@ -44,7 +44,7 @@ from suite.train.evaluation import evaluate
 # on the machine or the report alone. Everything else comes from the baseline.
 FREE = ("results_dir", "study.optimizers", "study.tasks", "study.baseline", "study.name", "study.workers",
         "study.launcher", "study.submitit", "study.threads", "threads", "device", "progress", "tune.storage",
-        "tune.stale_after_s", "report", "study.report", "hydra")
+        "tune.stale_after_s", "report", "study.report")
 GROUPS = tuple(p.name for p in Path(CONF_DIR).iterdir() if p.is_dir())  # study=..., task=...: group choices
 PER_CELL = ("optimizer", "hparams", "lr", "impl", "seed", "batch_size", "accumulation_steps", "accumulation_reduction",
             "device")  # what a run's identity owes to its cell, seed or machine; the rest is the study's
@@ -58,7 +58,7 @@ def typed_keys() -> list[str] | None:
     if not HydraConfig.initialized():
         return None
     parsed = OverridesParser.create().parse_overrides(list(HydraConfig.get().overrides.task))
-    return [o.key_or_group for o in parsed if o.key_or_group not in GROUPS]
+    return [o.key_or_group for o in parsed if o.key_or_group not in GROUPS and not o.key_or_group.startswith("hydra.")]
 
 
 def _at(config: dict, dotted: str) -> Any:
@@ -123,7 +123,7 @@ def _effective(given: dict, published: Published, typed: list[str] | None) -> di
     """The baseline's recorded config with the command's free settings, its own name and directory."""
     new = copy.deepcopy(published.config)
     chosen = typed if typed is not None else ["results_dir", "study.optimizers", "study.tasks"]
-    for key in ("study.optimizers", *(k for k in chosen if _free(k))):
+    for key in ("study.optimizers", *(k for k in chosen if _free(k) and _at(given, k) is not None)):
         _put(new, key, copy.deepcopy(_at(given, key)))
     study = new["study"]
     names = "-".join(map(str, study["optimizers"] or []))
@@ -133,8 +133,6 @@ def _effective(given: dict, published: Published, typed: list[str] | None) -> di
         new["results_dir"] = f"results/{study['name']}"
     study["baseline"] = str(published.source.resolve())
     study["extras"] = {}  # the baseline's extra runs (theory, lr scaling) are its own; the report reads them
-    study.pop("change_protocol", None)
-    study["change_protocol"] = False
     return new
 
 
