@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from suite.bench.steps import GRIDS, grid_from_env, optimizer_step, peak_step_bytes, state_bytes, training_step
+from suite.bench.steps import GRIDS, grid_from_env, peak_step_bytes, training_step
+from suite.optim.measure import optimizer_step, state_bytes
 from suite.optim.registry import OPTIMIZERS, get_spec
 from suite.report.benchmarks import (
     load_benchmarks,
@@ -153,7 +154,7 @@ def test_optimizer_state_bytes_are_exact_multiples_of_the_parameter_bytes(name, 
 
 def _spec(task, batch_size: int, k: int) -> RunSpec:
     return RunSpec(task=task.name, optimizer="sgd", hparams={}, lr=0.01, batch_size=batch_size,
-                   accumulation_steps=k, epochs=math.inf, eval=EvalSpec(points=2))
+                   accumulation_steps=k, eval=EvalSpec(points=2))
 
 
 def test_accumulation_lowers_the_peak_memory_of_a_step():

@@ -5,6 +5,7 @@ The task and optimizer files are found on disk, so a new YAML file is tested wit
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from suite.run import validate as V
 from suite.run.prepare import prepare
 from suite.tasks import TASKS
 from suite.tune.space import tune_spec
-from suite.types import ConfigError, DataError
+from suite.types import ConfigError, DataError, EvalSpec, LRSchedule, RunSpec
 
 CONF = Path(CONF_DIR)
 TASK_FILES = sorted(p.stem for p in (CONF / "task").glob("*.yaml"))
@@ -240,3 +241,25 @@ def test_missing_dataset_is_a_data_error(compose, tmp_path, monkeypatch):
 
 def test_lr_null_takes_the_registry_default(compose):
     assert math.isclose(prepare(compose("optimizer=rmsprop")).spec.lr, OPTIMIZERS["rmsprop"].lr_default)
+
+
+# The run's defaults are written in conf/config.yaml (what a user composes) and in the RunSpec the
+# code builds (suite.types); they must agree. The one intended difference: a RunSpec holds a
+# resolved device (``cpu`` unless given), the config asks for ``auto`` (prepare resolves it).
+RESOLVED_IN_PREPARE = {"device": ("auto", "cpu")}
+GROUPS = ("task", "optimizer", "tune")  # composed from conf/<group>/ (their defaults are the registries')
+
+
+def test_config_yaml_defaults_equal_the_runspec_defaults():
+    config = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
+    spec = {f.name: f.default for f in dataclasses.fields(RunSpec) if f.default is not dataclasses.MISSING}
+    nested = {"budget": {k: spec[k] for k in V.BUDGET_KEYS}, "eval": dataclasses.asdict(EvalSpec()),
+              "lr_schedule": dataclasses.asdict(LRSchedule())}
+    for key, value in config.items():
+        if key in nested:
+            assert value == nested[key], key
+        elif key in RESOLVED_IN_PREPARE:
+            assert (value, spec[key]) == RESOLVED_IN_PREPARE[key], key
+        elif key in spec:
+            assert value == spec[key], f"conf/config.yaml {key}: {value!r}, RunSpec: {spec[key]!r}"
+    assert set(V.RUN_KEYS) == set(config) - {"defaults", "hydra"} | set(GROUPS)

@@ -11,7 +11,6 @@ from scipy import stats
 from suite.report.data.metrics import (
     aggregate,
     annotate,
-    batch_label,
     final_runs,
     performance_profile,
     pick_best,
@@ -20,7 +19,7 @@ from suite.report.data.metrics import (
 )
 from suite.report.data.trials import trial_stats
 from suite.report.stats.seeds import t_interval
-from suite.types import COLUMNS, ConfigError, Target
+from suite.types import COLUMNS, Cell, ConfigError, Target
 
 TARGETS = {"regression": Target("excess_loss", relative=1e-3), "tiny_mlp": Target("val_loss", value=0.05),
            "mnist": Target("val_accuracy", value=0.9)}
@@ -197,10 +196,13 @@ def test_trial_with_a_final_configuration_counts_as_that_seed():
 
 
 def test_batch_labels_show_regime_and_accumulation():
-    assert batch_label(1024, 64, 16, "mini-batch") == "64×16"
-    assert batch_label(1000, 1000, 1, "GD") == "1000 (GD)"
-    assert batch_label(1, 1, 1, "SGD") == "1 (SGD)"
-    assert batch_label(32, 32, 1, "mini-batch", "sequential", "sum") == "32 seq sum"
+    def label(batch_size, accumulation_steps=1, reduction="mean", sampling="shuffle", n_train=1000):
+        return Cell("regression", "sgd", batch_size, accumulation_steps, sampling, reduction, n_train=n_train).label
+    assert label(1024, 16, n_train=2000) == "64×16"
+    assert label(1024, 16) == "64×16 (GD)"
+    assert label(1000) == label("full") == "1000 (GD)"
+    assert label(1) == "1 (SGD)"
+    assert label(32, reduction="sum", sampling="sequential") == "32 seq sum"
     rows = annotate(hand_run({"train_loss": [1, 0.5]}, steps=(0, 10), batch_size=32, accumulation_steps=4))
     assert set(rows["batch_label"]) == {"8×4"}
 

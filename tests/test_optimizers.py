@@ -20,8 +20,7 @@ from suite.run.conformance import short_run, short_task_options
 from suite.run.mechanisms import closure_check, eval_mode_check, round_trip_check, snapshot_check
 from suite.tasks import TASKS, build_task
 from suite.train import train
-from suite.train.rows import regime
-from suite.types import ConfigError, EvalSpec, RunSpec
+from suite.types import Cell, ConfigError, EvalSpec, RunSpec
 
 NAMES = list(OPTIMIZERS)
 
@@ -202,4 +201,4 @@ def test_unknown_name_lists_valid_names():
 @pytest.mark.parametrize("batch_size,n,label", [(1000, 1000, "GD"), (1, 1000, "SGD"), (32, 1000, "mini-batch"),
                                                 (1, 1, "GD")])
 def test_regime_from_batch_size(batch_size, n, label):
-    assert regime(batch_size, n) == label
+    assert Cell("regression", "sgd", batch_size, n_train=n).regime == label

@@ -184,7 +184,7 @@ def test_a_cell_that_raises_in_its_job_is_reported_with_its_error(cluster, local
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     (job,) = submitted(tmp_path)
-    assert f"regression/sgd/bfull: job {job} raised suite.types.StoreError: " in out.stderr
+    assert f"regression/sgd/1000 (GD): job {job} raised suite.types.StoreError: " in out.stderr
     assert f"{journal}" in out.stderr
     assert f"(log: {tmp_path / 'submitit' / job / f'{job}_0_log.err'})" in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("error: 1 of 2 cell(s) failed (listed above)")

@@ -17,20 +17,13 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
+from task_cases import CASES, small_task
+
 from suite.cli import CONF_DIR
-from suite.tasks import TASKS, build_task
+from suite.tasks import TASKS
 from suite.tasks.parts import predicted_labels, seeded_model
 from suite.train.evaluation import evaluate
 from suite.types import Split, Task
-
-CASES = [(name, i) for name, entry in TASKS.items() for i in range(len(entry.examples))]
-
-
-def small_task(name: str, i: int, fake_mnist_dir: Path) -> Task:
-    options = {"name": name, **TASKS[name].examples[i]}
-    if TASKS[name].dataset:
-        options["data_dir"] = str(fake_mnist_dir)
-    return build_task(options)
 
 
 @pytest.mark.parametrize("name", list(TASKS))

@@ -34,9 +34,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from suite.optim.build import build_optimizer
 from suite.optim.registry import get_spec
 from suite.report.benchmarks import table_markdown
-from suite.run.prepare import set_threads
 from suite.tasks import build_task
-from suite.train.device import DTYPES
+from suite.train.device import DTYPES, set_threads
 from suite.train.evaluation import eval_splits, evaluate
 from suite.train.single import train
 from suite.types import EvalSpec, RunSpec, SuiteError, Task

@@ -1,18 +1,11 @@
 """Measurements for the benchmarks (``tests/benchmarks/``): steps to time, state bytes, peak memory.
 
-The timed training step is the training loop's own (:func:`suite.train.make_step`), built from
-the same task, optimizer registry and batch stream as :func:`suite.train.train`, so a benchmark
-times exactly what a run's clock times.
+The timed training step is the training loop's own, built by the engine a run uses
+(:class:`suite.train.single.SingleEngine`), so a benchmark times exactly what a run's clock times.
 
 Memory, in bytes:
 
-* **optimizer state** - the tensors in ``optimizer.state_dict()["state"]`` (those in lists too:
-  L-BFGS keeps its curvature pairs in lists). The scalar ones - ``step`` counters (one per
-  parameter tensor for Adagrad, RMSprop, Adam, AdamW and most others; 4 bytes each in float32)
-  and NAdam's μ product - are reported apart as ``step_bytes``: they grow with the number of
-  parameter *tensors*, not parameters, so ``state_bytes`` (without them) is an exact multiple of
-  the parameter bytes (0x SGD, 1x momentum/Nesterov/Adagrad/RMSprop/Lion, 2x Adam/AdamW and
-  their relatives) or, for Adafactor's factored matrices, rows + columns.
+* **optimizer state** - :func:`suite.optim.measure.state_bytes` (the conformance check uses it too).
 * **peak of a training step** - the most bytes the step holds above what was live before it
   (parameters, optimizer state and data are live before; activations, gradients and temporaries
   are the step's). CUDA: ``max_memory_allocated``. CPU: torch's own allocator events, recorded
@@ -30,12 +23,10 @@ import torch
 from torch import nn
 from torch.autograd import DeviceType
 
-from suite.optim.build import build_optimizer
 from suite.optim.registry import OPTIMIZERS, get_spec
 from suite.tasks import TASKS
-from suite.train.batches import BatchStream
-from suite.train.device import DTYPES, resolve_device
-from suite.train.single import make_step
+from suite.train.device import resolve_device
+from suite.train.single import SingleEngine
 from suite.types import ConfigError, RunSpec, Task
 
 
@@ -52,60 +43,13 @@ class StepSetup:
 
 
 def training_step(task: Task, spec: RunSpec) -> StepSetup:
-    """The step a single run of ``spec`` repeats, ready to call: the loop's own step, and its loss
-    read back as the loop does on the CPU after every step (``.item()``, which also syncs a GPU)."""
-    device, dtype = torch.device(spec.device), DTYPES[spec.dtype]
-    task = task.to(device, dtype)
-    model = task.make_model(spec.seed).to(device, dtype)
-    opt, impl = build_optimizer(spec.optimizer, model.parameters(), spec.lr, spec.hparams, spec.impl)
-    batches = iter(BatchStream(task.n_train, spec.batch_size, spec.sampling, spec.seed, device))
-    step = make_step(model, opt, task, spec, batches)
-    return StepSetup(lambda: step().item(), model, opt, impl, task, device)
-
-
-def optimizer_step(model: nn.Module, optimizer: str, impl: str, device: torch.device,
-                   lr: float = 1e-3, seed: int = 0) -> tuple[Callable[[], None], torch.optim.Optimizer, str]:
-    """``opt.step()`` alone on fixed random gradients: the optimizer's state-update cost (an
-    optimizer that evaluates the loss itself gets a closure that hands it the same gradients)."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-    params = list(model.parameters())
-    grads = [torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype) * 1e-3 for p in params]
-    for p, g in zip(params, grads):
-        p.grad = g
-    opt, impl = build_optimizer(optimizer, params, lr, {}, impl)
-    if not get_spec(optimizer).closure:
-        return opt.step, opt, impl
-
-    def closure() -> torch.Tensor:
-        for p, g in zip(params, grads):
-            p.grad = g
-        return torch.zeros((), device=device)
-
-    return (lambda: opt.step(closure)), opt, impl
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def param_bytes(model: nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def state_bytes(opt: torch.optim.Optimizer) -> dict[str, int]:
-    """Bytes of the optimizer's state tensors, with the scalar ones (step counters) apart."""
-    state, steps = 0, 0
-    for per_param in opt.state_dict()["state"].values():
-        for key, value in per_param.items():
-            for tensor in value if isinstance(value, (list, tuple)) else [value]:
-                if not isinstance(tensor, torch.Tensor):
-                    continue  # e.g. SGD's momentum_buffer=None before its first step
-                size = tensor.numel() * tensor.element_size()
-                if tensor.dim() == 0 or (key == "step" and tensor.numel() == 1):
-                    steps += size
-                else:
-                    state += size
-    return {"state_bytes": state, "step_bytes": steps}
+    """The step a single run of ``spec`` repeats, ready to call: the engine's own step (built as a
+    run builds it, :class:`suite.train.single.SingleEngine`), and its loss read back as the loop
+    does on the CPU after every step (``.item()``, which also syncs a GPU)."""
+    engine = SingleEngine(task, spec)
+    step = engine.step
+    return StepSetup(lambda: step().item(), engine.model, engine.opt, engine.impl, engine.task,
+                     torch.device(spec.device))
 
 
 def _sync(device: torch.device) -> None:

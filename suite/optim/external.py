@@ -8,8 +8,8 @@ A user's optimizer is any importable ``torch.optim.Optimizer`` subclass. Its YAM
     cls: myopt.Signum            # import path of the class
     lr_default: 0.01             # lr when none is given (and the tuner's search range below)
     lr_range: [1.0e-4, 1.0]
-    lr_affine: true              # optional declarations (all default to false / undeclared),
-    elementwise: true            #   see suite.optim.spec.OptimizerSpec
+    lr_affine: true              # optional declarations (all default to false / undeclared, as in a
+    elementwise: true            #   registry entry), see suite.optim.spec.OptimizerSpec
     state_per_param: 1
     bounds: {beta: [0.0, 1.0, true, false]}   # valid ranges of hyperparameters the suite does not know
     beta: 0.9                    # its hyperparameters, with their defaults (optimizer.beta=... overrides)
@@ -115,7 +115,7 @@ def spec_from_options(options: Mapping[str, Any], source: str) -> OptimizerSpec:
         fixed=dict(o.get("fixed") or {}), bounds=bounds, integers=integers, impl_cls=dict(o.get("impl_cls") or {}),
         state_per_param=state, extra_scalars=int(o.get("extra_scalars") or 0), family=family,
         doc=str(o.get("doc") or f"{cls} (external optimizer from {source})"), source=source,
-        **{flag: bool(o.get(flag, False)) for flag in FLAGS},
+        **{flag: o[flag] for flag in FLAGS if flag in o},  # undeclared: OptimizerSpec's default, as for a built-in
     )
 
 

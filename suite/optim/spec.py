@@ -40,7 +40,8 @@ class OptimizerSpec:
       optimizer stepped at lr = 1. Any other entry is trained unstacked.
     * ``fused`` / ``foreach``: the class accepts ``fused=True`` / ``foreach=...``, or
       ``impl_cls`` names the class of that implementation (lion-pytorch ships its foreach Lion
-      as a class of its own).
+      as a class of its own). Like every capability, false unless declared, for a registry
+      entry and a user's YAML alike.
     * ``closure``: ``step(closure)`` re-evaluates the loss itself (L-BFGS); the training step
       passes it a closure over the step's batch.
     * ``eval_mode``: the optimizer has ``train()``/``eval()`` modes (schedule-free: the
@@ -70,7 +71,7 @@ class OptimizerSpec:
     lr_affine: bool = False
     elementwise: bool = False
     fused: bool = False
-    foreach: bool = True
+    foreach: bool = False
     state_per_param: int | None = 0  # None: not declared (an external entry may leave it out)
     step_counter: bool = False
     reference: Callable[..., list[float]] | None = None

@@ -3,6 +3,6 @@ task (``prepare``, including ``lr=tuned`` and registering a user's optimizer fro
 checks that need no task in ``validate``), training it against the store (``execute``), and the
 optimizer conformance checks behind ``suite-check-optimizer`` (``conformance``; those of the
 mechanisms the suite applies to an optimizer, such as the copy a target's replay starts from,
-in ``mechanisms``). May import ``suite.train``, ``suite.bench``, ``suite.store``,
+in ``mechanisms``). May import ``suite.train``, ``suite.store``,
 ``suite.tasks``, ``suite.optim``, ``suite.types``.
 """

@@ -21,14 +21,16 @@ from typing import Any, Callable, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from suite.bench.steps import optimizer_step, state_bytes
 from suite.optim.build import build_optimizer
 from suite.optim.external import DECLARATIONS
+from suite.optim.measure import optimizer_step, state_bytes
 from suite.optim.registry import OptimizerSpec, get_spec, resolve_hparams
 from suite.run.mechanisms import (Check, closure_check, curve, eval_mode_check, round_trip_check, run_spec,
                                   snapshot_check)
-from suite.run.prepare import register_optimizer, set_threads
+from suite.run.prepare import register_optimizer
+from suite.run.validate import threads as checked_threads
 from suite.tasks import TASKS, build_task
+from suite.train.device import set_threads
 from suite.train.parity import stacking_parity
 from suite.train.single import train
 from suite.types import DataError, EvalSpec, RunResult, Task
@@ -196,7 +198,7 @@ def verdict(entry: OptimizerSpec, hparams: Mapping[str, Any], checks: list[Check
 def check_command(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = print) -> int:
     """``suite-check-optimizer optimizer=<name> [optimizer.<hp>=...]``: 0 pass, 1 fail (2: bad input)."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    set_threads(c.get("threads"))
+    set_threads(checked_threads(c.get("threads")))
     options = dict(c["optimizer"])
     entry = register_optimizer(options)
     given = {k: v for k, v in options.items() if k not in DECLARATIONS}

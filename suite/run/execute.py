@@ -8,8 +8,10 @@ from typing import Any, Mapping
 import pandas as pd
 from omegaconf import DictConfig
 
-from suite.run.prepare import prepare, set_threads
+from suite.run.prepare import prepare
+from suite.run.validate import threads as checked_threads
 from suite.store.runs import RunStore
+from suite.train.device import set_threads
 from suite.train.rows import make_frame, make_trace
 from suite.train.single import train
 from suite.types import RunResult, RunSpec, Task
@@ -20,7 +22,7 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
 
     Returns the stored rows, or ``None`` when the run was already stored and skipped.
     """
-    set_threads(cfg.get("threads"))
+    set_threads(checked_threads(cfg.get("threads")))
     prepared = prepare(cfg)
     store = RunStore(cfg.results_dir)
     store.ensure_writable()

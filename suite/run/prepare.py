@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +23,7 @@ from suite.store.identity import cell_name, run_config, run_id
 from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import TASKS, build_task, check_task_name
 from suite.train.device import DTYPES, resolve_device
-from suite.types import ConfigError, RunSpec, Task
+from suite.types import ConfigError, RunSpec, Task, is_full_batch
 
 SAMPLINGS = ("shuffle", "sequential", "replacement")
 REDUCTIONS = ("mean", "sum")
@@ -110,7 +109,7 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     target = V.target(c.get("target"))
     task = build_task(task_options)
     batch_size = resolve_batch_size(c["batch_size"], task.n_train)
-    if opt.full_batch_only and batch_size != task.n_train:
+    if opt.full_batch_only and not is_full_batch(batch_size, task.n_train):
         raise ConfigError(
             f"optimizer {opt_name!r} runs at batch_size=full only (its curvature estimates need the same "
             f"function at every step), not batch_size={c['batch_size']}. Use batch_size=full (n={task.n_train})."
@@ -140,18 +139,13 @@ def prepare(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
     return Prepared(spec, task, run_config(spec, task_options))
 
 
-def set_threads(threads: Any) -> None:
-    if V.threads(threads) is not None:
-        torch.set_num_threads(threads)
-
-
 def apply_tuned(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str],
                 results_dir: str | Path) -> RunSpec:
     """``lr=tuned``: the spec with the cell's tuned lr and searched hyperparameters."""
     name = cell_name(spec, task_options, n_train, searched)
     tuned = read_tuned(results_dir, name)
     if tuned is None:
-        batch = "full" if spec.batch_size >= n_train else spec.batch_size
+        batch = "full" if is_full_batch(spec.batch_size, n_train) else spec.batch_size
         raise ConfigError(
             f"lr=tuned: cell {name} has no tuned result under {tuned_path(results_dir, name).parent}. Tune it first "
             f"with the same overrides, e.g.: suite-tune task={spec.task} optimizer={spec.optimizer} "

@@ -15,17 +15,11 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from suite.types import LRSchedule, RunSpec
-
-CELL_FIELDS = ("task", "optimizer", "batch_size", "accumulation_steps", "accumulation_reduction", "sampling",
-               "epochs", "max_steps", "max_seconds", "divergence_factor", "dtype")
-# Fields added to RunSpec after runs were first stored: at these defaults (the behaviour before
-# them) they are left out of the identities, so a store written before them resumes unchanged.
-LATER_FIELDS = {"lr_schedule": dataclasses.asdict(LRSchedule()), "target": None, "stop_at_target": False,
-                "eval.noise_scale": False}
+from suite.types import CELL_FIELDS, LATER_FIELDS, Cell, RunSpec
 
 
 def _without_later_defaults(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``values`` without the fields added later (``suite.types.LATER_FIELDS``) at their value before them."""
     out = {}
     for key, value in values.items():
         name = prefix + key
@@ -33,6 +27,8 @@ def _without_later_defaults(values: dict[str, Any], prefix: str = "") -> dict[st
             continue
         out[key] = _without_later_defaults(value, f"{name}.") if isinstance(value, dict) else value
     return out
+
+
 NOT_IDENTITY_TASK_OPTIONS = ("data_dir",)  # where the files are, not what they are
 NOT_IDENTITY_EVAL = ("batch", "test", "noise_scale")  # memory; the test split; a measurement beside the curve
 
@@ -61,9 +57,7 @@ def cell_identity(spec: RunSpec, task_options: Mapping[str, Any], searched: Iter
 
 
 def cell_name(spec: RunSpec, task_options: Mapping[str, Any], n_train: int, searched: Iterable[str] = ()) -> str:
-    """``<task>-<optimizer>-b<batch|full>[-acc<k>]-<hash of the rest>``: stable across lr, seed, machine."""
+    """``<Cell.name>-<hash of the rest>``: stable across lr, seed, machine."""
     ident = cell_identity(spec, task_options, searched)
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    batch = "full" if spec.batch_size >= n_train else str(spec.batch_size)
-    acc = f"-acc{spec.accumulation_steps}" if spec.accumulation_steps > 1 else ""
-    return f"{spec.task}-{spec.optimizer}-b{batch}{acc}-{digest}"
+    return f"{Cell.of(spec, n_train).name}-{digest}"

@@ -16,11 +16,14 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from suite.optim.registry import get_spec, resolve_hparams
 from suite.run import validate as V
 from suite.run.execute import store_run
-from suite.run.prepare import Prepared, prepare, set_threads
+from suite.run.prepare import Prepared, prepare
+from suite.store.identity import run_config
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
+from suite.train.device import set_threads
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
 
@@ -39,7 +42,15 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
 
 
 def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
-    return [prepare(OmegaConf.merge(cfg, {"seed": seed, "lr": lr, "optimizer": hparams})) for seed in seeds]
+    """The cell's chosen configuration once per seed: its prepared spec (the task built once) with the
+    lr (None: the registry's), the searched hyperparameters and the seed replaced. The lr was checked
+    where it was chosen (by the tuner's trials, or with the study's settings)."""
+    base = prepare(cfg)
+    optimizer = base.spec.optimizer
+    spec = dataclasses.replace(base.spec, lr=float(get_spec(optimizer).lr_default if lr is None else lr),
+                               hparams=resolve_hparams(optimizer, {**base.spec.hparams, **hparams}))
+    specs = [dataclasses.replace(spec, seed=seed) for seed in seeds]
+    return [Prepared(s, base.task, run_config(s, base.config["task_options"])) for s in specs]
 
 
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
@@ -119,7 +130,7 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
     started = time.perf_counter()
     cfg = OmegaConf.create(job.config)
-    set_threads(cfg.get("threads"))
+    set_threads(V.threads(cfg.get("threads")))
     best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)

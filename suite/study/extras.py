@@ -22,10 +22,10 @@ from suite.run.execute import store_run
 from suite.run.prepare import Prepared, prepare
 from suite.store.identity import run_id
 from suite.store.runs import RunStore
-from suite.study.presets import Cell, cell_config
+from suite.study.presets import cell_config
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import load_tuned
-from suite.types import ConfigError
+from suite.types import Cell, ConfigError
 
 
 def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> int:
@@ -81,7 +81,7 @@ def lr_scaling_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
     base = cell_config(cfg, Cell(task, optimizer, batch))
     tuned = load_tuned(cfg.results_dir, base)
     if tuned is None or tuned.get("lr") is None:
-        raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/b{batch} has no tuned lr yet; "
+        raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/{batch} has no tuned lr yet; "
                           f"put batch size {batch} in study.batch_sizes so the study tunes it first.")
     configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch)),
                                {"lr": k * tuned["lr"], "seed": int(cfg.study.seeds[0]), "target": None,

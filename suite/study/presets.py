@@ -12,8 +12,6 @@ tuned lr of the batch ``M·K`` it emulates (the update is the same); ``MxK:sum``
 un-averaged variant, tuned on its own."""
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,36 +25,14 @@ from suite.run import validate as V
 from suite.run.prepare import register_optimizer
 from suite.study.launchers import LAUNCHERS
 from suite.tasks import TASKS, build_task
-from suite.types import ConfigError
+from suite.types import Cell, ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
 PROTOCOLS = ("target", "budget")
 AXES = ("batch_sizes", "accumulation", "seeds", "tune_seeds", "n_trials")
-
-
-@dataclass(frozen=True)
-class Cell:
-    task: str
-    optimizer: str
-    batch_size: int | str  # an int, or "full"
-    accumulation_steps: int = 1
-    reduction: str = "mean"  # of accumulated micro-batch gradients (sum: tutorial 004's variant)
-    seeds: tuple[int, ...] = ()  # its final runs' seeds
-
-    @property
-    def label(self) -> str:
-        acc = self.accumulation_steps
-        batch = self.batch_size if acc == 1 else f"{self.batch_size // acc}x{acc}"
-        return f"{self.task}/{self.optimizer}/b{batch}" + ("" if self.reduction == "mean" else f":{self.reduction}")
-
-    @property
-    def emulated(self) -> Cell:
-        """The plain cell whose update an accumulation cell equals (itself for a plain or a sum cell)."""
-        if self.accumulation_steps == 1 or self.reduction != "mean":
-            return self
-        return dataclasses.replace(self, accumulation_steps=1)
+ALL = "all"  # study.optimizers: every registry entry
 
 
 def _names(kind: str, given: list[str], registry: dict) -> list[str]:
@@ -110,34 +86,48 @@ def _task_section(study: DictConfig, key: str, task: str) -> dict[str, Any]:
     return OmegaConf.to_container(section[task], resolve=True) if task in section else {}
 
 
+def final_seeds(study: DictConfig, task: str) -> tuple[int, ...]:
+    """The seeds of a task's final runs."""
+    return tuple(axis(study, task, "seeds"))
+
+
 def task_options(study: DictConfig, task: str) -> dict[str, Any]:
     return _task_section(study, "task_options", task)
+
+
+def optimizer_names(study: DictConfig) -> list[str]:
+    """``study.optimizers``: a list of names, or ``all`` for every built-in registry entry (so adding
+    an optimizer to the registry adds it to the presets that say ``all``)."""
+    if study.optimizers == ALL:
+        return [name for name, entry in OPTIMIZERS.items() if not entry.external]
+    return list(study.optimizers)
 
 
 def expand(study: DictConfig, sizes: dict[str, int]) -> list[Cell]:
     """All cells of the study; batch sizes above a task's n are left out (``full`` covers them)."""
     cells = []
     for task in study.tasks:
-        n, seeds = sizes[task], tuple(axis(study, task, "seeds"))
+        n = sizes[task]
         batches = [b for b in _batch_sizes(list(axis(study, task, "batch_sizes"))) if b == "full" or b <= n]
         accum = [(m * k, k, red) for m, k, red in _accumulation(list(axis(study, task, "accumulation"))) if m * k <= n]
-        for opt in study.optimizers:
+        for opt in optimizer_names(study):
             if get_spec(opt).full_batch_only:  # e.g. L-BFGS: the full-batch cell only
-                cells += [Cell(task, opt, "full", seeds=seeds)] if "full" in batches else []
+                cells += [Cell(task, opt, "full", n_train=n)] if "full" in batches else []
                 continue
-            cells += [Cell(task, opt, b, seeds=seeds) for b in batches]
-            cells += [Cell(task, opt, b, k, red, seeds) for b, k, red in accum]
+            cells += [Cell(task, opt, b, n_train=n) for b in batches]
+            cells += [Cell(task, opt, b, k, accumulation_reduction=red, n_train=n) for b, k, red in accum]
     return cells
 
 
 def validate(study: DictConfig) -> dict[str, int]:
     """Check every axis against the registries; return each task's training-set size."""
     _names("tasks", list(study.tasks), TASKS)
-    for name in study.optimizers:  # a user's optimizer YAML (it names cls) joins the registry first
+    names = optimizer_names(study)
+    for name in names:  # a user's optimizer YAML (it names cls) joins the registry first
         if name not in OPTIMIZERS:
             _register_external(name)
-    _names("optimizers", list(study.optimizers), OPTIMIZERS)
-    only_full = [o for o in study.optimizers if get_spec(o).full_batch_only]
+    _names("optimizers", names, OPTIMIZERS)
+    only_full = [o for o in names if get_spec(o).full_batch_only]
     if only_full and "full" not in study.batch_sizes:
         raise ConfigError(f"study.optimizers has {', '.join(only_full)}, which run at batch_size=full only, but "
                           f"study.batch_sizes={list(study.batch_sizes)} has no full; add full or drop them.")
@@ -235,13 +225,13 @@ def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
     base.update(
         task={**OmegaConf.to_container(groups.task), **task_options(study, cell.task)},
         optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
-        accumulation_steps=cell.accumulation_steps, accumulation_reduction=cell.reduction,
+        accumulation_steps=cell.accumulation_steps, accumulation_reduction=cell.accumulation_reduction,
         budget={**base["budget"], **OmegaConf.to_container(study.budgets[cell.task])},
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
         threads=(study.get("threads") or {}).get(cell.task, base["threads"]),
         target=targets.get(cell.task) if study.get("protocol") == "target" else None,
         lr_schedule={**base["lr_schedule"], **_plain(study.get("lr_schedule"))},
-        seed=int(tune_seeds[0] if tune_seeds else (cell.seeds[0] if cell.seeds else 0)),  # the trials' (first) seed
+        seed=int((tune_seeds or final_seeds(study, cell.task) or [0])[0]),  # the trials' (first) seed
     )
     base["tune"] = {**base.get("tune", {}), "n_trials": axis(study, cell.task, "n_trials"), "batch": study.tune_batch,
                     "widen": bool(study.get("widen", False)), "seeds": tune_seeds}

@@ -24,8 +24,9 @@ from suite.study.cell import Job, check_job, notice
 from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
 from suite.study.launchers import check_launcher, launch
-from suite.study.presets import Cell, cell_config, expand, validate
+from suite.study.presets import cell_config, expand, final_seeds, validate
 from suite.tune.summary import FALLBACK, UNREACHED
+from suite.types import Cell
 
 
 def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None) -> list[dict[str, Any]]:
@@ -62,7 +63,8 @@ def job_of(cfg: DictConfig, cell: Cell) -> Job:
     as the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
     tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated)) if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
-    return Job(cell.label, OmegaConf.to_yaml(cell_config(cfg, cell)), cell.seeds, tuning, fixed)
+    return Job(f"{cell.task}/{cell.optimizer}/{cell.label}", OmegaConf.to_yaml(cell_config(cfg, cell)),
+               final_seeds(cfg.study, cell.task), tuning, fixed)
 
 
 def _clean_stale_reports(root: Path) -> None:

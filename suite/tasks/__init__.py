@@ -2,13 +2,17 @@
 
 What lives here: the registry (this file, plain data: it imports no torch, so the report can read
 task names without loading it), the builders (``synthetic``, ``images``), the IDX reader (``idx``),
-option checks (``options``) and the parts builders share (``parts``: seeded initialization, MSE,
-predicted labels). It may import ``suite.types`` only.
+option checks (``options``), the parts builders share (``parts``: seeded initialization, MSE,
+predicted labels) and the hand-written stacked layers a model is stacked with (``stacking``). It
+may import ``suite.types`` only.
 
 Adding a task is one entry below, its builder, and ``conf/task/<name>.yaml`` holding exactly the
-entry's ``defaults`` (a contract test checks it). The contract tests iterate over this registry
-(model init depends only on the seed, the loss is a batch mean, accuracy matches the output
-shape, autograd matches finite differences), so a new task needs no test edit.
+entry's ``defaults`` (a contract test checks it). A model built of torch's ``nn.Linear`` and
+``nn.Sequential`` trains stacked on hand-written layers as it is; another model class may declare
+its own as a static ``stacked(models)`` (``images.CNN``), else it is stacked through vmap. The
+contract tests iterate over this registry's examples (model init depends only on the seed, the
+loss is a batch mean, accuracy matches the output shape, autograd matches finite differences,
+stacked training equals separate runs), so a new task needs no test edit.
 """
 from __future__ import annotations
 

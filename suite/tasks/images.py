@@ -11,12 +11,14 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from suite.tasks.idx import locate, read_idx
 from suite.tasks.options import positive_int
 from suite.tasks.parts import seeded_model
+from suite.tasks.stacking import Stacked, StackedLinear
 from suite.types import ConfigError, DataError, Split, Task
 
 MODELS = ("mlp", "cnn")
@@ -63,6 +65,45 @@ class CNN(nn.Module):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
+
+    @staticmethod
+    def stacked(models: list[CNN]) -> StackedCNN:
+        """K of these as one module, for the stacked engine (``suite.tasks.stacking``)."""
+        return StackedCNN(models)
+
+
+class StackedCNN(Stacked):
+    """K 2c2d CNNs: conv1 is one conv with K·c1 filters, conv2 a grouped conv (``groups=K``)."""
+
+    def __init__(self, models: list[CNN]):
+        super().__init__()
+        m0 = models[0]
+        self.side, self.c1, self.c2 = m0.side, m0.conv1.out_channels, m0.conv2.out_channels
+        self.w1 = nn.Parameter(torch.cat([m.conv1.weight.detach() for m in models]))  # (K·c1, 1, 5, 5)
+        self.b1 = nn.Parameter(torch.cat([m.conv1.bias.detach() for m in models]))
+        self.w2 = nn.Parameter(torch.cat([m.conv2.weight.detach() for m in models]))  # (K·c2, c1, 5, 5)
+        self.b2 = nn.Parameter(torch.cat([m.conv2.bias.detach() for m in models]))
+        self.fc1 = StackedLinear([m.fc1 for m in models])
+        self.fc2 = StackedLinear([m.fc2 for m in models])
+
+    def forward(self, x: Tensor, shared: bool) -> Tensor:
+        k, s = self.w1.shape[0] // self.c1, self.side
+        if shared:  # (b, s·s) -> (b, 1, s, s): every filter of every configuration sees the image
+            x = F.conv2d(x.view(-1, 1, s, s), self.w1, self.b1, padding=2)
+        else:  # (K, b, s·s) -> (b, K, s, s): configuration k's image is input channel k
+            x = F.conv2d(x.transpose(0, 1).reshape(-1, k, s, s), self.w1, self.b1, padding=2, groups=k)
+        x = F.max_pool2d(F.relu(x), 2)
+        x = F.max_pool2d(F.relu(F.conv2d(x, self.w2, self.b2, padding=2, groups=k)), 2)
+        x = x.reshape(x.shape[0], k, -1).transpose(0, 1)  # (K, b, c2·(s/4)²), channel-major like flatten
+        return self.fc2(F.relu(self.fc1(x, False)), False)
+
+    def config_state(self, k: int) -> dict[str, Tensor]:
+        c1, c2 = self.c1, self.c2
+        state = {"conv1.weight": self.w1[k * c1:(k + 1) * c1], "conv1.bias": self.b1[k * c1:(k + 1) * c1],
+                 "conv2.weight": self.w2[k * c2:(k + 1) * c2], "conv2.bias": self.b2[k * c2:(k + 1) * c2]}
+        for name in ("fc1", "fc2"):
+            state.update({f"{name}.{key}": t for key, t in getattr(self, name).config_state(k).items()})
+        return state
 
 
 def _model(o: dict[str, Any], side: int):

@@ -25,6 +25,13 @@ def resolve_device(device: str) -> str:
     return str(dev)
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this process (``None``: torch's own choice, left as it is).
+    The value is checked where it is read (``suite.run.validate.threads``)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU, whose ops run when called)."""
     if device.type == "cuda":

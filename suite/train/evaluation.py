@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from suite.tasks.parts import predicted_labels
-from suite.types import NOISE_COLUMNS, EvalSpec, RunSpec, Split, Task
+from suite.types import METRICS, NOISE_COLUMNS, EvalSpec, RunSpec, Split, Task
 
 Stats = tuple[float, float]  # (mean loss, accuracy or NaN) of one split
+SPLITS = ("train", "val", "test")  # an evaluation's splits, in the order of its stats
 
 
 @torch.no_grad()
@@ -60,15 +61,26 @@ def eval_splits(task: Task, ev: EvalSpec) -> tuple[Split, Split, Split]:
     return train, task.val, test
 
 
+def split_of(metric: str) -> int:
+    """Where in :data:`SPLITS` (and in :func:`eval_splits`) ``metric`` is measured: its prefix's
+    split (the excess loss is the training loss's)."""
+    prefix = metric.partition("_")[0]
+    return SPLITS.index(prefix) if prefix in SPLITS else SPLITS.index("train")
+
+
+def metric_value(task: Task, metric: str, stat: Stats) -> float:
+    """One of :data:`suite.types.METRICS` from the (loss, accuracy) of its split."""
+    loss, accuracy = stat
+    if metric == "excess_loss":
+        return loss - task.optimal_loss if task.optimal_loss is not None else math.nan
+    return accuracy if metric.endswith("accuracy") else loss
+
+
 def eval_row(task: Task, spec: RunSpec, step: int, time_s: float, last_loss: float,
              train: Stats, val: Stats, test: Stats) -> dict:
-    """One evaluation row (``suite.types.EVAL_COLUMNS``) from the (loss, accuracy) of each split."""
-    (train_loss, _), (val_loss, val_acc), (test_loss, test_acc) = train, val, test
-    samples = step * spec.batch_size
-    return {
-        "step": step, "epoch": samples / task.n_train, "samples": samples, "time_s": time_s,
-        "train_loss": train_loss, "minibatch_loss": last_loss, "val_loss": val_loss, "test_loss": test_loss,
-        "val_accuracy": val_acc, "test_accuracy": test_acc,
-        "excess_loss": train_loss - task.optimal_loss if task.optimal_loss is not None else math.nan,
-        **{c: math.nan for c in NOISE_COLUMNS},
-    }
+    """One evaluation row (the evaluation point's columns of ``ROW_SCHEMA``: every metric, the
+    last mini-batch's loss, NaN noise scales) from the (loss, accuracy) of each split."""
+    samples, stats = step * spec.batch_size, (train, val, test)
+    return {"step": step, "epoch": samples / task.n_train, "samples": samples, "time_s": time_s,
+            "minibatch_loss": last_loss, **{m: metric_value(task, m, stats[split_of(m)]) for m in METRICS},
+            **{c: math.nan for c in NOISE_COLUMNS}}

@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from suite.train.device import Clock, RngState, rng_as, rng_state
-from suite.train.evaluation import Stats, eval_row, eval_splits
+from suite.train.evaluation import Stats, eval_row, eval_splits, metric_value, split_of
 from suite.train.noise import noise_scale
 from suite.train.schedule import schedule
 from suite.train.trace import bin_trace
@@ -51,7 +51,6 @@ from suite.types import RunResult, RunSpec, Split, Task
 OnEval = Callable[[dict], bool]  # called with each evaluation row; True stops the run (pruned)
 DEVICE_CHECK_EVERY = 32  # steps between divergence checks (host syncs) off the CPU
 TARGET_RESOLUTION = 0.05  # a replay evaluates every 5% of its start step: steps-to-target within 5%
-SPLIT_OF = {"train_loss": 0, "excess_loss": 0, "val_loss": 1, "val_accuracy": 1, "test_loss": 2, "test_accuracy": 2}
 
 
 class Engine(Protocol):
@@ -235,7 +234,7 @@ class Loop:
     def locate(self, engine: Engine, ids: list[int], start: int, stop: int) -> None:
         """Step ``engine`` (at ``start``) towards ``stop``, evaluating as it goes; set ``ids``' steps to target."""
         target = self.spec.target
-        split = eval_splits(self.task, self.spec.eval)[SPLIT_OF[target.metric]]
+        split = eval_splits(self.task, self.spec.eval)[split_of(target.metric)]
         every, last, step, pending = max(1, int(TARGET_RESOLUTION * start)), start, start, list(ids)
         while pending and step < stop:
             for _ in range(min(every, stop - step)):
@@ -245,18 +244,12 @@ class Loop:
             stats = engine.evaluate([live.index(i) for i in pending], [split])
             for i, (stat,) in zip(list(pending), stats):
                 c = self.configs[i]
-                if target.met(self.metric_value(target.metric, stat), c.threshold):
+                if target.met(metric_value(self.task, target.metric, stat), c.threshold):
                     c.steps_to_target, c.bracket = float(step), float(step - last)
                     pending.remove(i)
             last = step
         for i in pending:  # the replay's last evaluation disagrees with the loop's by rounding only
             self.configs[i].steps_to_target, self.configs[i].bracket = float(stop), float(stop - start)
-
-    def metric_value(self, metric: str, stat: Stats) -> float:
-        loss, accuracy = stat
-        if metric == "excess_loss":
-            return loss - self.task.optimal_loss if self.task.optimal_loss is not None else math.nan
-        return accuracy if metric.endswith("accuracy") else loss
 
     def start(self) -> None:
         """Step 0: every configuration's first row; its divergence limit and target threshold come from it."""

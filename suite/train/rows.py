@@ -16,15 +16,10 @@ import pandas as pd
 import torch
 
 from suite.store.identity import run_id
-from suite.types import HPARAM_COLUMNS, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
+from suite.types import HPARAM_COLUMNS, Cell, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
 
 SUITE_VERSION = "0.1.0"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def regime(batch_size: int, n_train: int) -> str:
-    """GD for the full batch, SGD for one sample, mini-batch in between."""
-    return "GD" if batch_size >= n_train else "SGD" if batch_size == 1 else "mini-batch"
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,20 +62,17 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
     where a run is no trial) with fixed types, so ``pandas.read_parquet(runs/)`` reads a store
     that mixes trials and final runs as one table. Other tags become extra columns.
     """
-    hp = {c: float(spec.hparams[c]) if c in spec.hparams else math.nan for c in HPARAM_COLUMNS}
     tags = dict(tags or {})
     static = {
-        "run_id": run_id(config), "task": task.name, "model": task.model_name, "optimizer": spec.optimizer,
-        "optimizer_impl": result.impl, "regime": regime(spec.batch_size, task.n_train),
-        "batch_size": spec.batch_size, "micro_batch": spec.micro_batch,
-        "accumulation_steps": spec.accumulation_steps, "accumulation_reduction": spec.accumulation_reduction,
-        "sampling": spec.sampling, "lr": spec.lr, **hp, "seed": spec.seed, "n_train": task.n_train,
+        # the columns named after a RunSpec or RunResult field hold its value
+        **{c: getattr(spec, c) for c in ROW_SCHEMA if hasattr(spec, c)},
+        **{c: getattr(result, c) for c in ROW_SCHEMA if hasattr(result, c)},
+        **{c: float(spec.hparams[c]) if c in spec.hparams else math.nan for c in HPARAM_COLUMNS},
+        "run_id": run_id(config), "task": task.name, "model": task.model_name, "optimizer_impl": result.impl,
+        "regime": Cell.of(spec, task.n_train).regime, "n_train": task.n_train,
         "optimal_loss": task.optimal_loss if task.optimal_loss is not None else math.nan,
-        "diverged": result.diverged, "diverged_step": result.steps if result.diverged else math.nan,
-        "pruned": result.pruned, "steps_to_target": result.steps_to_target,
-        "to_target_bracket": result.to_target_bracket, "lr_schedule": spec.lr_schedule.describe(),
-        "stack_size": result.stack_size, "warmup_steps": spec.warmup_steps,
-        "dtype": spec.dtype, **environment(spec.device),
+        "diverged_step": result.steps if result.diverged else math.nan,
+        "lr_schedule": spec.lr_schedule.describe(), **environment(spec.device),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "study": tags.pop("study", None), "trial": tags.pop("trial", None),
         "config": json.dumps(config, sort_keys=True, default=str),

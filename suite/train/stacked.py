@@ -32,10 +32,8 @@ from suite.train.schedule import lr_factor, total_steps
 from suite.train.single import accumulate, train
 from suite.train.stack_models import stack_models, stacked_loss, unstack
 from suite.train.stack_optim import Stack
-from suite.types import ConfigError, RunResult, RunSpec, Split, Task
+from suite.types import PER_CONFIG, ConfigError, RunResult, RunSpec, Split, Task
 
-# RunSpec fields that may differ between the configurations of one stack.
-PER_CONFIG = ("lr", "seed")
 # How far a run's stored losses move (relative) when it trains in a stack of another composition
 # (alone included) or with another torch thread count; the same stack and threads give the same
 # bits. Measured (CPU, torch 2.13; the tutorials' 7 optimizers at their default lr and 3x): another

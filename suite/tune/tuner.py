@@ -32,10 +32,11 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from suite.run import validate as V
-from suite.run.prepare import Prepared, prepare, set_threads
+from suite.run.prepare import Prepared, prepare
 from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
+from suite.train.device import set_threads
 from suite.train.schedule import total_steps
 from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_elsewhere, next_slot, record_stacks,
                                release, slot_of)
@@ -181,7 +182,7 @@ def _checked(c: dict[str, Any]) -> tuple[Prepared, TuneSpec]:
     c["eval"] = {**(c.get("eval") or {}), "test": False, "noise_scale": False}
     if c.get("target") is not None:
         c["stop_at_target"] = True
-    V.threads(c.get("threads"))
+    V.threads(c.get("threads"))  # checked before any work; set by _open_cell
     base = prepare(c)
     tspec = tune_spec(c.get("tune") or {}, base.spec.optimizer)
     if tspec.storage is not None:

@@ -16,19 +16,10 @@ and the peak bytes of a training step (``suite.bench`` documents how each is mea
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from suite.bench.steps import (
-    BenchCase,
-    n_params,
-    optimizer_step,
-    param_bytes,
-    peak_step_bytes,
-    state_bytes,
-    training_step,
-)
+from suite.bench.steps import BenchCase, peak_step_bytes, training_step
+from suite.optim.measure import n_params, optimizer_step, param_bytes, state_bytes
 from suite.optim.registry import get_spec
 from suite.run.prepare import resolve_batch_size
 from suite.types import EvalSpec, RunSpec, Task
@@ -37,7 +28,7 @@ from suite.types import EvalSpec, RunSpec, Task
 def step_spec(task: Task, cell: BenchCase, device: str) -> RunSpec:
     batch = resolve_batch_size(cell.batch_size, task.n_train)
     return RunSpec(task=task.name, optimizer=cell.optimizer, hparams={}, lr=get_spec(cell.optimizer).lr_default,
-                   batch_size=batch, accumulation_steps=cell.accumulation_steps, epochs=math.inf,
+                   batch_size=batch, accumulation_steps=cell.accumulation_steps,
                    eval=EvalSpec(points=2), impl=cell.impl, device=device)
 
 

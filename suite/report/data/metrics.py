@@ -31,23 +31,12 @@ from suite.report.data import to_target
 from suite.report.data.protocol import part_of
 from suite.report.stats.censored import median_interval
 from suite.report.stats.seeds import t_interval
-from suite.types import METRICS, Target, collapsed
+from suite.types import CELL_AXES, METRICS, Cell, Target, collapsed
 
-# One matrix cell; task_label separates runs of one task with different task options, part the
-# protocol (a target cell and a budget cell of the same batch size are two cells).
-CELL = ("task_label", "part", "optimizer", "batch_size", "micro_batch", "accumulation_steps", "sampling",
-        "accumulation_reduction")
+# One matrix cell: a Cell's axes, task_label for its task (it separates runs of one task with different
+# task options), part its protocol (a target cell and a budget cell of one batch are two), micro_batch kept.
+CELL = ("task_label", "part", *CELL_AXES[1:], "micro_batch")
 TUNED_CELL = (*CELL, "retune")  # a cell and one of its tunings: each has its own trials and reported configuration
-SAMPLING_MARK = {"shuffle": "", "sequential": " seq", "replacement": " repl"}
-
-
-def batch_label(batch_size: int, micro_batch: int, accumulation_steps: int, regime: str,
-                sampling: str = "shuffle", reduction: str = "mean") -> str:
-    """``1 (SGD)``, ``32``, ``64×16`` (micro-batch × accumulation), ``1000 (GD)``; + variants."""
-    label = f"{micro_batch}×{accumulation_steps}" if accumulation_steps > 1 else str(batch_size)
-    if regime in ("GD", "SGD"):
-        label += f" ({regime})"
-    return label + SAMPLING_MARK.get(sampling, f" {sampling}") + ("" if reduction == "mean" else f" {reduction}")
 
 
 def _task_labels(tasks: pd.Series, options: pd.Series) -> pd.Series:
@@ -77,10 +66,9 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     out["is_extra"] = out["purpose"].notna() & (out["purpose"].astype(str) != "") if "purpose" in out else False
     out["part"] = out["run_id"].map(configs.map(part_of)).where(~out["is_extra"], "")
     out["retune"] = out["retune"].fillna(0).astype(int) if "retune" in out else 0
-    labels = {k: batch_label(*k) for k in out.groupby(
-        ["batch_size", "micro_batch", "accumulation_steps", "regime", "sampling", "accumulation_reduction"]).groups}
-    out["batch_label"] = [labels[k] for k in zip(out["batch_size"], out["micro_batch"], out["accumulation_steps"],
-                                                 out["regime"], out["sampling"], out["accumulation_reduction"])]
+    keys = [*CELL_AXES, "n_train"]
+    labels = {k: Cell(**dict(zip(keys, k))).label for k in out.groupby(keys).groups}
+    out["batch_label"] = [labels[k] for k in zip(*(out[c] for c in keys))]
     return out
 
 
