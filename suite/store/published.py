@@ -14,7 +14,7 @@ import contextlib
 import json
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,7 +29,7 @@ PUBLISHED = ("config.yaml", "environment.json", "rows.parquet", "tuned")  # what
 ROWS = "rows.parquet"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Published:
     """A readable published study (``root``: its directory, or where its archive was unpacked)."""
 
@@ -37,9 +37,16 @@ class Published:
     root: Path
     config: dict[str, Any]
     environment: dict[str, Any]
+    _rows: pd.DataFrame | None = field(default=None, repr=False)
 
     def rows(self) -> pd.DataFrame:
-        """Every stored row of the study (``rows.parquet``, else its ``runs/``), checked like a run file."""
+        """Every stored row of the study (``rows.parquet``, else its ``runs/``), checked like a run
+        file; read once."""
+        if self._rows is None:
+            self._rows = self._read_rows()
+        return self._rows
+
+    def _read_rows(self) -> pd.DataFrame:
         path = self.root / ROWS
         if not path.is_file():
             return RunStore(self.root).load()
@@ -49,9 +56,10 @@ class Published:
                              f"(suite.store.published.publish, or scripts/publish_study.sh).")
         return _with_later_columns(pd.read_parquet(path))
 
-    @property
-    def tuned(self) -> Path:
-        return self.root / "tuned"
+    def optimizers(self) -> set[str]:
+        """The optimizers the study trained: those its config names (a list) and those its rows hold."""
+        named = self.config["study"].get("optimizers")
+        return set(named if isinstance(named, list) else []) | set(self.rows()["optimizer"].unique())
 
 
 def _rows_problem(path: Path) -> str | None:

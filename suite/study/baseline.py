@@ -35,8 +35,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from suite.run.prepare import prepare
 from suite.store.published import Published, opened
-from suite.study.presets import CONF_DIR, Cell, axis, cell_config
-from suite.types import RESULTS_VERSION, ConfigError
+from suite.study.presets import CONF_DIR, cell_config, final_seeds
+from suite.types import RESULTS_VERSION, Cell, ConfigError
 from suite.train.device import DTYPES
 from suite.train.evaluation import evaluate
 
@@ -139,12 +139,13 @@ def _effective(given: dict, published: Published, typed: list[str] | None) -> di
 def _check_cells(new: dict, published: Published, where: str) -> None:
     """New optimizers only, tasks of the baseline only, and a results directory of their own."""
     study, base = new["study"], published.config["study"]
-    had = [o for o in study["optimizers"] or [] if o in base["optimizers"]]
-    if had or not study["optimizers"]:
+    theirs = sorted(published.optimizers())
+    mine = study["optimizers"] if isinstance(study["optimizers"], list) else []  # not "all": those are the baseline's
+    had = [o for o in mine if o in theirs]
+    if had or not mine:
         raise ConfigError(f"study.optimizers: {', '.join(had) or 'none named'} "
                           f"{'is already in' if had else 'to compare with'} {where} (it has "
-                          f"{', '.join(base['optimizers'])}); name only optimizers it lacks, e.g. "
-                          f"study.optimizers=[myopt].")
+                          f"{', '.join(theirs)}); name only optimizers it lacks, e.g. study.optimizers=[myopt].")
     missing = [t for t in study["tasks"] or [] if t not in base["tasks"]]
     if missing or not study["tasks"]:
         raise ConfigError(f"study.tasks: {', '.join(missing) or 'empty'} "
@@ -165,12 +166,12 @@ def _check_start(config: DictConfig, published: Published, where: str) -> None:
     starts = rows[(rows["step"] == 0) & rows["trial"].isna() & (rows["accumulation_steps"] == 1)]
     starts = starts[starts["purpose"].isna()] if "purpose" in starts else starts  # not the extra runs
     for task in config.study.tasks:
-        seed = int(axis(config.study, task, "seeds")[0])
+        seed = int(final_seeds(config.study, task)[0])
         theirs = starts[(starts["task"] == task) & (starts["seed"] == seed)]
         if theirs.empty:
             continue
         run = theirs.iloc[0]
-        cell = Cell(task, run["optimizer"], int(run["batch_size"]), seeds=(seed,))
+        cell = Cell(task, run["optimizer"], int(run["batch_size"]))
         prepared = prepare(cell_config(config, cell))
         _check_identity(task, prepared.config, json.loads(run["config"]), where)
         mine, start = _start_loss(prepared, seed), float(run["val_loss"])
