@@ -89,9 +89,12 @@ def _tune(cfg: DictConfig) -> None:
 
 
 def _study(cfg: DictConfig) -> None:
+    """``suite-study``: the study and its report; with ``study.estimate=true`` only its predicted
+    wall time (``suite.study.cost``: nothing is trained for the study, nothing written)."""
+    from suite.study.cost import estimate
     from suite.study.runner import study_and_report
 
-    guarded(study_and_report)(cfg)
+    guarded(estimate if cfg.study.get("estimate") else study_and_report)(cfg)
 
 
 def _check(cfg: DictConfig) -> None:

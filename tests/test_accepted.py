@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from suite.report.figures import curves as report_curves
 from suite.cli import CONF_DIR, guarded
 from suite.report.build import write_report
+from suite.store.runs import RunStore
 from suite.study.runner import study_and_report
 from suite.tune.summary import UNREACHED
 from suite.tune.tuner import tune_cell
@@ -67,7 +68,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 BAD_STUDY = {  # override -> what the one line says
-    "study.threads.tiny_mlp=0": "threads=0 must be null or an integer >= 1",
+    "study.threads.tiny_mlp=0": "threads=0 is not valid: give threads=auto",
     "study.eval_points=1": "eval.points=1 is invalid",
     "study.budgets.tiny_mlp.max_steps=-5": "budget.max_steps=-5 must be null or an integer >= 0",
     "study.seeds=[0,0]": "study.seeds=[0, 0] repeats seed(s) 0",
@@ -150,7 +151,7 @@ def test_an_invocation_killed_during_the_report_is_interrupted(tmp_path):
 def test_a_damaged_trace_is_named_by_the_report_and_rebuilt_by_the_study(study, capsys):
     rows = pd.read_parquet(study / "runs")
     final = rows.loc[rows["trial"].isna(), "run_id"].iloc[0]
-    trace = study / "traces" / f"{final}.parquet"
+    trace = study / "traces" / RunStore(study).path(final).name  # the traces of its cell's final runs
     whole = pd.read_parquet(trace)
     trace.write_bytes(trace.read_bytes()[: trace.stat().st_size // 2])  # cut in half
     said: list[str] = []

@@ -22,15 +22,15 @@ import pandas as pd
 import pytest
 from faults import die, during_eval, killed_in_child, on_call
 from hydra import compose, initialize_config_dir
-from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from suite.cli import CONF_DIR, guarded
+from suite.store import runs as store_runs
 from suite.store.runs import RunStore
 from suite.tune import trials as T
 from suite.tune import tuner
 from suite.tune.claims import slot_of
-from suite.tune.journal import JournalLock
+from suite.tune.journal import JournalLock, UnsyncedFileBackend
 from suite.tune.storage import default_journal, open_storage
 from suite.tune.tuner import cell_name_of, tune_cell
 from suite.types import StoreError
@@ -81,7 +81,7 @@ def in_tell(n_tell: int, n_append: int, action, patch=setattr):
     later one) runs ``action(backend, logs)`` instead of appending."""
     armed, appends = [False], [0]
     on_call(T, "_tell", n_tell, lambda *_: armed.__setitem__(0, True), patch)
-    original = JournalFileBackend.append_logs
+    original = UnsyncedFileBackend.append_logs
 
     def append_logs(self, logs):
         appends[0] += armed[0]
@@ -89,7 +89,7 @@ def in_tell(n_tell: int, n_append: int, action, patch=setattr):
             return action(self, logs)
         return original(self, logs)
 
-    patch(JournalFileBackend, "append_logs", append_logs)
+    patch(UnsyncedFileBackend, "append_logs", append_logs)
 
 
 def half_then_die(backend, logs):
@@ -104,9 +104,11 @@ KILL_POINTS = {  # where in two stacked batches of four trials
     "before the first batch trains": lambda: on_call(tuner, "run_batch", 1),
     "while the first batch trains": lambda: during_eval(1, 7),
     "while the second batch trains": lambda: during_eval(2, 4),
-    "between the first batch's stores": lambda: on_call(RunStore, "write", 2),
+    # a batch is stored in one commit: its traces' file, then its rows' file (the commit), then the tells
+    "after the first batch's traces, before its rows' commit": lambda: on_call(store_runs, "write_atomic", 2),
+    "after the first batch's commit, before its tells": lambda: on_call(T, "_tell", 1),
     "between the first batch's tells": lambda: on_call(T, "_tell", 3),
-    "between the second batch's stores": lambda: on_call(RunStore, "write", 6),
+    "after the second batch's traces, before its rows' commit": lambda: on_call(store_runs, "write_atomic", 4),
     "between the second batch's tells": lambda: on_call(T, "_tell", 7),
     "mid-append of the second batch's third tell": lambda: in_tell(7, 2, half_then_die),
     "after the first batch, before the second": lambda: on_call(tuner, "claim_batch", 2),
@@ -148,7 +150,7 @@ def test_a_full_disk_fails_cleanly_and_the_rerun_redoes_the_lost_trials(clean, t
 
     def fills_up(self, path, **kw):
         calls[0] += 1
-        if calls[0] == 6:
+        if calls[0] == 4:  # the second batch's rows (each batch: its traces, then its rows)
             Path(path).write_bytes(b"PAR1 half a file")
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return real(self, path, **kw)
@@ -187,12 +189,12 @@ def test_a_full_disk_mid_journal_append_is_one_message_and_recovers(clean, tmp_p
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 200 kB tmpfs (room for about six trial runs), where root may mount one; else skipped."""
+    """A 96 kB tmpfs (room for one batch of four trial runs, not two), where root may mount one; else skipped."""
     mnt = tmp_path / "small"
     mnt.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a small tmpfs needs root and mount")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)], capture_output=True, text=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     yield mnt

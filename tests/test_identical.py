@@ -93,8 +93,8 @@ def test_extras_resumed_after_a_lost_run_give_its_values_bit_for_bit(tmp_path):
     store = RunStore(tmp_path)
     good = runs_of(tmp_path)
     assert good["stack_size"].eq(3).all()
-    store.path(good["run_id"].iloc[0]).unlink()
-    assert _train_purpose(configs[0], configs, "theory") == 1
+    store.path(good["run_id"].iloc[0]).unlink()  # the file of their batch: all three are lost
+    assert _train_purpose(configs[0], configs, "theory") == 3
     pd.testing.assert_frame_equal(runs_of(tmp_path), good)
 
 

@@ -14,6 +14,7 @@ from suite.optim.registry import resolve_hparams
 from suite.report.science.tables import _grid_boundary  # the report's boundary rule, tested on real runs
 from suite.report.stats.batch_science import linear_rate
 from suite.run.prepare import prepare
+from suite.store.runs import RunStore
 from suite.tasks import build_task
 from suite.train import train, train_many
 from suite.tune.objective import SHORTFALL_CAP, intermediate, trial_value
@@ -124,10 +125,10 @@ def test_a_trial_with_several_tuning_seeds_scores_their_mean_and_redoes_a_lost_r
     values = [s if s == s else math.inf for s in mine["steps_to_target"]]  # all reached for the best trial
     assert best["value"] == pytest.approx(sum(values) / 3)
     lost = mine["run_id"].iloc[1]
-    (tmp_path / "runs" / f"{lost}.parquet").unlink()
+    RunStore(tmp_path).path(lost).unlink()  # the file of its batch: every run of the batch is lost
     lines: list[str] = []
     again = tune_cell(cfg, echo=lines.append)
-    assert (tmp_path / "runs" / f"{lost}.parquet").is_file() and again["value"] == best["value"]
+    assert RunStore(tmp_path).has(lost) and again["value"] == best["value"]
     assert any("equals the" in line for line in lines), lines  # retrained in its recorded stack: bit for bit
 
 

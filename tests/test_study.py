@@ -139,9 +139,9 @@ def _run_until_killed(results_dir: Path, overrides: list[str], min_files: int) -
 def test_kill_9_then_rerun_completes_with_the_same_runs(tmp_path):
     overrides = [*SMALL, "study.tune=false", "study.budgets.regression.max_steps=400",
                  "study.budgets.tiny_mlp.max_steps=400"]
-    _run_until_killed(tmp_path / "killed", overrides, min_files=3)
+    _run_until_killed(tmp_path / "killed", overrides, min_files=2)
     killed_before = len(list((tmp_path / "killed" / "runs").glob("*.parquet")))
-    assert 3 <= killed_before < 16
+    assert 2 <= killed_before < 8  # one file per cell: its two final runs are stored in one commit
     for out in ("killed", "clean"):
         done = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path / out}", *overrides],
                               capture_output=True, text=True, timeout=300)

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from suite.cli import CONF_DIR
 from suite.report.figures import curves
 from suite.store.locks import worker_id
-from suite.store.runs import RunStore
+from suite.study import cell as study_cell
 from suite.study import launchers
 from suite.study.cell import Job, final_lock, run_cell
 from suite.study.presets import cell_config, expand, validate
@@ -75,7 +75,8 @@ def clean(tmp_path_factory):
 KILL_POINTS = {
     "during the first trial batch": lambda: during_eval(1, 3),
     "during the second cell's trials": lambda: during_eval(3, 2),
-    "between the first cell's final runs": lambda: on_call(RunStore, "write", 5),
+    # the final runs of a cell are stored in one commit: killed while it is being built
+    "while the first cell's final runs are stored": lambda: on_call(study_cell, "run_frames", 2),
     "after the first cell": lambda: on_call(launchers, "run_cell", 2),
     "during the report": lambda: on_call(curves, "curves", 1),
 }

@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from suite.report.benchmarks import load_benchmarks, throughput_figure, throughput_table
-from suite.report.data.protocol import PARTS, Study, protocol_lines
+from suite.report.data.protocol import PARTS, Study, protocol_lines, time_split_lines
 from suite.report.figures.curves import FigureOptions
 from suite.report.tables.comparison import optimizer_order
 from suite.report.tables.legend import statistics_text
@@ -133,6 +133,8 @@ def environment(ctx: Context) -> list[str]:
     for key, value in ctx.env.items():
         if key == "wall_seconds" and isinstance(value, (int, float)):
             pairs.append(("study wall time", f"{value / 60:.1f} min ({value:,.0f} s){_invocations(ctx.env)}"))
+        elif key == "time_split" and isinstance(value, dict):
+            pairs += time_split_lines(value)
         elif key not in (*ENVIRONMENT_COLUMNS, "invocations"):
             pairs.append((key.replace("_", " "), value))
     return ["## Environment", "", *_kv_table(pairs, ("machine / software", "value")), ""]

@@ -9,11 +9,10 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from suite.run.prepare import prepare
-from suite.run.validate import threads as checked_threads
 from suite.store.runs import RunStore
-from suite.train.device import set_threads
 from suite.train.rows import make_frame, make_trace
 from suite.train.single import train
+from suite.train.threads import use_threads
 from suite.types import RunResult, RunSpec, Task
 
 
@@ -22,8 +21,8 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
 
     Returns the stored rows, or ``None`` when the run was already stored and skipped.
     """
-    set_threads(checked_threads(cfg.get("threads")))
     prepared = prepare(cfg)
+    use_threads(cfg.get("threads"), prepared.task, prepared.spec)
     store = RunStore(cfg.results_dir)
     store.ensure_writable()
     rid = prepared.run_id
@@ -39,12 +38,18 @@ def execute(cfg: DictConfig, echo=print) -> pd.DataFrame | None:
     return frame
 
 
+def run_frames(spec: RunSpec, task: Task, config: Mapping[str, Any], result: RunResult,
+               tags: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A finished run as the store keeps it: its rows and its trace (``RunStore.write_batch`` takes a list)."""
+    frame = make_frame(spec, task, config, result, tags=tags)
+    return frame, make_trace(frame["run_id"].iloc[0], result)
+
+
 def store_run(store: RunStore, spec: RunSpec, task: Task, config: Mapping[str, Any], result: RunResult,
               tags: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, Path]:
-    """Store a finished run: its rows (``runs/<run_id>.parquet``) and its trace (``traces/``)."""
-    frame = make_frame(spec, task, config, result, tags=tags)
-    path = store.write(frame, make_trace(frame["run_id"].iloc[0], result))
-    return frame, path
+    """Store one finished run (a batch of one): ``runs/<run_id>.parquet`` and its trace (``traces/``)."""
+    frame, trace = run_frames(spec, task, config, result, tags)
+    return frame, store.write(frame, trace)
 
 
 def summary(frame: pd.DataFrame, path) -> str:

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from typing import Any, Iterable, Mapping
 
+from suite.train.threads import check_threads
 from suite.types import ConfigError, EvalSpec, LRSchedule, Target
 
 # The top-level keys of conf/config.yaml (a test checks they match): anything else is a typo.
@@ -87,10 +88,8 @@ def seeds(name: str, value: Any) -> list[int]:
     return list(value)
 
 
-def threads(value: Any) -> int | None:
-    if value is not None and (not is_int(value) or value < 1):
-        raise ConfigError(f"threads={value!r} must be null or an integer >= 1.")
-    return value
+def threads(value: Any) -> int | str | None:
+    return check_threads(value)
 
 
 def flags(c: Mapping[str, Any]) -> None:

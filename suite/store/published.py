@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import pandas as pd
 import yaml
 
-from suite.store.runs import RunStore, _with_later_columns, export_rows, schema_problem
+from suite.store.files import run_file_problem, with_later_columns
+from suite.store.runs import RunStore, export_rows
 from suite.types import StoreError
 
 ARCHIVES = (".tar.gz", ".tgz", ".tar")
@@ -50,24 +51,16 @@ class Published:
         path = self.root / ROWS
         if not path.is_file():
             return RunStore(self.root).load()
-        problem = _rows_problem(path)
+        problem = run_file_problem(path)
         if problem:
             raise StoreError(f"{self.source}: {ROWS} is {problem}; publish the study again "
                              f"(suite.store.published.publish, or scripts/publish_study.sh).")
-        return _with_later_columns(pd.read_parquet(path))
+        return with_later_columns(pd.read_parquet(path))
 
     def optimizers(self) -> set[str]:
         """The optimizers the study trained: those its config names (a list) and those its rows hold."""
         named = self.config["study"].get("optimizers")
         return set(named if isinstance(named, list) else []) | set(self.rows()["optimizer"].unique())
-
-
-def _rows_problem(path: Path) -> str | None:
-    try:
-        problem = schema_problem(path)
-    except Exception as e:  # pyarrow raises several types for damaged files
-        return f"not a readable parquet file ({type(e).__name__})"
-    return f"not rows of this suite: {problem}" if problem else None
 
 
 def is_archive(path: Path) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from suite.store.locks import HolderLock, io_error, worker_id
-from suite.store.runs import clean_stale_temporaries
+from suite.store.files import clean_stale_temporaries
 from suite.types import StoreError, command
 
 

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from suite.run.prepare import prepare
 from suite.store.published import Published, opened
+from suite.study.parts import parts_of
 from suite.study.presets import CONF_DIR, cell_config, final_seeds
 from suite.types import RESULTS_VERSION, Cell, ConfigError
 from suite.train.device import DTYPES
@@ -171,9 +172,11 @@ def _check_start(config: DictConfig, published: Published, where: str) -> None:
         if theirs.empty:
             continue
         run = theirs.iloc[0]
+        identity = json.loads(run["config"])
+        part = "target" if identity.get("target") else "budget"  # the run's protocol part, as the report reads it
         cell = Cell(task, run["optimizer"], int(run["batch_size"]))
-        prepared = prepare(cell_config(config, cell))
-        _check_identity(task, prepared.config, json.loads(run["config"]), where)
+        prepared = prepare(cell_config(config, cell, part if part in parts_of(config.study, task) else None))
+        _check_identity(task, prepared.config, identity, where)
         mine, start = _start_loss(prepared, seed), float(run["val_loss"])
         if not math.isclose(mine, start, rel_tol=START_TOLERANCE):
             raise ConfigError(f"the data or model of {task} differ from {where}'s: a model at seed {seed} starts at "

@@ -18,14 +18,15 @@ from tqdm.auto import tqdm
 
 from suite.optim.registry import get_spec, resolve_hparams
 from suite.run import validate as V
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare
 from suite.store.identity import run_config
 from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
-from suite.train.device import set_threads
+from suite.train import timing
 from suite.train.stacked import to_train, train_many
-from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, tune_cell
+from suite.train.threads import capped_threads, use_threads
+from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, retuned, tune_cell
 
 
 def notice(message: str) -> None:
@@ -41,25 +42,32 @@ def final_lock(results_dir: str | Path, cell: str) -> HolderLock:
     return HolderLock(Path(results_dir) / "locks" / f"{cell}.final.lock")
 
 
-def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any]) -> list[Prepared]:
+def _final_configs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any],
+                   retune: int = 0) -> list[Prepared]:
     """The cell's chosen configuration once per seed: its prepared spec (the task built once) with the
     lr (None: the registry's), the searched hyperparameters and the seed replaced. The lr was checked
-    where it was chosen (by the tuner's trials, or with the study's settings)."""
+    where it was chosen (by the tuner's trials, or with the study's settings). Those of re-tuning
+    ``retune`` > 0 carry its tag in their identity (the same lr as another tuning's is another run)."""
     base = prepare(cfg)
     optimizer = base.spec.optimizer
     spec = dataclasses.replace(base.spec, lr=float(get_spec(optimizer).lr_default if lr is None else lr),
                                hparams=resolve_hparams(optimizer, {**base.spec.hparams, **hparams}))
     specs = [dataclasses.replace(spec, seed=seed) for seed in seeds]
-    return [Prepared(s, base.task, run_config(s, base.config["task_options"])) for s in specs]
+    return [Prepared(s, base.task, {**run_config(s, base.config["task_options"]), **_tags(retune)}) for s in specs]
+
+
+def _tags(retune: int) -> dict[str, int]:
+    return {"retune": retune} if retune else {}
 
 
 def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dict[str, Any], wait: bool = True,
-               echo: Callable[[str], Any] = notice) -> int | None:
+               echo: Callable[[str], Any] = notice, retune: int = 0) -> int | None:
     """Train the cell's chosen configuration once per seed (stacked), skipping stored runs; None if
-    another process holds the cell's final runs and ``wait`` is False."""
+    another process holds the cell's final runs and ``wait`` is False. ``retune``: the re-tuning
+    whose choice these are (tagged on the runs; 0: the primary tuning)."""
     store = RunStore(cfg.results_dir)
-    prepared = _final_configs(cfg, seeds, lr, hparams)
-    cell = cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else [])
+    prepared = _final_configs(cfg, seeds, lr, hparams, retune)
+    cell = retuned(cell_name_of(prepared[0], list(cfg.tune.get("search") or []) if "tune" in cfg else []), retune)
     lock = final_lock(cfg.results_dir, cell)
 
     def waiting(holder: str) -> None:
@@ -68,14 +76,16 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
     if not lock.acquire(blocking=wait, on_wait=waiting):
         return None
     try:
-        missing = [not store.has(p.run_id) for p in prepared]
+        missing = [not stored for stored in store.stored([p.run_id for p in prepared])]
         # A stack of another composition rounds differently: the stored seeds train again with the
         # missing ones where they train stacked, so every final run has the uninterrupted study's value.
         todo = to_train(prepared[0].task, [p.spec for p in prepared], missing)
+        use_threads(cfg.get("threads"), prepared[0].task, prepared[0].spec)
         results = train_many(prepared[0].task, [prepared[k].spec for k in todo], progress=bool(cfg.progress))
-        for k, result in zip(todo, results):
-            if missing[k]:
-                store_run(store, prepared[k].spec, prepared[k].task, prepared[k].config, result)
+        batch = [run_frames(prepared[k].spec, prepared[k].task, prepared[k].config, result, tags=_tags(retune))
+                 for k, result in zip(todo, results) if missing[k]]
+        if batch:
+            store.write_batch(batch)
         return sum(missing)
     finally:
         lock.release()
@@ -90,6 +100,7 @@ class Job:
     seeds: tuple[int, ...]  # the final runs'
     tuning: str | None = None  # the run config whose tuned lr the cell uses (None: not tuned)
     lr: float | None = None  # the lr of an untuned cell (None: the registry's default)
+    retune: int = 0  # the re-tuning this job tunes and trains for (0: the primary tuning)
 
     def with_threads(self, cores: int | None) -> Job:
         """No progress bars, and at most ``cores`` torch threads."""
@@ -97,7 +108,7 @@ class Job:
             if text is None:
                 return None
             cfg = OmegaConf.create(text)
-            threads = cfg.threads if cores is None else min(cfg.threads or cores, cores)
+            threads = cfg.threads if cores is None else capped_threads(cfg.threads, cores)
             return OmegaConf.to_yaml(OmegaConf.merge(cfg, {"progress": False, "threads": threads}))
 
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
@@ -128,19 +139,21 @@ def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[s
 def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -> dict[str, Any] | None:
     """Tune one cell (or take a fixed or the registry's lr), then its final runs. Safe to repeat. With
     ``wait=False``, None when another process holds the cell's trials or final runs (come back later)."""
-    started = time.perf_counter()
+    started, phases = time.perf_counter(), timing.totals()
     cfg = OmegaConf.create(job.config)
-    set_threads(V.threads(cfg.get("threads")))
     best = None
     if job.tuning is not None:
         best = tune_cell(OmegaConf.create(job.tuning), echo=_quiet, wait=wait, notice=echo)
         if best is None:
             return None
+    tuned = time.perf_counter()
     lr, hparams, source = _choice(job, best)
-    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo)
+    trained = final_runs(cfg, list(job.seeds), lr, hparams, wait, echo, job.retune)
     if trained is None:
         return None
-    return {"lr": lr, "lr_source": source, "trained": trained, "seconds": time.perf_counter() - started}
+    end = time.perf_counter()
+    return {"lr": lr, "lr_source": source, "trained": trained, "seconds": end - started,
+            "tuning_seconds": tuned - started, "final_seconds": end - tuned, "phases": timing.delta(phases)}
 
 
 def finished_summary(job: Job) -> dict[str, Any] | None:
@@ -155,6 +168,6 @@ def finished_summary(job: Job) -> dict[str, Any] | None:
     lr, hparams, source = _choice(job, best)
     cfg = OmegaConf.create(job.config)
     store = RunStore(cfg.results_dir)
-    if not all(store.has(p.run_id) for p in _final_configs(cfg, list(job.seeds), lr, hparams)):
+    if not all(store.stored([p.run_id for p in _final_configs(cfg, list(job.seeds), lr, hparams, job.retune)])):
         return None
     return {"lr": lr, "lr_source": source, "trained": 0, "seconds": 0.0}

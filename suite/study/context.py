@@ -8,7 +8,8 @@ union of the finished invocations' intervals (concurrent processes are not count
 interrupted invocation's time is not known, and the report says how many there were). It is the
 time of tuning, final and extra runs; the report written after it is not included, but an
 invocation's seconds are recorded only once its report is written, so one killed at any point (the
-report included) stays interrupted.
+report included) stays interrupted. Each invocation also records where its time went
+(``time_split``, :mod:`suite.study.time_split`), and the study's is their sum.
 
 A study's protocol is fixed once it has run (:data:`PROTOCOL`): a command that would change the
 recorded one is refused before anything is written, unless it says ``study.change_protocol=true``;
@@ -26,6 +27,7 @@ import pandas
 from omegaconf import DictConfig, OmegaConf
 
 from suite.store.locks import HolderLock, io_error, worker_id
+from suite.study.time_split import study_split
 from suite.train.device import resolve_device
 from suite.train.rows import environment
 from suite.types import RESULTS_VERSION, ConfigError, StoreError, command_line
@@ -33,7 +35,7 @@ from suite.types import RESULTS_VERSION, ConfigError, StoreError, command_line
 # What a study's config.yaml fixes once it has run. The protocol (what a number in its tables means)
 # changes only with study.change_protocol=true; the tuner's sampler settings never do (each cell's
 # Optuna study keeps them, and continuing it with others is refused: a new sampler is a new study).
-PROTOCOL = ("study.protocol", "study.targets", "study.budgets", "study.eval_points", "study.eval",
+PROTOCOL = ("study.protocol", "study.parts", "study.targets", "study.budgets", "study.eval_points", "study.eval",
             "study.lr_schedule", "study.tune_seeds")
 SAMPLER = ("tune.sampler", "tune.seed", "tune.options")
 
@@ -126,6 +128,7 @@ def write_context(cfg: DictConfig, started: str, changes: list[str] = ()) -> Non
     root.mkdir(parents=True, exist_ok=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["study"].pop("change_protocol", None)  # this invocation's permission, recorded below
+    resolved["study"].pop("estimate", None)  # a cost estimate writes nothing
     write_atomically(root / "config.yaml", OmegaConf.to_yaml(resolved))
     env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(),
            "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers,
@@ -148,25 +151,32 @@ def _earlier_invocations(env: dict) -> list[dict]:
     return [{"started": None, "git_commit": env.get("git_commit"), "seconds": seconds}] if seconds else []
 
 
-def finished_environment(results_dir: str | Path, started: str, seconds: float) -> dict:
-    """``environment.json`` as it reads once this invocation (``seconds`` of study time) has finished:
-    what its report states, before :func:`record_wall_time` writes it."""
+def finished_environment(results_dir: str | Path, started: str, seconds: float, split: dict | None = None) -> dict:
+    """``environment.json`` as it reads once this invocation (``seconds`` of study time, its time
+    ``split``: ``suite.study.time_split``) has finished: what its report states, before
+    :func:`record_wall_time` writes it."""
     env = _read_env(Path(results_dir))
     invocations = env.setdefault("invocations", [])
     mine = [i for i in invocations if i.get("started") == started and i.get("worker") == worker_id()]
-    if mine:
-        mine[0]["seconds"] = round(seconds, 1)
-    else:
-        invocations.append({"started": started, "worker": worker_id(), "seconds": round(seconds, 1)})
+    if not mine:
+        invocations.append({"started": started, "worker": worker_id()})
+        mine = invocations[-1:]
+    mine[0]["seconds"] = round(seconds, 1)
+    if split is not None:
+        mine[0]["time_split"] = split
     env["wall_seconds"] = round(union_seconds(invocations), 1)
+    split_of_study = study_split(invocations)
+    if split_of_study is not None:
+        env["time_split"] = split_of_study
     return env
 
 
-def record_wall_time(results_dir: str | Path, started: str, seconds: float) -> None:
-    """This invocation's wall time, and the study's (the union of its finished invocations)."""
+def record_wall_time(results_dir: str | Path, started: str, seconds: float, split: dict | None = None) -> None:
+    """This invocation's wall time and time split, and the study's (the union of its finished
+    invocations; the sum of their splits)."""
     root = Path(results_dir)
     with HolderLock(root / "locks" / "environment.lock"):
-        env = finished_environment(root, started, seconds)
+        env = finished_environment(root, started, seconds, split)
         write_atomically(root / "environment.json", json.dumps(env, indent=2) + "\n")
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared, prepare
 from suite.store.identity import run_id
 from suite.store.runs import RunStore
+from suite.study.parts import parts_of
 from suite.study.presets import cell_config
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import load_tuned
@@ -38,11 +39,12 @@ def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> 
         groups.setdefault(f"{p.spec.optimizer}/{p.spec.batch_size}/{p.spec.hparams}", []).append(p)
     trained = 0
     for group in groups.values():
-        missing = [not store.has(run_id(p.config)) for p in group]
+        missing = [not stored for stored in store.stored([run_id(p.config) for p in group])]
         todo = to_train(group[0].task, [p.spec for p in group], missing)
-        for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])):
-            if missing[k]:
-                store_run(store, group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+        batch = [run_frames(group[k].spec, group[k].task, group[k].config, result, tags={"purpose": purpose})
+                 for k, result in zip(todo, train_many(group[0].task, [group[k].spec for k in todo])) if missing[k]]
+        if batch:
+            store.write_batch(batch)
         trained += sum(missing)
     return trained
 
@@ -61,7 +63,7 @@ def theory_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
     big, small = info["L"], info["mu"]
     kappa = big / small
     fixed = {"dtype": "float64", "seed": int(cfg.study.seeds[0]), "eval": {"every_steps": 1, "noise_scale": False},
-             "target": None, "lr_schedule": {"name": "constant", "warmup": 0},
+             "target": None, "stop_at_target": False, "lr_schedule": {"name": "constant", "warmup": 0},
              "budget": {"epochs": steps, "max_steps": steps, "max_seconds": None}}
     gd = OmegaConf.merge(base, fixed, {"lr": 2.0 / (big + small)})
     momentum = ((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1)) ** 2
@@ -78,13 +80,15 @@ def lr_scaling_runs(cfg: DictConfig, options: dict[str, Any]) -> int:
     task, optimizer = options.get("task", "regression"), options.get("optimizer", "sgd")
     batch, factors = int(options["batch_size"]), [int(k) for k in options.get("factors", [2, 4, 8])]
     epochs = float(options.get("epochs", 20))
-    base = cell_config(cfg, Cell(task, optimizer, batch))
+    part = "budget" if "budget" in parts_of(cfg.study, task) else None  # its lrs were tuned for a fixed number of epochs
+    base = cell_config(cfg, Cell(task, optimizer, batch), part)
     tuned = load_tuned(cfg.results_dir, base)
     if tuned is None or tuned.get("lr") is None:
         raise ConfigError(f"study.extras.lr_scaling: the cell {task}/{optimizer}/{batch} has no tuned lr yet; "
                           f"put batch size {batch} in study.batch_sizes so the study tunes it first.")
-    configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch)),
+    configs = [OmegaConf.merge(cell_config(cfg, Cell(task, optimizer, k * batch), part),
                                {"lr": k * tuned["lr"], "seed": int(cfg.study.seeds[0]), "target": None,
+                                "stop_at_target": False,
                                 "eval": {"noise_scale": False, "every_epochs": 0.25},
                                 "budget": {"epochs": epochs, "max_steps": None, "max_seconds": None}})
                for k in [1, *factors]]

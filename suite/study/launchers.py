@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from suite.study.cell import Job, run_cell
 from suite.study.cluster import check_submitit, run_cells
+from suite.train.threads import limit_cores
 from suite.types import ConfigError
 
 Jobs = list[Job]
@@ -45,7 +46,7 @@ def _in_process(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, d
 def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
     workers = int(cfg.study.workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=limit_cores, initargs=(threads,)) as pool:
         limited = {job.label: job.with_threads(threads) for job in jobs}
         pending = {pool.submit(run_cell, job, False): label for label, job in limited.items()}
         while pending:

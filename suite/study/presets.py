@@ -7,9 +7,10 @@ steps to it and final runs measure them exactly; ``budget`` gives every batch si
 same epochs (no step cap) and ranks trials by their final validation loss. Tuning trials use
 ``study.tune_seeds`` (disjoint from the final ``seeds``, so no final run is a trial and the winning
 trial's seed is not among the reported ones). ``study.axes.<task>`` overrides ``batch_sizes``,
-``accumulation``, ``seeds`` or ``n_trials`` for one task. An accumulation cell ``MxK`` reuses the
-tuned lr of the batch ``M·K`` it emulates (the update is the same); ``MxK:sum`` is tutorial 004's
-un-averaged variant, tuned on its own."""
+``accumulation``, ``seeds``, ``tune_seeds``, ``n_trials`` or ``parts`` for one task. An
+accumulation cell ``MxK`` reuses the tuned lr of the batch ``M·K`` it emulates (the update is the
+same); ``MxK:sum`` is tutorial 004's un-averaged variant, tuned on its own. A study in protocol
+parts, its budgets per part and its re-tunings: :mod:`suite.study.parts`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,14 +25,16 @@ from suite.optim.registry import OPTIMIZERS, get_spec
 from suite.run import validate as V
 from suite.run.prepare import register_optimizer
 from suite.study.launchers import LAUNCHERS
+from suite.study.parts import (PROTOCOLS, check_budgets, check_parts, check_retunes, part_budget, parts_of,
+                               retune_seeds)
 from suite.tasks import TASKS, build_task
 from suite.types import Cell, ConfigError
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-PROTOCOLS = ("target", "budget")
-AXES = ("batch_sizes", "accumulation", "seeds", "tune_seeds", "n_trials")
+__all__ = ["PROTOCOLS", "expand", "validate", "cell_config", "axis", "task_options", "final_seeds"]
+AXES = ("batch_sizes", "accumulation", "seeds", "tune_seeds", "n_trials", "parts")
 ALL = "all"  # study.optimizers: every registry entry
 
 
@@ -135,16 +138,19 @@ def validate(study: DictConfig) -> dict[str, int]:
     _accumulation(list(study.accumulation))
     V.seeds("study.seeds", list(study.seeds))
     _check_axes(study)
-    _check_protocol(study)
     for key in ("workers", "n_trials", "tune_batch"):
         if not isinstance(study[key], int) or study[key] < 1:
             raise ConfigError(f"study.{key}={study[key]!r} must be an integer >= 1.")
+    refine = study.get("refine", 0)
+    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+        raise ConfigError(f"study.refine={refine!r} must be an integer >= 0 (trials around the best lr; 0: none).")
     if study.launcher not in LAUNCHERS:
         raise ConfigError(f"study.launcher={study.launcher!r} is invalid; valid: {', '.join(LAUNCHERS)}.")
     missing = [t for t in study.tasks if t not in study.budgets]
     if missing:
         raise ConfigError(f"study.budgets has no entry for {', '.join(missing)}; add "
                           f"study.budgets.<task>={{epochs: E, max_steps: S}}.")
+    _check_protocol(study)
     return {t: build_task({"name": t, **task_options(study, t)}).n_train for t in study.tasks}
 
 
@@ -174,24 +180,20 @@ def _tune_seeds(study: DictConfig, task: str) -> list[int] | None:
 
 
 def _check_protocol(study: DictConfig) -> None:
-    protocol = study.get("protocol")
-    if protocol is None:  # a preset that names none: the report says so
-        return
-    if protocol not in PROTOCOLS:
-        raise ConfigError(f"study.protocol={protocol!r} is invalid; valid: {', '.join(PROTOCOLS)}.")
+    """The protocol parts (:mod:`suite.study.parts`), a target per task where a part needs one, each
+    part's budget, and the re-tunings."""
+    parts = check_parts(study)
     targets = _plain(study.get("targets"))
-    if protocol == "target":
+    if "target" in parts:
         missing = [t for t in study.tasks if t not in targets]
         if missing:
             raise ConfigError(f"study.protocol=target needs a target per task; study.targets has none for "
                               f"{', '.join(missing)} (e.g. study.targets.{missing[0]}={{metric: val_loss, value: 0.1}}).")
         for task in study.tasks:
             V.target(targets[task])
-    else:
-        capped = [t for t in study.tasks if (study.budgets.get(t) or {}).get("max_steps") is not None]
-        if capped:
-            raise ConfigError(f"study.protocol=budget gives every batch size the same epochs; drop the step caps "
-                              f"study.budgets.{capped[0]}.max_steps (or use study.protocol=target).")
+    check_budgets(study)
+    check_retunes(study, {t: list(axis(study, t, "seeds")) for t in study.tasks},
+                  {t: _tune_seeds(study, t) for t in study.tasks})
 
 
 def _compose_groups(task: str, optimizer: str) -> DictConfig:
@@ -214,25 +216,30 @@ def _register_external(name: str) -> None:
         register_optimizer(options)
 
 
-def cell_config(cfg: DictConfig, cell: Cell) -> DictConfig:
-    """The run config of one cell: the study's top-level settings + the cell's axes and budget."""
+def cell_config(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0) -> DictConfig:
+    """The run config of one cell in one protocol ``part`` (None: the study's only one): the study's
+    top-level settings + the cell's axes and budget; ``retune`` > 0 gives re-tuning ``retune``'s
+    tuning settings (its sampler seed and tuning seeds, :mod:`suite.study.parts`)."""
     study = cfg.study
+    part = part if part is not None else parts_of(study, cell.task)[0]
     groups = _compose_groups(cell.task, cell.optimizer)
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("study")
     base.pop("report", None)  # report options never reach a run
-    targets, tune_seeds = _plain(study.get("targets")), _tune_seeds(study, cell.task)
+    targets, tune_seeds = _plain(study.get("targets")), retune_seeds(_tune_seeds(study, cell.task), retune)
     base.update(
         task={**OmegaConf.to_container(groups.task), **task_options(study, cell.task)},
         optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
         accumulation_steps=cell.accumulation_steps, accumulation_reduction=cell.accumulation_reduction,
-        budget={**base["budget"], **OmegaConf.to_container(study.budgets[cell.task])},
+        budget={**base["budget"], **part_budget(study, cell.task, part)},
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
         threads=(study.get("threads") or {}).get(cell.task, base["threads"]),
-        target=targets.get(cell.task) if study.get("protocol") == "target" else None,
+        target=targets.get(cell.task) if part == "target" else None,
+        stop_at_target=part == "target",  # the target part's runs end at their target (the budget part's measure the end)
         lr_schedule={**base["lr_schedule"], **_plain(study.get("lr_schedule"))},
         seed=int((tune_seeds or final_seeds(study, cell.task) or [0])[0]),  # the trials' (first) seed
     )
     base["tune"] = {**base.get("tune", {}), "n_trials": axis(study, cell.task, "n_trials"), "batch": study.tune_batch,
-                    "widen": bool(study.get("widen", False)), "seeds": tune_seeds}
+                    "widen": bool(study.get("widen", False)), "seeds": tune_seeds, "refine": int(study.get("refine", 0)),
+                    **({"retune": retune, "seed": int(base.get("tune", {}).get("seed", 0)) + retune} if retune else {})}
     return OmegaConf.create(base)

@@ -24,19 +24,25 @@ from suite.study.cell import Job, check_job, notice
 from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
 from suite.study.launchers import check_launcher, launch
+from suite.study.parts import parts_of, retunes_of
 from suite.study.presets import cell_config, expand, final_seeds, validate
+from suite.study.time_split import invocation_split, with_report
+from suite.train import timing
 from suite.tune.summary import FALLBACK, UNREACHED
 from suite.types import Cell
 
 
-def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None) -> list[dict[str, Any]]:
+def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None,
+              split: list | None = None) -> list[dict[str, Any]]:
     """Run every cell of ``cfg.study`` (resumable; this invocation ``started`` at that ISO time);
-    return one summary dict per cell."""
+    return one summary dict per cell. ``split``: a one-item list that receives where the time went
+    (``suite.study.time_split``)."""
+    split = split if split is not None else [None]
     study = cfg.study
     check_keys(cfg, (*RUN_KEYS, "study", "report"), "")
     results_dir(cfg.results_dir)
     cells = expand(study, validate(study))
-    jobs = [job_of(cfg, cell) for cell in cells]
+    jobs = jobs_of(cfg, cells)
     check_launcher(cfg)
     for job in jobs:  # every check a cell's job makes (threads, evaluation, budget, target, tuning, ...)
         check_job(job)
@@ -46,25 +52,43 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     # Accepted: only now is anything written.
     store.ensure_writable()
     write_context(cfg, started or now(), changes)
-    echo(f"study {study.name} ({study.get('protocol', 'budget')} protocol): {len(cells)} cells, "
+    echo(f"study {study.name} ({' + '.join(str(p) for p in parts_of(study))} protocol): {len(cells)} cells, "
          f"{len(study.seeds)} seed(s)"
-         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}, "
-         f"launcher {study.launcher} with {study.workers} worker(s) -> {cfg.results_dir}"
+         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}; "
+         f"{len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
+         f"-> {cfg.results_dir}"
          f"{f'; beside the baseline {study.baseline} (read, never retrained)' if study.get('baseline') else ''}")
     summaries = launch(jobs, cfg)
+    began, phases = time.perf_counter(), timing.totals()
     extra = run_extras(cfg)
     if extra:
         echo(f"{extra} extra run(s) for the batch-size science (theory, lr scaling) trained now.")
+    split[0] = invocation_split(summaries, time.perf_counter() - began, timing.delta(phases))
     return summaries
 
 
-def job_of(cfg: DictConfig, cell: Cell) -> Job:
-    """A cell's job: its run config, its final seeds, and what it is tuned as (an accumulation cell
-    as the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
-    tuning = OmegaConf.to_yaml(cell_config(cfg, cell.emulated)) if cfg.study.tune else None
+def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0) -> Job:
+    """A cell's job in one protocol ``part`` (None: the study's only one) and tuning (``retune``; 0:
+    the primary): its run config, its final seeds, and what it is tuned as (an accumulation cell as
+    the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
+    config = OmegaConf.to_yaml(cell_config(cfg, cell, part))  # composing a cell's config is costly: once where it can
+    itself = cell.emulated == cell and not retune  # tuned as itself, under the run config's own settings
+    tuning = (config if itself else OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune))) \
+        if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
-    return Job(f"{cell.task}/{cell.optimizer}/{cell.label}", OmegaConf.to_yaml(cell_config(cfg, cell)),
-               final_seeds(cfg.study, cell.task), tuning, fixed)
+    label = f"{cell.task}/{cell.optimizer}/{cell.label}" + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") \
+        + (f" ~r{retune}" if retune else "")
+    return Job(label, config, final_seeds(cfg.study, cell.task), tuning, fixed, retune)
+
+
+def jobs_of(cfg: DictConfig, cells: list[Cell]) -> list[Job]:
+    """Every job of the study: each part's cells, each with its primary tuning, then its re-tunings."""
+    return [job_of(cfg, cell, part, r) for part in parts_of(cfg.study) for r in range(1 + max_retunes(cfg.study))
+            for cell in cells if r <= retunes_of(cfg.study, cell.task) and part in parts_of(cfg.study, cell.task)]
+
+
+def max_retunes(study: DictConfig) -> int:
+    return max((retunes_of(study, task) for task in study.tasks), default=0)
 
 
 def _clean_stale_reports(root: Path) -> None:
@@ -76,17 +100,19 @@ def _clean_stale_reports(root: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def locked_report(root: str | Path, started: str, seconds: float) -> Path:
+def locked_report(root: str | Path, started: str, seconds: float, split: dict | None = None) -> Path:
     """The study's report, written by one process at a time (studies sharing a directory each end here),
-    then this invocation's ``seconds`` recorded: a kill before that leaves it interrupted."""
+    then this invocation's ``seconds`` (and time ``split``, with the report's) recorded: a kill
+    before that leaves it interrupted."""
     root = Path(root)
     lock = HolderLock(root / "locks" / "report.lock")
     lock.acquire(on_wait=lambda holder: notice(f"waiting for {holder}, which is writing the report of {root}."))
     try:
         _clean_stale_reports(root)
+        began = time.perf_counter()
         report = write_report(root, echo=lambda *_: None, notice=notice,
-                              environment=finished_environment(root, started, seconds))
-        record_wall_time(root, started, seconds)
+                              environment=finished_environment(root, started, seconds, split))
+        record_wall_time(root, started, seconds, with_report(split, time.perf_counter() - began))
         return report
     finally:
         lock.release()
@@ -97,7 +123,8 @@ def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> No
     ``study.baseline``, the new optimizers' cells under the baseline's protocol (:mod:`suite.study.baseline`)."""
     started, began = time.perf_counter(), now()
     cfg = compared(cfg)
-    summaries = run_study(cfg, echo, began)
+    split: list = [None]
+    summaries = run_study(cfg, echo, began, split)
     trained = sum(s["trained"] for s in summaries)
     fallback = [s["cell"] for s in summaries if s["lr_source"] == FALLBACK]
     if fallback:
@@ -107,7 +134,7 @@ def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> No
     if unreached:
         echo(f"{len(unreached)} cell(s) use the tuned lr of the trial closest to the target, since no tuning trial "
              f"reached it (the report marks them): {', '.join(unreached)}")
-    report = locked_report(cfg.results_dir, began, time.perf_counter() - started)
+    report = locked_report(cfg.results_dir, began, time.perf_counter() - started, split[0])
     echo(f"study {cfg.study.name} done in {time.perf_counter() - started:.0f}s: {len(summaries)} cells, "
          f"{trained} final run(s) trained now (the rest were stored). Results: {cfg.results_dir}  "
          f"Report: {report}")

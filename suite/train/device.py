@@ -25,11 +25,13 @@ def resolve_device(device: str) -> str:
     return str(dev)
 
 
-def set_threads(threads: int | None) -> None:
-    """torch's intra-op threads for this process (``None``: torch's own choice, left as it is).
-    The value is checked where it is read (``suite.run.validate.threads``)."""
+def set_threads(threads: int | str | None) -> None:
+    """torch's intra-op threads for this process where no run's task is known (``None``: torch's
+    own choice, left as it is; ``auto``: one, as the optimizer checks train tiny problems; a run
+    decides per task with ``suite.train.threads.use_threads``). The value is checked where it is
+    read (``suite.run.validate.threads``)."""
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(1 if threads == "auto" else threads)
 
 
 def synchronize(device: torch.device) -> None:

@@ -6,13 +6,17 @@ Reads top to bottom: train to the next tick (an evaluation step, a progress upda
 of warm-up) with the clock running, stop the clock, then evaluate where due; a configuration
 that diverges, is pruned or runs out of time gets its last row and leaves; the others go on.
 
-Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial
-training loss stops that configuration at that step (and so does such a full training loss at an
-evaluation). Reading a loss is a host sync, which is cheap on the CPU (exact per-step check) but
-serializes a GPU queue; on other devices the losses stay on the device and are read every
-:data:`DEVICE_CHECK_EVERY` steps (and at every tick): the run still stops at its first bad step
-(its last row is that step, with that step's mini-batch loss), but its parameters, which are
-NaN or exploded by then, were evaluated a few steps later.
+Divergence: a mini-batch loss that is NaN, inf or above ``divergence_factor`` × the initial training
+loss stops that configuration at that step (and so does such a full training loss at an evaluation).
+Reading a loss is a host sync: cheap on the CPU, where every step's losses are read (about a µs a
+step for one configuration, 8 for a stack of 64), so a diverging run stops, and is evaluated, at its
+first bad step; on other devices it serializes the queue, so the losses stay on the device and are
+read together at every multiple of :data:`DEVICE_CHECK_EVERY` steps and before every evaluation
+(every tick when a time limit is set): the run still stops at its first bad step (its last row is
+that step, with that step's mini-batch loss), but its parameters, NaN or exploded by then, are
+evaluated up to ``DEVICE_CHECK_EVERY - 1`` steps later. The checks sit on a fixed grid of steps, so
+nothing depends on where the loop pauses (the progress bar's ticks, kept only while a bar is shown);
+the configurations that do not diverge are unchanged, row for row.
 
 Steps to target (when ``RunSpec.target`` is set): the engine's state (model, the whole
 optimizer, schedule, batch streams) and the global random state are copied at every evaluation;
@@ -45,11 +49,12 @@ from suite.train.device import Clock, RngState, rng_as, rng_state
 from suite.train.evaluation import Stats, eval_row, eval_splits, metric_value, split_of
 from suite.train.noise import noise_scale
 from suite.train.schedule import schedule
+from suite.train.timing import timed_phase
 from suite.train.trace import bin_trace
 from suite.types import RunResult, RunSpec, Split, Task
 
 OnEval = Callable[[dict], bool]  # called with each evaluation row; True stops the run (pruned)
-DEVICE_CHECK_EVERY = 32  # steps between divergence checks (host syncs) off the CPU
+DEVICE_CHECK_EVERY = 32  # steps between divergence checks (host syncs) off the CPU: losses read in blocks
 TARGET_RESOLUTION = 0.05  # a replay evaluates every 5% of its start step: steps-to-target within 5%
 
 
@@ -122,7 +127,9 @@ class Loop:
         self.clock = Clock(device)
         self.check_every = check_every or (1 if device.type == "cpu" else DEVICE_CHECK_EVERY)
         self.snap: tuple[int, Engine, RngState] | None = None  # (step, engine copy, random state) at the last eval
+        self.pending: list[Tensor] = []  # the live configurations' losses of the steps since the last check
 
+    @timed_phase("evaluation")
     def record(self, positions: Sequence[int], steps: Sequence[int]) -> None:
         """Evaluate (not timed) the live configurations at ``positions``; append their rows at ``steps``."""
         live = self.engine.live()
@@ -133,42 +140,48 @@ class Loop:
             if self.spec.eval.noise_scale and math.isfinite(c.rows[-1]["train_loss"]):
                 c.rows[-1].update(noise_scale(self.engine.model_at(pos), self.task, c.spec.seed, step))
 
-    def advance(self, step: int, stop: int) -> tuple[int, dict[int, int]]:
+    def advance(self, step: int, stop: int, flush: bool) -> tuple[int, dict[int, int]]:
         """Train until ``stop`` or until a check finds a bad loss; return the step reached and, by
-        position, the first bad step of each configuration that went bad."""
-        configs = [self.configs[i] for i in self.engine.live()]
-        k, bad, pending = self.spec.accumulation_steps, {}, []
+        position, the first bad step of each configuration that went bad. The losses are read at
+        every multiple of ``check_every`` (a fixed grid: where a divergence is noticed does not
+        depend on where the loop pauses) and at ``stop`` if ``flush`` (before rows are written)."""
+        configs, bad, keep = [self.configs[i] for i in self.engine.live()], {}, self.check_every > 1
         while step < stop and not bad:
             step += 1
             loss = self.engine.step()
-            if self.check_every == 1:  # the CPU: reading the loss is cheap, check every step
-                self.note(configs, loss.tolist(), step, k, bad)
-                continue
-            pending.append(loss.detach())  # elsewhere: no host sync until the next check
-            if len(pending) == self.check_every or step == stop:
-                for offset, losses in enumerate(torch.stack(pending).tolist()):
-                    self.note(configs, losses, step - len(pending) + 1 + offset, k, bad)
-                pending = []
+            self.pending.append(loss.detach() if keep else loss)  # kept: no graph held until the check
+            if step % self.check_every == 0 or (flush and step == stop):
+                bad = self.note(configs, step)
         return step, bad
 
-    @staticmethod
-    def note(configs: list[Configuration], losses, step: int, k: int, bad: dict[int, int]) -> None:
-        """Each configuration's mini-batch loss at ``step`` (``losses``: a float for one, a list for
-        a stack); a NaN, inf or exploded one marks its position bad at that step."""
-        for pos, (c, loss) in enumerate(zip(configs, losses if isinstance(losses, list) else (losses,))):
-            if pos not in bad:
-                c.last_loss = loss if k == 1 else loss / k  # the batch's mean over its k micro-batches
-                c.trace.append(c.last_loss)
-                if not c.last_loss <= c.limit:  # NaN, inf or exploded
-                    bad[pos] = step
+    def note(self, configs: list[Configuration], step: int) -> dict[int, int]:
+        """Read the pending losses (steps up to ``step``, one tensor each: a scalar for one
+        configuration, one per live position for a stack) in one host copy and append them to the
+        traces, each up to its configuration's first NaN, inf or exploded loss. Returns the
+        positions that went bad, with that step. (Plain Python: a step's few floats cost less so
+        than a round trip through numpy.)"""
+        n = len(self.pending)
+        values = [self.pending[0].tolist()] if n == 1 else torch.stack(self.pending).tolist()
+        first, self.pending = step - n + 1, []
+        k, bad = self.spec.accumulation_steps, {}
+        for offset, losses in enumerate(values):
+            for pos, (c, loss) in enumerate(zip(configs, losses if isinstance(losses, list) else (losses,))):
+                if pos not in bad:
+                    c.last_loss = loss if k == 1 else loss / k  # the batch's mean over its k micro-batches
+                    c.trace.append(c.last_loss)
+                    if not c.last_loss <= c.limit:  # NaN, inf or exploded
+                        bad[pos] = first + offset
+        return bad
 
-    def segment(self, step: int, stop: int) -> int:
-        """Train to ``stop`` (a tick); a configuration that diverges gets its row and leaves at once."""
+    @timed_phase("steps")
+    def segment(self, step: int, stop: int, flush: bool) -> int:
+        """Train to ``stop`` (a tick; ``flush``: read every loss by then); a configuration that
+        diverges gets its row and leaves at once."""
         while self.engine.live() and step < stop:
             if step >= self.spec.warmup_steps:
                 self.clock.start()  # warm-up steps (the first ones) are run but not timed
             before = self.clock.elapsed
-            step, bad = self.advance(step, stop)
+            step, bad = self.advance(step, stop, flush)
             self.clock.stop()
             live = self.engine.live()
             share = (self.clock.elapsed - before) / len(live)
@@ -223,6 +236,7 @@ class Loop:
             return
         self.replay(crossed, step)
 
+    @timed_phase("target_replay")
     def replay(self, ids: list[int], stop: int) -> None:
         """Replay the segment since the last snapshot, evaluating the target's split every
         ``TARGET_RESOLUTION`` × its start step, to find each configuration's first step meeting it."""
@@ -266,16 +280,21 @@ class Loop:
 
     def run(self, progress: bool = False) -> list[RunResult]:
         total, evals, ticks = schedule(self.spec, self.task.n_train)
+        evals, timed = set(evals), self.spec.max_seconds is not None
+        if not progress and not timed:  # the 1% ticks serve the bar and the time limit only
+            ticks = sorted(evals | {min(self.spec.warmup_steps, total)})
         self.start()
         step, single = 0, len(self.configs) == 1
         bar = tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True, leave=False)
         for stop in ticks[1:]:
             if not self.engine.live():
                 break
-            step = self.segment(step, stop)
+            step = self.segment(step, stop, flush=stop in evals or timed)
             bar.update(step - bar.n)
             if self.engine.live():
                 self.checkpoint(step, total, step in evals)
+            if not progress:
+                continue
             if single:
                 bar.set_postfix(train_loss=f"{self.configs[0].rows[-1]['train_loss']:.4g}", refresh=False)
             else:

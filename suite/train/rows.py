@@ -77,13 +77,36 @@ def make_frame(spec: RunSpec, task: Task, config: Mapping[str, Any], result: Run
         "study": tags.pop("study", None), "trial": tags.pop("trial", None),
         "config": json.dumps(config, sort_keys=True, default=str),
     }
-    frame = pd.DataFrame([{**static, **row} for row in result.rows], columns=list(ROW_SCHEMA)).astype(ROW_SCHEMA)
+    frame = _typed_columns(static, result.rows)
     for key, value in tags.items():
         frame.insert(len(frame.columns) - 1, key, value)  # extra tags before config, which closes every row
     return frame
 
 
+def _typed_columns(static: Mapping[str, Any], rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``ROW_SCHEMA``'s columns built one by one with their dtype (a row's value over the static
+    one, NaN where neither has it): many times faster than typing a frame built from records, which
+    matters when a batch of 64 short trials is stored."""
+    n, row_keys = len(rows), set().union(*rows) if rows else set()
+    columns = {}
+    for col, dtype in ROW_SCHEMA.items():
+        if col in row_keys:
+            values = [row.get(col, static.get(col, math.nan)) for row in rows]
+        else:
+            values = [static.get(col, math.nan)] * n
+        columns[col] = pd.array(values, dtype=_dtype(dtype))
+    return pd.DataFrame(columns, copy=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _dtype(name: str):
+    """The pandas dtype named ``name``, looked up once (pandas searches its registry for every string)."""
+    return pd.api.types.pandas_dtype(name)
+
+
 def make_trace(run_id: str, result: RunResult) -> pd.DataFrame:
     """The run's mini-batch loss trace (``TRACE_SCHEMA``): one line per bin of steps."""
     bins = result.trace or {k: [] for k in TRACE_SCHEMA if k != "run_id"}
-    return pd.DataFrame({"run_id": run_id, **bins}, columns=list(TRACE_SCHEMA)).astype(TRACE_SCHEMA)
+    n = len(bins["step_lo"])
+    return pd.DataFrame({col: pd.array([run_id] * n if col == "run_id" else bins[col], dtype=_dtype(dtype))
+                         for col, dtype in TRACE_SCHEMA.items()}, copy=False)

@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -110,15 +111,40 @@ class JournalLock:
         self.lock.release()
 
 
+class UnsyncedFileBackend(JournalFileBackend):
+    """Optuna's file backend without its ``fsync`` after every append (1,600 of them for the reports
+    of a 64-trial batch): an append reaches the kernel before the lock is released, which is all a
+    ``kill -9`` or another process needs; :meth:`Journal.sync` puts the file on the disk once per
+    batch, after its trials are told."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        what = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        self._lock.acquire()
+        try:
+            with open(self._file_path, "ab") as f:
+                f.write(what.encode("utf-8"))
+        finally:
+            self._lock.release()
+
+
 class Journal(JournalStorage):
     """A JournalStorage on a file whose lock reports the torn records it cut."""
 
     def __init__(self, path: Path):
+        self.path = path
         self.lock = JournalLock(path)
-        backend = JournalFileBackend(str(path), lock_obj=self.lock)
+        backend = UnsyncedFileBackend(str(path), lock_obj=self.lock)
         self.lock.acquire()  # settle a torn tail before the log is replayed
         self.lock.release()
         super().__init__(backend)
+
+    def sync(self) -> None:
+        """Put every append so far on the disk (one ``fsync``)."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def take_cuts(self) -> list[Cut]:
         cuts, self.lock.cuts = self.lock.cuts, []

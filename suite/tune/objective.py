@@ -7,7 +7,9 @@
   short of the target: ``cap + 1 + cap × shortfall``.
 
 Either way a diverged trial scores worse than every finished one (a finite value: NaN would give
-the sampler nothing), and the value the pruner sees at each evaluation is "smaller is better".
+the sampler nothing), and the value the pruner sees at each evaluation is "smaller is better". A
+trial with a collapsed seed (it finished without learning: :func:`suite.types.collapsed`) keeps its
+value but is chosen only where no trial finished every seed (``suite.tune.summary.best_trial``).
 :class:`Outcome` is what a trial's runs say to its study, from their results or their stored rows.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 
 from suite.store.runs import RunStore
 from suite.train.schedule import total_steps
-from suite.types import SHORTFALL_CAP, RunResult, RunSpec, unreached_value
+from suite.types import SHORTFALL_CAP, RunResult, RunSpec, collapsed, unreached_value
 
 FALLBACK_PENALTY = 1e12  # when the initial validation loss itself is not a positive finite number
 
@@ -54,6 +56,15 @@ def trial_value(spec: RunSpec, n_train: int, result: RunResult) -> float:
     return unreached_value(total_steps(spec, n_train), missed)
 
 
+def run_collapsed(result: RunResult) -> bool:
+    """A run that finished (neither diverged nor pruned) without learning."""
+    if result.diverged or result.pruned:
+        return False
+    first, last = result.rows[0], result.rows[-1]
+    return collapsed(first["val_loss"], last["val_loss"], first.get("val_accuracy", math.nan),
+                     last.get("val_accuracy", math.nan))
+
+
 def intermediate(spec: RunSpec, row: dict) -> float:
     """What the pruner compares at an evaluation: smaller is better, NaN when not measured."""
     if spec.target is None:
@@ -65,18 +76,19 @@ def intermediate(spec: RunSpec, row: dict) -> float:
 @dataclasses.dataclass
 class Outcome:
     """What a trial's runs say to its study: its objective (:func:`trial_value`; None when pruned),
-    whether it diverged, and the values the pruner was given."""
+    whether it diverged, the values the pruner was given, and whether a run collapsed."""
 
     pruned: bool
     diverged: bool
     diverged_step: int
     value: float | None
     reports: list[tuple[int, float]]  # (step, intermediate value) the pruner was given
+    collapsed: bool = False  # a run finished without learning (:func:`run_collapsed`)
 
     @classmethod
     def of_result(cls, spec: RunSpec, n_train: int, result: RunResult) -> Outcome:
         value = None if result.pruned else trial_value(spec, n_train, result)
-        return cls(result.pruned, result.diverged, result.steps, value, [])
+        return cls(result.pruned, result.diverged, result.steps, value, [], run_collapsed(result))
 
     @classmethod
     def of_results(cls, specs: list[RunSpec], n_train: int, results: list[RunResult]) -> Outcome:
@@ -87,7 +99,7 @@ class Outcome:
         value = None if first.pruned else sum(o.value for o in outcomes if o.value is not None) / len(outcomes)
         diverged = [o for o in outcomes if o.diverged]
         return cls(first.pruned, bool(diverged), diverged[0].diverged_step if diverged else first.diverged_step,
-                   value, [])
+                   value, [], any(o.collapsed for o in outcomes))
 
     @classmethod
     def of_rows(cls, specs: list[RunSpec], n_train: int, store: RunStore, rids: list[str]) -> Outcome:

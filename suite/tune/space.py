@@ -67,6 +67,8 @@ class TuneSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per sampler/pruner options
     widen: bool = False  # widen the lr range where the optimum sits at its edge (suite.tune.widening)
     seeds: tuple[int, ...] | None = None  # each trial trains once per seed and scores their mean (None: the run's seed)
+    refine: int = 0  # trials spread within a quarter decade of the best lr before choosing (suite.tune.refine)
+    retune: int = 0  # which re-tuning of its cell this study is (0: the primary; its name gets ~r<retune>)
 
     @property
     def searched(self) -> tuple[str, ...]:
@@ -169,7 +171,8 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
         sampler=sampler, seed=V.seed("tune.seed", t.get("seed", 0)), pruner=pruner, prune_after=float(prune_after),
         lr_range=(float(lr_range[0]), float(lr_range[1])), ranges=ranges, storage=storage,
         stale_after_s=None if stale is None else float(stale), options=options, widen=widen and sampler != "grid",
-        seeds=None if seeds is None else tuple(seeds),
+        seeds=None if seeds is None else tuple(seeds), refine=_count("refine", t.get("refine", 0), 0),
+        retune=_count("retune", t.get("retune", 0), 0),
     )
 
 
@@ -312,3 +315,13 @@ def _no_pruner(spec: TuneSpec, total: int) -> optuna.pruners.BasePruner:
 PRUNERS: dict[str, Callable[[TuneSpec, int], optuna.pruners.BasePruner]] = {
     "median": _median, "hyperband": _hyperband, "none": _no_pruner,
 }
+
+
+def first_checked_step(spec: TuneSpec, total: int) -> int | None:
+    """The first step whose intermediate value the pruner reads (it reads every evaluation from there
+    on), or None when it reads none. The median pruner prunes from its warm-up on and compares other
+    trials' values at the same step; Hyperband's first rung is its ``min_resource``. Values before
+    it change no decision (the median pruner's interval counts from the warm-up), so they are not
+    reported: each report is a write to the study's storage."""
+    warmup = int(spec.prune_after * total)
+    return {"none": None, "median": warmup, "hyperband": max(1, warmup)}[spec.pruner]

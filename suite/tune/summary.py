@@ -1,5 +1,13 @@
 """What a cell's study holds, in one place: trial counts by state, the best trial, the exported
-summary, the progress bar and the one-screen report."""
+summary, the progress bar and the one-screen report.
+
+The **resolution** a study exports says how well its optimum is pinned down: of the usable
+trials (complete, no seed diverged), those whose value lies within ``TOLERANCE`` (10%) of the
+best value, on the objective's scale (steps to the target, or the final validation loss); their
+lr interval ``[lr_lo, lr_hi]``; ``n_within``, how many trials other than the best lie within
+the tolerance; and ``resolved``: at least ``MIN_WITHIN`` of them (an optimum measured by one trial
+alone is not resolved).
+"""
 from __future__ import annotations
 
 import math
@@ -12,13 +20,15 @@ from optuna.trial import TrialState
 from suite.store.identity import cell_identity
 from suite.tune.claims import slot_of
 from suite.tune.objective import objective_name
-from suite.tune.space import values_of
+from suite.tune.space import TuneSpec, values_of
 from suite.tune.storage import mask_url
 from suite.tune.trials import CellTuning, run_ids_of
 
 # Where a cell's lr comes from when it is not simply its best trial's (lr_source in tuned/<cell>.json).
 FALLBACK = "registry default (no tuning trial finished without diverging)"
 UNREACHED = "tuned (no trial reached the target)"
+TOLERANCE = 0.1  # a trial within 10% of the best value counts toward the resolution
+MIN_WITHIN = 2  # other trials within the tolerance for an optimum to count as resolved
 
 
 def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
@@ -36,10 +46,29 @@ def counts(trials: list[optuna.trial.FrozenTrial]) -> dict[str, int]:
     }
 
 
+def usable(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials none of whose seeds diverged (the ones a cell may choose)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged") and "lr" in t.params]
+
+
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
-    """The complete, non-diverged trial of least value (its objective: ``suite.tune.objective``)."""
-    ok = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get("diverged") and "lr" in t.params]
-    return min(ok, key=lambda t: (t.value, t.number)) if ok else None
+    """The robust choice: of the complete, non-diverged trials, the one of least value (its objective:
+    ``suite.tune.objective``), a trial with a collapsed seed ranking behind every trial whose seeds
+    all finished (the edge of stability is not an optimum)."""
+    ok = usable(trials)
+    return min(ok, key=lambda t: (bool(t.user_attrs.get("collapsed")), t.value, t.number)) if ok else None
+
+
+def resolution(trials: list[optuna.trial.FrozenTrial], tspec: TuneSpec) -> dict[str, Any]:
+    """How well the study resolves its optimum (see the module note); no bounds without a usable trial."""
+    best = best_trial(trials)
+    if best is None:
+        return {"tolerance": TOLERANCE, "lr_lo": None, "lr_hi": None, "n_within": 0, "resolved": False}
+    bound = best.value + TOLERANCE * abs(best.value)
+    within = [values_of(t.params, tspec)[0] for t in usable(trials) if t.value <= bound]
+    n_within = len(within) - 1
+    return {"tolerance": TOLERANCE, "lr_lo": min(within), "lr_hi": max(within), "n_within": n_within,
+            "resolved": n_within >= MIN_WITHIN}
 
 
 def reached_target(cell: CellTuning, trial: optuna.trial.FrozenTrial) -> bool | None:
@@ -76,7 +105,8 @@ def summarize(cell: CellTuning) -> dict[str, Any]:
         "n_trials": cell.tspec.n_trials, **counts(trials), "n_run_here": cell.ran,
         "sampler": cell.tspec.sampler_record(), "pruner": cell.tspec.pruner, "lr_range": list(cell.tspec.lr_range),
         "lr_range_initial": list(cell.initial_range or cell.tspec.lr_range), "widenings": cell.widenings,
-        "edge": cell.edge, "lr_source": source,
+        "edge": cell.edge, "lr_source": source, "retune": cell.tspec.retune,
+        "resolution": resolution(trials, cell.tspec), "n_refined": sum(bool(t.user_attrs.get("refines")) for t in trials),
         **({"target_reached": source != UNREACHED} if cell.base.spec.target is not None and best else {}),
         "ranges": {k: list(v) for k, v in cell.tspec.ranges.items()}, "storage": mask_url(cell.url),
         "cell_config": cell_identity(cell.base.spec, cell.base.config["task_options"], cell.tspec.searched),

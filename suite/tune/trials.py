@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from suite.optim.registry import check_lr, resolve_hparams
-from suite.run.execute import store_run
+from suite.run.execute import run_frames
 from suite.run.prepare import Prepared
 from suite.store.identity import run_config, run_id
 from suite.store.runs import RunStore
@@ -63,6 +63,11 @@ class CellTuning:
     initial_trials: int = 0  # the configured trial count
     widenings: int = 0
     edge: str | None = None  # why the best lr still sits at an edge of its range (None: interior)
+    checked_from: int | None = None  # the first step the pruner reads (None: none; space.first_checked_step)
+
+    def tags(self, slot: int) -> dict[str, Any]:
+        """What marks a trial's runs: its study and slot, and its re-tuning where it is one."""
+        return {"study": self.name, "trial": slot, **({"retune": self.tspec.retune} if self.tspec.retune else {})}
 
     def sampler_for(self, slot: int) -> optuna.samplers.BaseSampler:
         # Seeded per slot: reproducible for one worker and after an interrupt (a redone trial keeps
@@ -103,8 +108,7 @@ def trial_runs(cell: CellTuning, params: dict[str, float], slot: int) -> tuple[l
     hparams = resolve_hparams(cell.base.spec.optimizer, {**cell.base.spec.hparams, **searched})
     spec = dataclasses.replace(cell.base.spec, lr=check_lr(lr), hparams=hparams)
     specs = [dataclasses.replace(spec, seed=seed) for seed in (cell.tspec.seeds or (spec.seed,))]
-    tags = {"study": cell.name, "trial": slot}
-    return specs, [{**run_config(s, cell.base.config["task_options"]), **tags} for s in specs]
+    return specs, [{**run_config(s, cell.base.config["task_options"]), **cell.tags(slot)} for s in specs]
 
 
 def run_ids_of(t: FrozenTrial) -> list[str]:
@@ -113,7 +117,7 @@ def run_ids_of(t: FrozenTrial) -> list[str]:
 
 def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
     """Tell a stored trial's outcome (a told trial always has its rows)."""
-    for step, val in o.reports:  # read back from the stored rows: what the pruner saw
+    for step, val in read_by_pruner(cell, o.reports):  # from the stored rows: what the pruner saw
         c.trial.report(val, step)
     c.trial.set_user_attr("run_id", c.run_ids[0])
     if len(c.run_ids) > 1:
@@ -124,6 +128,8 @@ def _tell(cell: CellTuning, c: Claimed, o: Outcome) -> None:
         if o.diverged:
             c.trial.set_user_attr("diverged", True)
             c.trial.set_user_attr("diverged_step", o.diverged_step)
+        if o.collapsed:
+            c.trial.set_user_attr("collapsed", True)
         told = cell.study.tell(c.trial, o.value, skip_if_finished=True)
     if told.state == TrialState.FAIL:
         raise StoreError(
@@ -158,9 +164,16 @@ def _rebuilt(cell: CellTuning, slot: int) -> tuple[list[RunSpec], list[dict[str,
     return None if params is None else trial_runs(cell, params, slot)
 
 
-def _pruned(c: Claimed, row: dict) -> bool:
-    """Give a trial's evaluation row to its study's pruner; whether it stops the trial."""
-    reported = reports_of(c.specs[0], [row])
+def read_by_pruner(cell: CellTuning, reports: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The (step, value) reports the study's pruner reads; the others are not sent to Optuna (each
+    report is a storage write, and with ``tune.pruner=none`` none is read)."""
+    first = cell.checked_from
+    return [] if first is None else [(step, v) for step, v in reports if step >= first]
+
+
+def _pruned(cell: CellTuning, c: Claimed, row: dict) -> bool:
+    """Give a trial's evaluation row to its study's pruner where it reads it; whether it stops the trial."""
+    reported = read_by_pruner(cell, reports_of(c.specs[0], [row]))
     if not reported:
         return False
     c.trial.report(reported[0][1], reported[0][0])
@@ -173,11 +186,12 @@ def _train(cell: CellTuning, batch: list[Claimed], stored: list[list[bool]]) -> 
     for stack in dict.fromkeys(tuple(c.stack) for c in batch):
         own = {c.slot: (c.specs, c.configs) for c in batch if tuple(c.stack) == stack}
         results.update(train_stack(cell, list(stack), own, lambda slot, j: not stored[index[slot]][j],
-                                   lambda slot, row: _pruned(batch[index[slot]], row)))
-    for (slot, j), result in results.items():
-        c = batch[index[slot]]
-        if not stored[index[slot]][j]:
-            store_run(cell.store, c.specs[j], task, c.configs[j], result, tags={"study": cell.name, "trial": slot})
+                                   lambda slot, row: _pruned(cell, batch[index[slot]], row)))
+    runs = [run_frames(batch[index[slot]].specs[j], task, batch[index[slot]].configs[j], result,
+                       tags=cell.tags(slot))
+            for (slot, j), result in results.items() if not stored[index[slot]][j]]
+    if runs:
+        cell.store.write_batch(runs)  # one commit: all the batch's runs are stored, or none
     return {i: Outcome.of_results(c.specs, task.n_train, [results[(c.slot, j)] for j in range(len(c.specs))])
             for i, c in enumerate(batch) if all((c.slot, j) in results for j in range(len(c.specs)))}
 
@@ -186,12 +200,15 @@ def run_batch(cell: CellTuning, batch: list[Claimed]) -> None:
     """Train (or read back) the batch, store every run, then tell every trial."""
     told: set[int] = set()
     try:
-        stored = [[cell.store.has(rid) for rid in c.run_ids] for c in batch]
+        flat = iter(cell.store.stored([rid for c in batch for rid in c.run_ids]))
+        stored = [[next(flat) for _ in c.run_ids] for c in batch]
         fresh = _train(cell, batch, stored) if not all(all(s) for s in stored) else {}
         for i, c in enumerate(batch):
             n = cell.base.task.n_train
             _tell(cell, c, fresh.get(i) or Outcome.of_rows(c.specs, n, cell.store, c.run_ids))
             told.add(c.trial.number)
+        if cell.journal is not None:
+            cell.journal.sync()  # the batch's tells reach the disk: one fsync per batch
     except BaseException as e:  # interrupted or failed: queue the untold trials again, keep what is stored
         release_all(cell, [c for c in batch if c.trial.number not in told], e)
         raise
@@ -236,6 +253,7 @@ Lost = tuple[FrozenTrial, list[RunSpec], list[dict[str, Any]], list[int]]  # a t
 def _lost_runs(cell: CellTuning, echo: Callable[[str], object]) -> dict[tuple[int, ...], list[Lost]]:
     """The finished trials with missing run files that can be rebuilt, by recorded stack."""
     lost: dict[tuple[int, ...], list[Lost]] = {}
+    cell.store.index.refresh()
     for t in cell.study.get_trials(deepcopy=False, states=FINISHED):
         if "run_id" not in t.user_attrs:
             continue
@@ -259,11 +277,11 @@ def _retrain(cell: CellTuning, stack: list[int], trials: list[Lost], echo: Calla
              if t.state == TrialState.PRUNED and t.intermediate_values}
     results = train_stack(cell, stack, {slot_of(t): (specs, configs) for t, specs, configs, _ in trials},
                           lambda slot, j: True, lambda slot, row: slot in stops and row["step"] >= stops[slot])
+    cell.store.write_batch([run_frames(specs[k], task, configs[k], results[(slot_of(t), k)],
+                                       tags=cell.tags(slot_of(t)))
+                            for t, specs, configs, missing in trials for k in missing])
     for t, specs, configs, missing in trials:
         slot = slot_of(t)
-        for k in missing:
-            store_run(cell.store, specs[k], task, configs[k], results[(slot, k)],
-                      tags={"study": cell.name, "trial": slot})
         outcome = Outcome.of_results(specs, task.n_train, [results[(slot, j)] for j in range(len(specs))])
         outcome.reports = reports_of(specs[0], results[(slot, 0)].rows)
         _check_agrees(cell, t, outcome, echo)

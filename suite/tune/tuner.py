@@ -36,17 +36,19 @@ from suite.run.prepare import Prepared, prepare
 from suite.store.identity import cell_identity, cell_name
 from suite.store.runs import RunStore
 from suite.store.tuned import read_tuned, write_tuned
-from suite.train.device import set_threads
 from suite.train.schedule import total_steps
+from suite.train.threads import use_threads
 from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_elsewhere, next_slot, record_stacks,
                                release, slot_of)
 from suite.tune.journal import Journal
 from suite.tune.objective import diverged_penalty
-from suite.tune.space import PRUNERS, SAMPLERS, SIGNIFICANT_DIGITS, TuneSpec, suggest, tune_spec, values_of
+from suite.tune.refine import refine
+from suite.tune.space import (PRUNERS, SAMPLERS, TuneSpec, first_checked_step, suggest, tune_spec,
+                              values_of)
 from suite.tune.storage import check_url, default_journal, mask_url, open_storage
 from suite.tune.summary import best_trial, counts, progress, report, summarize
 from suite.tune.trials import CellTuning, Claimed, redo_lost_runs, release_all, run_batch, trial_runs
-from suite.tune.widening import decide
+from suite.tune.widening import decide, new_region_lrs
 from suite.types import ConfigError
 
 __all__ = ["tune_cell", "check_tuning", "cell_name_of", "load_tuned", "diverged_penalty", "report", "counts",
@@ -71,7 +73,13 @@ def cell_name_of(cell: Prepared | DictConfig | Mapping[str, Any], search=None) -
         return cell_name(cell.spec, cell.config["task_options"], cell.task.n_train, search or ())
     c = _plain(cell)
     prepared = prepare(c)
-    return cell_name_of(prepared, _searched_of(c) if search is None else search)
+    return retuned(cell_name_of(prepared, _searched_of(c) if search is None else search),
+                   int((c.get("tune") or {}).get("retune") or 0))
+
+
+def retuned(name: str, retune: int) -> str:
+    """The tuning study (and export) name of re-tuning ``retune`` of cell ``name`` (0: ``name``)."""
+    return f"{name}~r{retune}" if retune else name
 
 
 def load_tuned(results_dir, cell) -> dict | None:
@@ -198,17 +206,18 @@ def check_tuning(cfg: DictConfig | Mapping[str, Any]) -> None:
 def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> CellTuning:
     """Validate everything (run config, tune config, results dir, storage) before any trial runs."""
     base, tspec = _checked(c)
-    set_threads(c.get("threads"))
+    use_threads(c.get("threads"), base.task, base.spec)
     store = RunStore(c["results_dir"])
     if survey:
         store.survey(echo)
     store.ensure_writable()
-    name = cell_name(base.spec, base.config["task_options"], base.task.n_train, tspec.searched)
+    name = retuned(cell_name(base.spec, base.config["task_options"], base.task.n_train, tspec.searched), tspec.retune)
     url = tspec.storage or default_journal(c["results_dir"], name)
     storage = open_storage(url)
     cell = CellTuning(name, _open_study(name, url, tspec, base, storage), tspec, base, store, url,
                       journal=storage if isinstance(storage, Journal) else None, initial_range=tspec.lr_range,
-                      initial_trials=tspec.n_trials)
+                      initial_trials=tspec.n_trials,
+                      checked_from=first_checked_step(tspec, total_steps(base.spec, base.task.n_train)))
     _widened_range(cell)
     _settle_cuts(cell, echo)
     fail_abandoned(cell.study, tspec.stale_after_s, echo, cell.worker)
@@ -217,11 +226,13 @@ def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> C
 
 
 def _widened_range(cell: CellTuning) -> None:
-    """The study's search range and trial count as widened so far (recorded in the study, so every
-    worker and every rerun searches the same range)."""
+    """The study's search range and trial count as widened (and refined) so far (recorded in the
+    study, so every worker and every rerun searches the same range)."""
     attrs = cell.study.user_attrs
+    if "lr_range" in attrs or "refined" in attrs:  # widened or refined (each marked done last)
+        cell.tspec = dataclasses.replace(cell.tspec, n_trials=attrs["n_trials"])
     if "lr_range" in attrs:
-        cell.tspec = dataclasses.replace(cell.tspec, lr_range=tuple(attrs["lr_range"]), n_trials=attrs["n_trials"])
+        cell.tspec = dataclasses.replace(cell.tspec, lr_range=tuple(attrs["lr_range"]))
         cell.widenings = int(attrs.get("widenings", 0))
 
 
@@ -250,19 +261,6 @@ def _widen(cell: CellTuning) -> bool:
     cell.study.set_user_attr("lr_range", list(decision.lr_range))  # last: the range marks the widening done
     _widened_range(cell)
     return True
-
-
-def new_region_lrs(old: tuple[float, float], new: tuple[float, float], n: int) -> list[float]:
-    """``n`` learning rates log-spaced over the part of ``new`` that ``old`` did not cover (both
-    ends alternately when both were widened), rounded as sampled values are."""
-    ends = [(old[1], new[1])] if new[1] > old[1] else []
-    ends += [(old[0], new[0])] if new[0] < old[0] else []
-    out = []
-    for i in range(n):
-        start, stop = ends[i % len(ends)]
-        k, of = i // len(ends) + 1, -(-n // len(ends))
-        out.append(float(f"{start * (stop / start) ** (k / of):.{SIGNIFICANT_DIGITS}g}"))
-    return out
 
 
 def _finished(cell: CellTuning) -> int:
@@ -295,7 +293,7 @@ def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = 
                 _settle_cuts(cell, notice)
                 fail_abandoned(cell.study, tspec.stale_after_s, notice, cell.worker)
             elif _finished(cell) >= cell.tspec.n_trials:
-                if not _widen(cell):
+                if not (_widen(cell) or refine(cell)):
                     break
                 bar.total = cell.tspec.n_trials
             elif not wait:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from suite.tune.space import SIGNIFICANT_DIGITS
+
 EDGE_DECADES = 0.25  # an optimum this close (in decades) to a boundary is at the edge
 WIDEN_DECADES = 1.0
 MAX_WIDENINGS = 2  # per study: each adds half the trial count
@@ -54,6 +56,19 @@ def _all_diverged(lr_range: tuple[float, float], diverged_lrs: list[float], wide
         return Decision(lr_range, False, f"every trial diverged, down to the bottom of the range after {widenings} "
                                          f"widenings to [{lo:.3g}, {hi:.3g}]")
     return Decision((_round(lo / 10 ** WIDEN_DECADES), hi), True, None)
+
+
+def new_region_lrs(old: tuple[float, float], new: tuple[float, float], n: int) -> list[float]:
+    """``n`` learning rates log-spaced over the part of ``new`` that ``old`` did not cover (both
+    ends alternately when both were widened), rounded as sampled values are."""
+    ends = [(old[1], new[1])] if new[1] > old[1] else []
+    ends += [(old[0], new[0])] if new[0] < old[0] else []
+    out = []
+    for i in range(n):
+        start, stop = ends[i % len(ends)]
+        k, of = i // len(ends) + 1, -(-n // len(ends))
+        out.append(float(f"{start * (stop / start) ** (k / of):.{SIGNIFICANT_DIGITS}g}"))
+    return out
 
 
 def _round(x: float) -> float:

@@ -153,3 +153,16 @@ def load_text(rows: pd.DataFrame, study: Study, env: dict[str, Any]) -> str:
              f"{cores} CPU core(s)" if cores else None]
     return "measured during the study with " + ", ".join(p for p in parts if p) + \
         " (shared-machine figures; the authoritative ones come from `make bench`)"
+
+
+def _seconds(parts: dict, names: dict[str, str]) -> str:
+    return ", ".join(f"{label} {parts[key]:,.1f} s" for key, label in names.items() if parts.get(key) is not None)
+
+
+def time_split_lines(split: dict) -> list[tuple[str, str]]:
+    """Where the study's time went (``suite.study.time_split``): its parts, and its training by phase."""
+    parts = _seconds(split.get("seconds") or {}, {"tuning": "tuning", "final_runs": "final runs", "extras": "extras",
+                                                  "report": "report (earlier invocations'; this one's is recorded after it)"})
+    phases = _seconds(split.get("training_seconds") or {}, {"steps": "steps", "evaluation": "evaluation",
+                                                            "target_replay": "target replay", "storage": "storage"})
+    return [("study time split", parts), ("training time split", phases)]
