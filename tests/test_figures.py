@@ -16,7 +16,7 @@ from suite.report.data.metrics import protocol_parts
 from suite.report.figures import curves as curves_module
 from suite.report.figures import marks
 from suite.report.figures.curves import FigureOptions, curves, label
-from suite.report.figures.scaling import cell_medians, throughput_spread
+from suite.report.figures.scaling import cell_medians, throughput, throughput_spread
 from suite.report.figures.style import plt
 from suite.report.readme import scaling_cells
 
@@ -87,3 +87,15 @@ def test_each_part_is_drawn_on_its_own_protocol():
     parts = protocol_parts(frame)
     assert list(parts) == ["target", "budget"] and list(parts["budget"].index) == [1, 2]
     assert list(protocol_parts(frame.iloc[1:])) == ["budget"]
+
+
+def test_the_throughput_figure_is_the_same_each_time_and_leaves_numpy_alone(tmp_path):
+    runs = pd.DataFrame({"batch_label": ["1 (SGD)"] * 6 + ["32"] * 6, "optimizer": (["sgd"] * 3 + ["adam"] * 3) * 2,
+                         "batch_size": [1] * 6 + [32] * 6, "accumulation_steps": 1, "sampling": "random",
+                         "accumulation_reduction": "mean", "throughput": np.linspace(100.0, 900.0, 12),
+                         "stack_size": 1})
+    np.random.seed(7)
+    expected_next = np.random.get_state()[1][:4].copy()
+    written = [throughput(runs, tmp_path / f"t{k}", FigureOptions())[0] for k in range(2)]
+    assert written[0].read_bytes() == written[1].read_bytes()
+    assert (np.random.get_state()[1][:4] == expected_next).all()

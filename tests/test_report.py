@@ -93,7 +93,7 @@ def test_suite_report_renders_every_table_and_figure(study):
         for name in FIGURES:
             png, pdf = report / "figures" / task / f"{name}.png", report / "figures" / task / f"{name}.pdf"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000, (task, name)
-            assert pdf.read_bytes()[:5] == b"%PDF-"
+            assert not pdf.exists()  # figures.formats defaults to [png]
             assert f"figures/{task}/{name}.png" in readme
     assert (report / "tables" / "summary_ranks.md").is_file() and "tables/summary_ranks.tex" in readme
     for task in TASK_TABLES:  # a single-protocol study shows only its part
@@ -114,7 +114,8 @@ def test_suite_report_renders_every_table_and_figure(study):
 
 def test_report_never_writes_into_runs(study):
     assert snapshot(study["root"] / "runs") == study["before"]
-    assert sorted(p.name for p in study["root"].iterdir()) == study["top"]  # report/ existed already
+    # report/ existed already; .cache/ (the per-run summaries) is the report's, beside runs/, never under it
+    assert sorted(p.name for p in study["root"].iterdir()) == sorted([*study["top"], ".cache"])
 
 
 def _final_rows(rows: pd.DataFrame, task: str, opt: str, bs, lr: float) -> pd.DataFrame:

@@ -25,12 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from suite.report.data.baseline import with_baseline
-from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best, summarize_runs
+from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best
+from suite.report.data.summary_cache import cached_summaries
 from suite.report.data.protocol import read_environment, read_study, target_source
 from suite.report.data.reported import abandoned
 from suite.report.data.trials import trial_stats
 from suite.report.data.tuned import link, read_exports
 from suite.report.figures.curves import FigureOptions
+from suite.report.figures.render import Renderer
 from suite.report.readme import Context, per_task, readme, task_order
 from suite.report.science.section import science_section
 from suite.report.across import cross_task, tuning_noise_section
@@ -132,10 +134,12 @@ def check_options(cfg: DictConfig) -> None:
     bad = sorted({m for m in named if m not in METRICS})
     if bad:
         raise ConfigError(f"report: unknown metric(s) {', '.join(bad)}; valid: {', '.join(METRICS)}.")
-    formats = list(cfg.figures.formats or [])
-    if not formats or any(f not in FORMATS for f in formats):
-        raise ConfigError(f"figures.formats={formats} is invalid; give one or more of {', '.join(FORMATS)}, "
-                          f"e.g. figures.formats=[png,pdf].")
+    formats = cfg.figures.formats
+    listed = list(formats) if OmegaConf.is_list(formats) else []
+    if not listed or any(f not in FORMATS for f in listed) or len(set(listed)) < len(listed):
+        shown = OmegaConf.to_container(formats) if OmegaConf.is_config(formats) else formats
+        raise ConfigError(f"figures.formats={shown} is invalid; give a list of one or more of {', '.join(FORMATS)}, "
+                          f"each once, e.g. figures.formats=[png,pdf] (default [png]).")
     _fraction("statistics.confidence", cfg.statistics.confidence)
     _fraction("statistics.alpha", cfg.statistics.alpha)
     for name, value, least in (("science.resamples", cfg.science.resamples, 0),
@@ -157,16 +161,17 @@ def load_rows(root: Path) -> pd.DataFrame:
 
 
 def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[str],
-                  env: dict | None = None) -> Context:
+                  env: dict | None = None, renderer: Renderer | None = None) -> Context:
     """Everything the sections read: rows, per-run summaries, cells, trials, flags, the study.
     Runs of abandoned configurations (:mod:`suite.report.data.reported`) are left out of all of it
     but ``stored`` (``runs.csv``)."""
     targets, study, notes = targets_of(cfg), read_study(root), []
     env = read_environment(root) if env is None else env
-    rows, exports = with_baseline(root, load_rows(root), read_exports(root, notes), notes)  # a comparison's beside it
-    rows = annotate(rows)
+    as_stored, exports = with_baseline(root, load_rows(root), read_exports(root, notes), notes)  # a comparison's beside it
+    rows = annotate(as_stored)
     check_targets(targets, rows)
-    stored = summarize_runs(rows, targets)
+    stored = cached_summaries(root, as_stored, rows, targets)
+    del as_stored
     exports = link(exports, stored)
     stored["abandoned"] = abandoned(stored, exports, study)
     runs = stored[~stored["abandoned"]].reset_index(drop=True)
@@ -178,7 +183,8 @@ def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[st
     trials = attach(trials, tuned_lines(exports))
     tunings = pick_best(configs, f"final_{cfg.select}") if len(configs) else configs
     tunings = flag_cells(tunings, trials)
-    opts = FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, confidence=confidence)
+    opts = FigureOptions(formats=tuple(cfg.figures.formats), dpi=cfg.figures.dpi, confidence=confidence,
+                         renderer=renderer)
     sources = {t: target_source(t, study, list(overrides), env) for t in targets}
     return Context(root, out, cfg, targets, rows, runs, _primary(tunings), _primary(trials), opts, study=study,
                    env=env, sources=sources, configs=configs, notes=notes, alpha=alpha, stored=stored,
@@ -194,6 +200,16 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _write_contents(ctx: Context, out: Path) -> None:
+    ctx.configs.to_csv(out / "cells.csv", index=False)
+    ctx.stored.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
+    tasks = [sec for task in task_order(ctx.runs) for sec in task_sections(ctx, task)]
+    tutorials = tutorial_section(ctx)
+    text = readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross_task(ctx), science_section(ctx),
+                  [tuning_noise_section(ctx)])
+    (out / "README.md").write_text(text)
+
+
 def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,
                  notice: Callable[[str], object] = _stderr, environment: dict | None = None) -> Path:
     """Build the whole report; return the path of its README. ``notice`` gets what the report leaves
@@ -203,25 +219,22 @@ def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: C
     cfg = load_config(root, overrides)
     check_options(cfg)
     out = root / f".report.tmp-{os.getpid()}"
-    ctx = build_context(root, out, cfg, overrides, environment)
-    damaged_traces(root, ctx.notes, notice)
-    shutil.rmtree(out, ignore_errors=True)
-    try:
-        out.mkdir(parents=True)
-    except OSError as e:
-        raise StoreError(f"cannot write the report under {root} ({e.strerror}); copy the results to a directory "
-                         f"you can write to and report there.") from None
-    try:
-        ctx.configs.to_csv(out / "cells.csv", index=False)
-        ctx.stored.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
-        tasks = [sec for task in task_order(ctx.runs) for sec in task_sections(ctx, task)]
-        tutorials = tutorial_section(ctx)
-        text = readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross_task(ctx), science_section(ctx),
-                      [tuning_noise_section(ctx)])
-        (out / "README.md").write_text(text)
-    except BaseException:
+    with Renderer() as renderer:  # its workers start before any rows are read; leaving it waits for every figure
+        ctx = build_context(root, out, cfg, overrides, environment, renderer)
+        damaged_traces(root, ctx.notes, notice)
         shutil.rmtree(out, ignore_errors=True)
-        raise
+        try:
+            out.mkdir(parents=True)
+        except OSError as e:
+            raise StoreError(f"cannot write the report under {root} ({e.strerror}); copy the results to a directory "
+                             f"you can write to and report there.") from None
+        try:
+            _write_contents(ctx, out)
+            renderer.wait()
+        except BaseException:
+            renderer.close(cancel=True)  # no worker writes into the folder once it is removed
+            shutil.rmtree(out, ignore_errors=True)
+            raise
     final = root / "report"
     old = root / f".report.old-{os.getpid()}"
     if final.exists():

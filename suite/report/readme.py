@@ -199,7 +199,8 @@ def _eval(ev: dict) -> str:
     return f"{ev['points']} {ev['schedule']}-spaced points"
 
 
-def section(sec: Section, out: Path, level: int = 2) -> list[str]:
+def section(sec: Section, out: Path, formats: tuple[str, ...], level: int = 2) -> list[str]:
+    """A section's Markdown; each figure shown in its first format, linked in the others written."""
     lines = [f"{'#' * level} {sec.title}", "", *[f"{line}" for line in sec.intro], ""]
     for table, paths in sec.tables:
         links = ", ".join(f"[{ext}]({paths[ext].relative_to(out)})" for ext in ("tex", "csv"))
@@ -207,7 +208,8 @@ def section(sec: Section, out: Path, level: int = 2) -> list[str]:
                   markdown(table)]
     for path, caption in sec.figures:
         rel = path.relative_to(out)
-        lines += [f"![{caption}]({rel})", "", f"*{caption}* ([pdf]({rel.with_suffix('.pdf')}))", ""]
+        links = ", ".join(f"[{ext}]({rel.with_suffix('.' + ext)})" for ext in formats if f".{ext}" != rel.suffix)
+        lines += [f"![{caption}]({rel})", "", f"*{caption}*" + (f" ({links})" if links else ""), ""]
     lines += [f"- note: {n}" for n in sec.notes] + ([""] if sec.notes else [])
     return lines
 
@@ -231,7 +233,7 @@ def benchmarks(ctx: Context) -> list[str]:
         table = throughput_table(frame)
     except StoreError as e:
         sec.notes.append(f"the benchmark results under `bench/` are not shown: {e}")
-        return section(sec, ctx.out)
+        return section(sec, ctx.out, ctx.opts.formats)
     table = table[[c for c in table.columns if not table[c].isna().all()]]
     text = table.drop(columns="kind").apply(lambda col: col.map(_bench_cell))
     text.index = pd.Index(table["kind"], name="kind")
@@ -247,7 +249,7 @@ def benchmarks(ctx: Context) -> list[str]:
                 "(pytest-benchmark, median of rounds), log-log.")
     except StoreError as e:
         sec.notes.append(str(e))
-    return section(sec, ctx.out)
+    return section(sec, ctx.out, ctx.opts.formats)
 
 
 SCIENCE_INTRO = ("Where perfect batch scaling ends and why, how the best learning rate moves with the batch, and "
@@ -287,14 +289,14 @@ def readme(ctx: Context, tasks: list[Section], cross: list[Section], science: li
         *[f"- note: {n}" for n in ctx.notes], *([""] if ctx.notes else []),
     ]
     for sec in cross:
-        lines += section(sec, ctx.out) if sec.tables else []
+        lines += section(sec, ctx.out, ctx.opts.formats) if sec.tables else []
     for sec in tasks:
-        lines += section(sec, ctx.out)
+        lines += section(sec, ctx.out, ctx.opts.formats)
     for sec in after:
-        lines += section(sec, ctx.out) if sec.tables else []
+        lines += section(sec, ctx.out, ctx.opts.formats) if sec.tables else []
     if science:
         lines += ["## Batch-size science", "", SCIENCE_INTRO, ""]
         for sec in science:
-            lines += section(sec, ctx.out, level=3)
+            lines += section(sec, ctx.out, ctx.opts.formats, level=3)
     lines += benchmarks(ctx)
     return "\n".join(lines).rstrip() + "\n"

@@ -61,7 +61,8 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     options = configs.map(lambda c: json.dumps(c.get("task_options", {}), sort_keys=True))
     out = rows.copy()
     out["config_key"] = out["run_id"].map(key)
-    out["task_label"] = _task_labels(out["task"], out["run_id"].map(options))
+    tasks = rows.groupby("run_id", sort=False)["task"].first()
+    out["task_label"] = out["run_id"].map(_task_labels(tasks, options))  # per run: one JSON parse each
     out["is_trial"] = out["trial"].notna() if "trial" in out else False
     out["is_extra"] = out["purpose"].notna() & (out["purpose"].astype(str) != "") if "purpose" in out else False
     out["part"] = out["run_id"].map(configs.map(part_of)).where(~out["is_extra"], "")

@@ -178,7 +178,10 @@ def throughput(runs: pd.DataFrame, stem: Path, opts: FigureOptions) -> tuple[Pat
                   palette=pal, ax=ax)
     sns.barplot(**common, errorbar=None, alpha=0.55 if individual(seeds, opts) else 0.9)
     if individual(seeds, opts):
+        state = np.random.get_state()  # seaborn jitters from numpy's global generator: the same figure each time
+        np.random.seed(0)
         sns.stripplot(**common, dodge=True, size=3.5, edgecolor="black", linewidth=0.4, legend=False)
+        np.random.set_state(state)
         what = "one point per seed"
     elif spread.any():
         _whiskers(ax, data, spread, order, hue, opts)

@@ -1,5 +1,5 @@
 """Figure plumbing shared by the report's figures: the Agg backend, options, colours, legends,
-log-axis labels, saving (PNG and PDF) and closing. :mod:`suite.report.figures.curves` draws with it.
+log-axis labels, saving (PNG by default; PDF, SVG as asked) and closing. :mod:`suite.report.figures.curves` draws with it.
 
 Colours come in families, declared once per registry entry (``OptimizerSpec.family``): the SGD
 family in blues, the adaptive methods in oranges/reds, Adam's relatives in greens, the newer
@@ -10,8 +10,9 @@ colours; legends list the optimizers grouped under their family's name.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -31,8 +32,9 @@ FAMILY_TITLES = {"sgd": "SGD family", "adaptive": "adaptive", "adam_variant": "A
 
 @dataclass(frozen=True)
 class FigureOptions:
-    formats: tuple[str, ...] = ("png", "pdf")
+    formats: tuple[str, ...] = ("png",)
     dpi: int = 150
+    renderer: Any = field(default=None, compare=False)  # a figures.render.Renderer: written by worker processes
     n_boot: int = 1000
     seed: int = 0
     ema: float = 0.9  # mini-batch loss EMA: weight per training step (half-life ln 0.5 / ln 0.9 ≈ 6.6 steps)
@@ -58,17 +60,24 @@ def palette(names) -> dict[str, tuple]:
 
 
 def save(fig, stem: Path, opts: FigureOptions) -> Path:
-    """Finish the axes (log tick labels, no minor ticks), lay out once, write every format, close."""
+    """Write ``fig`` in every format of ``opts`` (by a worker process where ``opts.renderer`` has
+    them: the files exist once the renderer has waited) and close it; return the first format's path."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    if opts.renderer is None or not opts.renderer.submit(fig, stem, opts.formats, opts.dpi):
+        write_figure(fig, stem, opts.formats, opts.dpi)
+    plt.close(fig)
+    return stem.with_suffix(f".{opts.formats[0]}")
+
+
+def write_figure(fig, stem: Path, formats, dpi: int) -> None:
+    """Finish the axes (log tick labels, no minor ticks), lay out once, write every format."""
     for ax in fig.axes:
         for axis in ("x", "y"):
             log_ticks(ax, axis)
         ax.minorticks_off()  # minor log ticks cost ~40% of the drawing time and carry no labels
     fig.tight_layout()  # one layout pass; legends sit outside the axes and bbox "tight" keeps them
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    for ext in opts.formats:
-        fig.savefig(stem.with_suffix(f".{ext}"), dpi=opts.dpi, bbox_inches="tight")
-    plt.close(fig)
-    return stem.with_suffix(f".{opts.formats[0]}")
+    for ext in formats:
+        fig.savefig(stem.with_suffix(f".{ext}"), dpi=dpi, bbox_inches="tight")
 
 
 def grid(n: int, max_cols: int = 4, size=(3.3, 2.7)):

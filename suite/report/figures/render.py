@@ -1,0 +1,90 @@
+"""Figures written by worker processes while the report goes on computing.
+
+Laying a figure out and writing its files (``tight_layout`` and one ``savefig`` per format, each of
+which draws the figure twice for ``bbox_inches="tight"``) is most of a report's time. A figure
+function draws its artists as before and calls :func:`suite.report.figures.style.save`; with a
+:class:`Renderer` in its options, ``save`` pickles the figure (matplotlib figures pickle without
+their canvas), hands it to a worker process and returns the path at once; the worker unpickles it,
+finishes and writes it exactly as ``save`` would have (the same code: :func:`write_figure`).
+``suite-report`` waits for every figure before it swaps the report into place, so a failed figure
+fails the report as before. A figure that does not pickle is written in the calling process.
+
+Workers are forked (spawned where the platform has no fork) when the renderer starts, before the
+report reads any rows, so each is a small process; one per usable core, and none (every figure
+written in the calling process) on a single core.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+from suite.report.figures.style import plt, write_figure
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _render(pickled: bytes, stem: Path, formats: tuple[str, ...], dpi: int) -> None:
+    """In a worker: the figure back from its pickle, written in every format, closed."""
+    fig = pickle.loads(pickled)
+    try:
+        write_figure(fig, stem, formats, dpi)
+    finally:
+        plt.close(fig)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class Renderer:
+    """A pool of worker processes writing figures; :meth:`wait` returns once every figure is written
+    (raising the first failure). Use as a context manager: leaving it waits, or on an error cancels
+    what has not started."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = usable_cores() if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: list[tuple[Path, Future]] = []
+        if self.workers > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool.submit(_ready).result()  # start the workers now, while this process is small
+
+    def submit(self, fig, stem: Path, formats: tuple[str, ...], dpi: int) -> bool:
+        """Hand ``fig`` to a worker; False (nothing done) without workers or when it does not pickle."""
+        if self._pool is None:
+            return False
+        try:
+            pickled = pickle.dumps(fig, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # an artist that does not pickle: the caller writes the figure itself
+            return False
+        self._pending.append((stem, self._pool.submit(_render, pickled, stem, formats, dpi)))
+        return True
+
+    def wait(self) -> None:
+        """Block until every figure handed over is written; raise the first failure."""
+        pending, self._pending = self._pending, []
+        for _, future in pending:
+            future.result()
+
+    def close(self, cancel: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            self._pool = None
+
+    def __enter__(self) -> "Renderer":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                self.wait()
+        finally:
+            self.close(cancel=kind is not None)
