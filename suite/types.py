@@ -38,6 +38,11 @@ class StoreError(SuiteError):
     """The results store cannot be written or holds an unreadable file."""
 
 
+# The version of what the suite stores: raise it with any change that alters stored results (a
+# curve, a metric, a tuned lr, the rows' meaning), so a study made before it is not compared with
+# one made after (``suite.study.baseline``). Every study records it in its environment.json.
+RESULTS_VERSION = 1
+
 # The command line the user typed, set by the console script (``suite.cli``) and inherited by the
 # processes it starts (study workers, submitit jobs), so a message deep in a worker says what to
 # run again in the user's own words.

@@ -24,6 +24,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from suite.report.data.baseline import with_baseline
 from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best
 from suite.report.data.summary_cache import cached_summaries
 from suite.report.data.protocol import read_environment, read_study, target_source
@@ -166,12 +167,12 @@ def build_context(root: Path, out: Path, cfg: DictConfig, overrides: Sequence[st
     but ``stored`` (``runs.csv``)."""
     targets, study, notes = targets_of(cfg), read_study(root), []
     env = read_environment(root) if env is None else env
-    as_stored = load_rows(root)
+    as_stored, exports = with_baseline(root, load_rows(root), read_exports(root, notes), notes)  # a comparison's beside it
     rows = annotate(as_stored)
     check_targets(targets, rows)
     stored = cached_summaries(root, as_stored, rows, targets)
     del as_stored
-    exports = link(read_exports(root, notes), stored)
+    exports = link(exports, stored)
     stored["abandoned"] = abandoned(stored, exports, study)
     runs = stored[~stored["abandoned"]].reset_index(drop=True)
     rows = rows[rows["run_id"].isin(runs["run_id"])]

@@ -30,7 +30,7 @@ from suite.store.locks import HolderLock, io_error, worker_id
 from suite.study.time_split import study_split
 from suite.train.device import resolve_device
 from suite.train.rows import environment
-from suite.types import ConfigError, StoreError, command_line
+from suite.types import RESULTS_VERSION, ConfigError, StoreError, command_line
 
 # What a study's config.yaml fixes once it has run. The protocol (what a number in its tables means)
 # changes only with study.change_protocol=true; the tuner's sampler settings never do (each cell's
@@ -131,7 +131,8 @@ def write_context(cfg: DictConfig, started: str, changes: list[str] = ()) -> Non
     resolved["study"].pop("estimate", None)  # a cost estimate writes nothing
     write_atomically(root / "config.yaml", OmegaConf.to_yaml(resolved))
     env = {**environment(resolve_device(str(cfg.device))), "cpu_count": os.cpu_count(),
-           "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers}
+           "optuna_version": optuna.__version__, "pandas_version": pandas.__version__, "workers": cfg.study.workers,
+           "results_version": RESULTS_VERSION}
     with HolderLock(root / "locks" / "environment.lock"):
         earlier = _read_env(root)
         mine = {"started": started, "worker": worker_id(), "git_commit": env["git_commit"], "seconds": None,

@@ -19,6 +19,7 @@ from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
 from suite.store.locks import HolderLock, alive, worker_id
 from suite.store.runs import RunStore
+from suite.study.baseline import compared
 from suite.study.cell import Job, check_job, notice
 from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
@@ -55,7 +56,8 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
          f"{len(study.seeds)} seed(s)"
          f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}; "
          f"{len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
-         f"-> {cfg.results_dir}")
+         f"-> {cfg.results_dir}"
+         f"{f'; beside the baseline {study.baseline} (read, never retrained)' if study.get('baseline') else ''}")
     summaries = launch(jobs, cfg)
     began, phases = time.perf_counter(), timing.totals()
     extra = run_extras(cfg)
@@ -117,8 +119,10 @@ def locked_report(root: str | Path, started: str, seconds: float, split: dict | 
 
 
 def study_and_report(cfg: DictConfig, echo: Callable[[str], None] = print) -> None:
-    """``suite-study``: run the study, then write its report (suite-report's tables and figures)."""
+    """``suite-study``: run the study, then write its report (suite-report's tables and figures); with
+    ``study.baseline``, the new optimizers' cells under the baseline's protocol (:mod:`suite.study.baseline`)."""
     started, began = time.perf_counter(), now()
+    cfg = compared(cfg)
     split: list = [None]
     summaries = run_study(cfg, echo, began, split)
     trained = sum(s["trained"] for s in summaries)
