@@ -19,7 +19,8 @@ from suite.report.data.metrics import (
 )
 from suite.report.data.trials import trial_stats
 from suite.report.stats.seeds import t_interval
-from suite.types import COLUMNS, Cell, ConfigError, Target
+from suite.types import COLUMNS, ConfigError, Target
+from suite.cell import Cell
 
 TARGETS = {"regression": Target("excess_loss", relative=1e-3), "tiny_mlp": Target("val_loss", value=0.05),
            "mnist": Target("val_accuracy", value=0.9)}

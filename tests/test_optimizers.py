@@ -20,7 +20,8 @@ from suite.run.conformance import short_run, short_task_options
 from suite.run.mechanisms import closure_check, eval_mode_check, round_trip_check, snapshot_check
 from suite.tasks import TASKS, build_task
 from suite.train import train
-from suite.types import Cell, ConfigError, EvalSpec, RunSpec
+from suite.types import ConfigError, EvalSpec, RunSpec
+from suite.cell import Cell
 
 NAMES = list(OPTIMIZERS)
 

@@ -22,7 +22,8 @@ from suite.tune.refine import REFINE_DECADES, refine_lrs
 from suite.tune.space import tune_spec
 from suite.tune.storage import open_storage
 from suite.tune.summary import best_trial, resolution
-from suite.types import Cell, ConfigError
+from suite.types import ConfigError
+from suite.cell import Cell
 
 LR = {"lr": FloatDistribution(1e-4, 10.0, log=True)}
 TSPEC = tune_spec({"sampler": "tpe", "pruner": "none", "n_trials": 4, "lr_range": [1e-4, 10.0]}, "sgd")

@@ -23,7 +23,8 @@ from suite.store.identity import cell_name, run_config, run_id
 from suite.store.tuned import read_tuned, tuned_path
 from suite.tasks import TASKS, build_task, check_task_name
 from suite.train.device import DTYPES, resolve_device
-from suite.types import ConfigError, RunSpec, Task, is_full_batch
+from suite.types import ConfigError, RunSpec, Task
+from suite.cell import is_full_batch
 
 SAMPLINGS = ("shuffle", "sequential", "replacement")
 REDUCTIONS = ("mean", "sum")

@@ -15,7 +15,8 @@ import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
-from suite.types import CELL_FIELDS, LATER_FIELDS, Cell, RunSpec
+from suite.types import LATER_FIELDS, RunSpec
+from suite.cell import CELL_FIELDS, Cell
 
 
 def _without_later_defaults(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

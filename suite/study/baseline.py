@@ -37,7 +37,8 @@ from suite.run.prepare import prepare
 from suite.store.published import Published, opened
 from suite.study.parts import parts_of
 from suite.study.presets import CONF_DIR, cell_config, final_seeds
-from suite.types import RESULTS_VERSION, Cell, ConfigError
+from suite.types import RESULTS_VERSION, ConfigError
+from suite.cell import Cell
 from suite.train.device import DTYPES
 from suite.train.evaluation import evaluate
 

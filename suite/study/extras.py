@@ -26,7 +26,8 @@ from suite.study.parts import parts_of
 from suite.study.presets import cell_config
 from suite.train.stacked import to_train, train_many
 from suite.tune.tuner import load_tuned
-from suite.types import Cell, ConfigError
+from suite.types import ConfigError
+from suite.cell import Cell
 
 
 def _train_purpose(cfg: DictConfig, configs: list[DictConfig], purpose: str) -> int:

@@ -28,7 +28,8 @@ from suite.study.launchers import LAUNCHERS
 from suite.study.parts import (PROTOCOLS, check_budgets, check_parts, check_retunes, part_budget, parts_of,
                                retune_seeds)
 from suite.tasks import TASKS, build_task
-from suite.types import Cell, ConfigError
+from suite.types import ConfigError
+from suite.cell import Cell
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 

@@ -29,7 +29,7 @@ from suite.study.presets import cell_config, expand, final_seeds, validate
 from suite.study.time_split import invocation_split, with_report
 from suite.train import timing
 from suite.tune.summary import FALLBACK, UNREACHED
-from suite.types import Cell
+from suite.cell import Cell
 
 
 def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str | None = None,

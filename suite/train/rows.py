@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 
 from suite.store.identity import run_id
-from suite.types import HPARAM_COLUMNS, Cell, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
+from suite.types import HPARAM_COLUMNS, ROW_SCHEMA, TRACE_SCHEMA, RunResult, RunSpec, Task
+from suite.cell import Cell
 
 SUITE_VERSION = "0.1.0"
 REPO = Path(__file__).resolve().parents[2]

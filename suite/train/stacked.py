@@ -32,7 +32,8 @@ from suite.train.schedule import lr_factor, total_steps
 from suite.train.single import accumulate, train
 from suite.train.stack_models import stack_models, stacked_loss, unstack
 from suite.train.stack_optim import Stack
-from suite.types import PER_CONFIG, ConfigError, RunResult, RunSpec, Split, Task
+from suite.types import ConfigError, RunResult, RunSpec, Split, Task
+from suite.cell import PER_CONFIG
 
 # How far a run's stored losses move (relative) when it trains in a stack of another composition
 # (alone included) or with another torch thread count; the same stack and threads give the same

@@ -31,7 +31,8 @@ from suite.report.data import to_target
 from suite.report.data.protocol import part_of
 from suite.report.stats.censored import median_interval
 from suite.report.stats.seeds import t_interval
-from suite.types import CELL_AXES, METRICS, Cell, Target, collapsed
+from suite.types import METRICS, Target, collapsed
+from suite.cell import CELL_AXES, Cell
 
 # One matrix cell: a Cell's axes, task_label for its task (it separates runs of one task with different
 # task options), part its protocol (a target cell and a budget cell of one batch are two), micro_batch kept.

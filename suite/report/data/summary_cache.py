@@ -23,7 +23,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from suite import types
+from suite import cell, types
 from suite.report.data import metrics, to_target
 from suite.report.data.metrics import summarize_runs
 from suite.types import Target
@@ -34,8 +34,8 @@ CROSS_RUN = "task_label"  # depends on the task's other runs: always from the cu
 
 
 def _code_digest() -> bytes:
-    """The source of the modules a summary is computed by (and of the row contract they read)."""
-    sources = [Path(module.__file__).read_bytes() for module in (metrics, to_target, types)]
+    """The source of the modules a summary is computed by (and of the row contract and the cell they read)."""
+    sources = [Path(module.__file__).read_bytes() for module in (metrics, to_target, types, cell)]
     return hashlib.blake2b(b"\0".join(sources), digest_size=16).digest()
 
 
