@@ -33,12 +33,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from suite.cell import Cell
 from suite.run.prepare import prepare
 from suite.store.published import Published, opened
+from suite.study.context import ABSENT, setting
 from suite.study.parts import parts_of
 from suite.study.presets import CONF_DIR, cell_config, final_seeds
 from suite.types import RESULTS_VERSION, ConfigError
-from suite.cell import Cell
 from suite.train.device import DTYPES
 from suite.train.evaluation import evaluate
 
@@ -64,12 +65,9 @@ def typed_keys() -> list[str] | None:
 
 
 def _at(config: dict, dotted: str) -> Any:
-    node = config
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
+    """The setting at ``dotted`` (None where the config lacks it)."""
+    value = setting(config, dotted)
+    return None if value is ABSENT else value
 
 
 def _put(config: dict, dotted: str, value: Any) -> None:

@@ -59,7 +59,7 @@ def _read_env(root: Path) -> dict:
         return {}  # a damaged file is rewritten whole
 
 
-_ABSENT = object()  # a setting the config does not have
+ABSENT = object()  # a setting the config does not have
 
 
 def _leaves(node, prefix: str) -> dict[str, object]:
@@ -69,11 +69,12 @@ def _leaves(node, prefix: str) -> dict[str, object]:
     return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}.{key}").items()}
 
 
-def _setting(config: dict, dotted: str):
+def setting(config: dict, dotted: str):
+    """The value at a dotted key of a plain config, or :data:`ABSENT` where it has none."""
     node = config
     for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node:
-            return _ABSENT
+            return ABSENT
         node = node[key]
     return node
 
@@ -83,10 +84,10 @@ def _changed(recorded: dict, given: dict, keys: tuple[str, ...]) -> list[str]:
     it was written by a version without them)."""
     out = []
     for key in keys:
-        old, new = _setting(recorded, key), _setting(given, key)
-        if old is _ABSENT:
+        old, new = setting(recorded, key), setting(given, key)
+        if old is ABSENT:
             continue
-        before, after = _leaves(old, key), _leaves(None if new is _ABSENT else new, key)
+        before, after = _leaves(old, key), _leaves(None if new is ABSENT else new, key)
         out += [f"{k}: {before.get(k)} -> {after.get(k)}" for k in sorted(set(before) | set(after))
                 if before.get(k) != after.get(k)]
     return out
