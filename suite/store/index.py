@@ -119,3 +119,16 @@ class RunIndex:
             if name is not None:
                 out.setdefault(name, set()).add(rid)
         return out
+
+
+_SHARED: dict[tuple[str, str], RunIndex] = {}
+
+
+def index_of(runs: Path, traces: Path) -> RunIndex:
+    """The one index of ``runs`` in this process: every store of a results directory shares it, so a
+    file is read once per process, not once per store (a study opens a store per cell and per job).
+    Sharing is safe because each entry is checked against its file's version before it is trusted."""
+    key = os.path.abspath(runs), os.path.abspath(traces)
+    if key not in _SHARED:
+        _SHARED[key] = RunIndex(runs, traces)
+    return _SHARED[key]

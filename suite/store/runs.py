@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from suite.store.compact import COMPACT_AT, compact, settle_superseded, superseded
 from suite.store.files import (TRACE_PARQUET, clean_stale_temporaries, damaged_error, read_trace, run_file_problem,
                                with_later_columns, write_atomic)
-from suite.store.index import RunIndex
+from suite.store.index import index_of
 from suite.store.locks import HolderLock, worker_id
 from suite.types import StoreError, command
 
@@ -69,7 +69,7 @@ class RunStore:
         self.root = Path(results_dir)
         self.runs = self.root / "runs"
         self.traces = self.root / "traces"  # each run's mini-batch loss trace, beside its rows
-        self.index = RunIndex(self.runs, self.traces)
+        self.index = index_of(self.runs, self.traces)  # shared by every store of this directory
         self.compact_at = compact_at  # batch files that trigger a merge into one part (suite.store.compact)
 
     def ensure_writable(self) -> None:
