@@ -67,13 +67,15 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     return summaries
 
 
-def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0) -> Job:
+def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0, composed: dict | None = None) -> Job:
     """A cell's job in one protocol ``part`` (None: the study's only one) and tuning (``retune``; 0:
     the primary): its run config, its final seeds, and what it is tuned as (an accumulation cell as
-    the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's)."""
-    config = OmegaConf.to_yaml(cell_config(cfg, cell, part))  # composing a cell's config is costly: once where it can
+    the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's).
+    ``composed``: Hydra's groups composed so far in this listing (:func:`cell_config`)."""
+    composed = {} if composed is None else composed
+    config = OmegaConf.to_yaml(cell_config(cfg, cell, part, composed=composed))
     itself = cell.emulated == cell and not retune  # tuned as itself, under the run config's own settings
-    tuning = (config if itself else OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune))) \
+    tuning = (config if itself else OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune, composed))) \
         if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
     label = f"{cell.task}/{cell.optimizer}/{cell.label}" + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") \
@@ -83,7 +85,8 @@ def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0
 
 def jobs_of(cfg: DictConfig, cells: list[Cell]) -> list[Job]:
     """Every job of the study: each part's cells, each with its primary tuning, then its re-tunings."""
-    return [job_of(cfg, cell, part, r) for part in parts_of(cfg.study) for r in range(1 + max_retunes(cfg.study))
+    composed: dict = {}
+    return [job_of(cfg, cell, part, r, composed) for part in parts_of(cfg.study) for r in range(1 + max_retunes(cfg.study))
             for cell in cells if r <= retunes_of(cfg.study, cell.task) and part in parts_of(cfg.study, cell.task)]
 
 
