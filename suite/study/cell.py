@@ -156,6 +156,13 @@ def run_cell(job: Job, wait: bool = True, echo: Callable[[str], Any] = notice) -
             "tuning_seconds": tuned - started, "final_seconds": end - tuned, "phases": timing.delta(phases)}
 
 
+def _bisection_left(export: dict[str, Any], tune: DictConfig) -> bool:
+    """Whether the cell may still run bisection rounds (an unresolved optimum with trials of
+    ``tune.resolve`` left, e.g. a study continued with a larger ``study.resolve``)."""
+    resolved = (export.get("resolution") or {}).get("resolved", False)
+    return not resolved and export.get("n_resolving", 0) < int(tune.get("resolve") or 0)
+
+
 def finished_summary(job: Job) -> dict[str, Any] | None:
     """What ``run_cell`` would return for a finished cell (its tuning exported after all its trials,
     every final run stored), without running anything or writing; None if the cell has work left."""
@@ -163,7 +170,7 @@ def finished_summary(job: Job) -> dict[str, Any] | None:
     if job.tuning is not None:
         tuning = OmegaConf.create(job.tuning)
         best = load_tuned(tuning.results_dir, tuning)
-        if best is None or best.get("n_finished", 0) < tuning.tune.n_trials:
+        if best is None or best.get("n_finished", 0) < tuning.tune.n_trials or _bisection_left(best, tuning.tune):
             return None
     lr, hparams, source = _choice(job, best)
     cfg = OmegaConf.create(job.config)

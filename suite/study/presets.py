@@ -142,9 +142,10 @@ def validate(study: DictConfig) -> dict[str, int]:
     for key in ("workers", "n_trials", "tune_batch"):
         if not isinstance(study[key], int) or study[key] < 1:
             raise ConfigError(f"study.{key}={study[key]!r} must be an integer >= 1.")
-    refine = study.get("refine", 0)
-    if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
-        raise ConfigError(f"study.refine={refine!r} must be an integer >= 0 (trials around the best lr; 0: none).")
+    for key, what in (("refine", "trials around the best lr"), ("resolve", "bisection trials until resolved")):
+        value = study.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"study.{key}={value!r} must be an integer >= 0 ({what}; 0: none).")
     if study.launcher not in LAUNCHERS:
         raise ConfigError(f"study.launcher={study.launcher!r} is invalid; valid: {', '.join(LAUNCHERS)}.")
     missing = [t for t in study.tasks if t not in study.budgets]
@@ -248,5 +249,6 @@ def cell_config(cfg: DictConfig, cell: Cell, part: str | None = None, retune: in
     )
     base["tune"] = {**base.get("tune", {}), "n_trials": axis(study, cell.task, "n_trials"), "batch": study.tune_batch,
                     "widen": bool(study.get("widen", False)), "seeds": tune_seeds, "refine": int(study.get("refine", 0)),
+                    "resolve": int(study.get("resolve", 0)),
                     **({"retune": retune, "seed": int(base.get("tune", {}).get("seed", 0)) + retune} if retune else {})}
     return OmegaConf.create(base)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 from suite.types import ConfigError
 
 TUNE_KEYS = ("n_trials", "batch", "sampler", "seed", "seeds", "pruner", "prune_after", "lr_range", "widen", "refine",
-             "retune", "search", "ranges", "storage", "stale_after_s", "tpe", "qmc", "median", "hyperband")
+             "resolve", "retune", "search", "ranges", "storage", "stale_after_s", "tpe", "qmc", "median", "hyperband")
 
 
 def _int_at_least(low: int):

@@ -68,6 +68,7 @@ class TuneSpec:
     widen: bool = False  # widen the lr range where the optimum sits at its edge (suite.tune.widening)
     seeds: tuple[int, ...] | None = None  # each trial trains once per seed and scores their mean (None: the run's seed)
     refine: int = 0  # trials spread within a quarter decade of the best lr before choosing (suite.tune.refine)
+    resolve: int = 0  # at most this many more trials, in bisection rounds, until the optimum is resolved
     retune: int = 0  # which re-tuning of its cell this study is (0: the primary; its name gets ~r<retune>)
 
     @property
@@ -172,6 +173,7 @@ def tune_spec(tune: Mapping[str, Any], optimizer: str) -> TuneSpec:
         lr_range=(float(lr_range[0]), float(lr_range[1])), ranges=ranges, storage=storage,
         stale_after_s=None if stale is None else float(stale), options=options, widen=widen and sampler != "grid",
         seeds=None if seeds is None else tuple(seeds), refine=_count("refine", t.get("refine", 0), 0),
+        resolve=_count("resolve", t.get("resolve", 0), 0),
         retune=_count("retune", t.get("retune", 0), 0),
     )
 

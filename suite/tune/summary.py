@@ -107,6 +107,7 @@ def summarize(cell: CellTuning) -> dict[str, Any]:
         "lr_range_initial": list(cell.initial_range or cell.tspec.lr_range), "widenings": cell.widenings,
         "edge": cell.edge, "lr_source": source, "retune": cell.tspec.retune,
         "resolution": resolution(trials, cell.tspec), "n_refined": sum(bool(t.user_attrs.get("refines")) for t in trials),
+        "n_resolving": sum(bool(t.user_attrs.get("resolves")) for t in trials),
         **({"target_reached": source != UNREACHED} if cell.base.spec.target is not None and best else {}),
         "ranges": {k: list(v) for k, v in cell.tspec.ranges.items()}, "storage": mask_url(cell.url),
         "cell_config": cell_identity(cell.base.spec, cell.base.config["task_options"], cell.tspec.searched),

@@ -42,7 +42,7 @@ from suite.tune.claims import (StackBlindPruner, claim, fail_abandoned, held_els
                                release, slot_of)
 from suite.tune.journal import Journal
 from suite.tune.objective import diverged_penalty
-from suite.tune.refine import refine
+from suite.tune.refine import queue_rounds, refine, resolve, resolving_trials
 from suite.tune.space import (PRUNERS, SAMPLERS, TuneSpec, first_checked_step, suggest, tune_spec,
                               values_of)
 from suite.tune.storage import check_url, default_journal, mask_url, open_storage
@@ -219,6 +219,7 @@ def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> C
                       initial_trials=tspec.n_trials,
                       checked_from=first_checked_step(tspec, total_steps(base.spec, base.task.n_train)))
     _widened_range(cell)
+    queue_rounds(cell)  # the rest of a bisection round a kill interrupted
     _settle_cuts(cell, echo)
     fail_abandoned(cell.study, tspec.stale_after_s, echo, cell.worker)
     redo_lost_runs(cell, echo)
@@ -226,14 +227,15 @@ def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> C
 
 
 def _widened_range(cell: CellTuning) -> None:
-    """The study's search range and trial count as widened (and refined) so far (recorded in the
-    study, so every worker and every rerun searches the same range)."""
+    """The study's search range and trial count as widened, refined and bisected so far (recorded in
+    the study, so every worker and every rerun searches the same range)."""
     attrs = cell.study.user_attrs
     if "lr_range" in attrs or "refined" in attrs:  # widened or refined (each marked done last)
         cell.tspec = dataclasses.replace(cell.tspec, n_trials=attrs["n_trials"])
     if "lr_range" in attrs:
         cell.tspec = dataclasses.replace(cell.tspec, lr_range=tuple(attrs["lr_range"]))
         cell.widenings = int(attrs.get("widenings", 0))
+    cell.tspec = dataclasses.replace(cell.tspec, n_trials=max(cell.tspec.n_trials, resolving_trials(attrs)))
 
 
 def _widen(cell: CellTuning) -> bool:
@@ -293,7 +295,7 @@ def tune_cell(cfg: DictConfig | Mapping[str, Any], echo: Callable[[str], Any] = 
                 _settle_cuts(cell, notice)
                 fail_abandoned(cell.study, tspec.stale_after_s, notice, cell.worker)
             elif _finished(cell) >= cell.tspec.n_trials:
-                if not (_widen(cell) or refine(cell)):
+                if not (_widen(cell) or refine(cell) or resolve(cell)):
                     break
                 bar.total = cell.tspec.n_trials
             elif not wait:
