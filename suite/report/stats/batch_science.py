@@ -55,9 +55,13 @@ def best_of_k(values: Sequence[float], maximize: bool = False) -> list[tuple[flo
     n, m = len(values), len(finished)
     out = []
     for k in range(1, n + 1):
-        miss = [math.comb(n - i, k) / math.comb(n, k) for i in range(1, m + 1)]
-        median = next((finished[i] for i, q in enumerate(miss) if 1 - q >= 0.5), math.nan)
-        out.append((median, 1 - math.comb(n - m, k) / math.comb(n, k)))
+        total, miss, median = math.comb(n, k), math.comb(n, k), math.nan
+        for i in range(m):  # miss becomes C(n - i - 1, k), exactly: C(a - 1, k) = C(a, k)(a - k)/a
+            miss = miss * (n - i - k) // (n - i) if n - i > k else 0
+            if 2 * miss <= total:  # P(best <= finished[i]) >= 1/2
+                median = finished[i]
+                break
+        out.append((median, 1 - math.comb(n - m, k) / total))
     return out
 
 
