@@ -61,7 +61,10 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     key = configs.map(lambda c: json.dumps({k: v for k, v in c.items() if k != "seed"}, sort_keys=True))
     options = configs.map(lambda c: json.dumps(c.get("task_options", {}), sort_keys=True))
     out = rows.copy()
-    out["config_key"] = out["run_id"].map(key)
+    # Dictionary-encoded: a run's JSON repeats on each of its rows, and every filter of the frame would
+    # copy those strings (on a standard study, most of a report's time in pandas went to it).
+    out["config"] = out["config"].astype("category")
+    out["config_key"] = out["run_id"].map(key).astype("category")
     tasks = rows.groupby("run_id", sort=False)["task"].first()
     out["task_label"] = out["run_id"].map(_task_labels(tasks, options))  # per run: one JSON parse each
     out["is_trial"] = out["trial"].notna() if "trial" in out else False
