@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import optuna
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from suite.cli import CONF_DIR
 from suite.study.runner import study_and_report
@@ -98,3 +101,16 @@ def test_a_study_continued_with_bisection_rounds_runs_them_on_its_finished_cells
     after = export()
     assert 0 < after["n_resolving"] <= 3 and after["n_finished"] == 4 + after["n_resolving"]
     assert after["resolution"]["resolved"] or after["n_resolving"] == 3
+
+
+def test_refinement_runs_once_when_the_best_trial_is_trial_zero(tmp_path):
+    # The study marks its refinement with the number of the trial it refined around: 0 is a mark too
+    # (read as "not refined" it queued the refinement again and again, without end).
+    cfg = tcfg(tmp_path, "tune.n_trials=1", "tune.refine=2")
+    code = ("import sys; from omegaconf import OmegaConf; from suite.tune.tuner import tune_cell; "
+            "e = tune_cell(OmegaConf.load(sys.argv[1]), echo=lambda *_: None); print(e['n_trials'], e['n_refined'])")
+    (tmp_path / "cfg.yaml").write_text(OmegaConf.to_yaml(cfg))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cfg.yaml")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["3", "2"]

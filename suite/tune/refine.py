@@ -49,7 +49,7 @@ def refine(cell: CellTuning) -> bool:
     """Queue the refinement trials around the best trial (True), unless the study refined already,
     asks for none, or has no usable trial (False)."""
     tspec, attrs = cell.tspec, cell.study.user_attrs
-    if not tspec.refine or tspec.sampler == "grid" or attrs.get("refined"):
+    if not tspec.refine or tspec.sampler == "grid" or "refined" in attrs:  # its value, a trial number, may be 0
         return False
     trials = cell.study.get_trials(deepcopy=False)
     best = best_trial(trials)
