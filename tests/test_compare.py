@@ -22,7 +22,8 @@ from suite.cli import CONF_DIR
 from suite.store.published import publish
 from suite.store.runs import RunStore
 from suite.study.baseline import compared
-from suite.study.runner import run_study
+from suite.study.parts import RETUNE_SEED_STRIDE
+from suite.study.runner import study_and_report
 from suite.types import ConfigError
 
 SUITE_STUDY = str(Path(sys.executable).with_name("suite-study"))
@@ -31,6 +32,8 @@ BASELINE = [
     "study.seeds=[0,1]", "study.tune_seeds=[1000]", "study.n_trials=2", "study.tune_batch=2", "study.widen=false",
     "study.eval_points=4", "study.budgets.regression.max_steps=30", "study.budgets.tiny_mlp.max_steps=30",
     "+study.task_options.regression.n=64", "+study.task_options.tiny_mlp={n: 64, n_val: 64}", "progress=false",
+    "study.retunes={regression: 1}",  # re-tuned like the published study: its final runs carry their retune
+    "study.targets.regression.relative=0.5",  # reached within the 30 steps: counts to compare, not only censored cells
 ]
 USER = EXAMPLES / "conf"
 
@@ -41,7 +44,7 @@ def baseline(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("published")
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="study_app", overrides=[f"results_dir={root / 'base'}", *BASELINE])
-    run_study(cfg, echo=lambda *_: None)
+    study_and_report(cfg, echo=lambda *_: None)  # its own report: what a comparison's must agree with
     archive = publish(root / "base", root / "base.tar.gz")
     return root / "base", archive
 
@@ -80,10 +83,11 @@ def test_only_the_new_optimizer_is_trained_under_the_baselines_protocol(baseline
     runs = RunStore(compared_dirs / "all").load()
     assert set(runs["optimizer"]) == {"myopt"}
     finals = runs[runs["trial"].isna()].drop_duplicates("run_id")
-    assert len(finals) == 2 * 2 * 2  # 2 tasks x 2 batch sizes x 2 seeds: the baseline's cells, for myopt only
+    assert len(finals) == (2 + 1) * 2 * 2  # (2 tasks + regression's re-tuning) x 2 batch sizes x 2 seeds: myopt only
     assert set(finals["seed"]) == {0, 1}
     trials = runs[runs["trial"].notna()].drop_duplicates("run_id")
-    assert set(trials["seed"]) == {1000} and len(trials) == 2 * 2 * 2  # 2 trials per cell at the tuning seed
+    assert set(trials["seed"]) - {1000} == {1000 + RETUNE_SEED_STRIDE}  # the re-tuning's own tuning seed
+    assert len(trials) == 2 * 2 * (2 + 1)  # 2 trials per cell and tuning, at its tuning seed
     mine = yaml.safe_load((compared_dirs / "all" / "config.yaml").read_text())
     theirs = yaml.safe_load((baseline[0] / "config.yaml").read_text())
     assert mine["study"]["baseline"] == str(baseline[0].resolve())
@@ -102,6 +106,17 @@ def test_the_report_shows_the_new_optimizer_beside_the_baseline(compared_dirs):
     runs = pd.read_csv(report / "runs.csv")
     assert runs.loc[runs["optimizer"] != "myopt", "time_s"].isna().all()  # measured elsewhere: not shown
     assert runs.loc[runs["optimizer"] == "myopt", "time_s"].notna().all()
+
+
+def test_the_baseline_cells_read_as_in_the_baseline_s_own_report(baseline, compared_dirs):
+    # Their seconds are not shown beside the new optimizer's; their steps to target must not change.
+    key, shown = ["task_label", "part", "optimizer", "batch_size", "retune"], ["steps_to_target", "to_target_censored"]
+    own = pd.read_csv(baseline[0] / "report" / "cells.csv")[key + shown]
+    compared = pd.read_csv(compared_dirs / "all" / "report" / "cells.csv")
+    merged = own.merge(compared[compared["optimizer"] != "myopt"][key + shown], on=key, suffixes=("", "_compared"))
+    assert len(merged) == len(own) > 0 and not own["to_target_censored"].all()
+    for column in shown:
+        pd.testing.assert_series_equal(merged[column], merged[f"{column}_compared"], check_names=False)
 
 
 def test_an_archive_baseline_restricted_to_some_tasks(compared_dirs):

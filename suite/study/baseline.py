@@ -165,6 +165,7 @@ def _check_start(config: DictConfig, published: Published, where: str) -> None:
     rows = published.rows()
     starts = rows[(rows["step"] == 0) & rows["trial"].isna() & (rows["accumulation_steps"] == 1)]
     starts = starts[starts["purpose"].isna()] if "purpose" in starts else starts  # not the extra runs
+    starts = starts[starts["retune"].fillna(0) == 0] if "retune" in starts else starts  # the primary tuning's
     for task in config.study.tasks:
         seed = int(final_seeds(config.study, task)[0])
         theirs = starts[(starts["task"] == task) & (starts["seed"] == seed)]

@@ -140,10 +140,11 @@ def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*TUNED_CELL, "config_key"
         for col in columns:
             if col in TO_TARGET.values():  # without a target, nothing to count (NaN)
                 counts = g[col].fillna(math.inf) if line.get("has_target", True) else g[col]
-                median, lo, hi, line["to_target_coverage"] = median_interval(counts, confidence)
+                median, lo, hi, coverage = median_interval(counts, confidence)
                 censored = not math.isfinite(median)
                 line[col], line[f"{col}_lo"], line[f"{col}_hi"] = math.nan if censored else median, lo, hi
-                line["to_target_censored"] = bool(line["has_target"]) and censored
+                if col == TO_TARGET["step"]:  # steps decide; seconds may be unmeasured (a baseline's clock)
+                    line["to_target_coverage"], line["to_target_censored"] = coverage, bool(line["has_target"]) and censored
                 continue
             mean, lo, hi = t_interval(g[col], confidence)
             low, high = metric_range(col)
