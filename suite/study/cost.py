@@ -2,9 +2,9 @@
 
 The cost model counts every run the preset asks for, per protocol part, task and batch size:
 tuning trials (``n_trials`` + ``refine`` + ``resolve``, the most bisection trials; each at every
-tuning seed, trained in stacks of ``tune_batch`` × seeds where stacking pays, else one after another) and final runs (every final
-seed, stacked where it pays), each with its steps (the target part's step cap; the budget part's
-epochs × steps per epoch) and its evaluations. It then times, on this machine and under its present
+tuning seed, trained in stacks of ``tune_batch`` × seeds where stacking pays, else one after
+another) and final runs (every final seed, stacked where it pays), each with its steps (the
+target part's step cap; the budget part's epochs × steps per epoch) and its evaluations. It then times, on this machine and under its present
 load, a short run of each (task, batch size, stack) it needs: the seconds per step and per
 evaluation and the seconds to store a run. The prediction is Σ runs × (steps × per-step + evaluations × per-evaluation + storing),
 divided by ``study.workers`` (cells run in parallel, one thread each).
@@ -89,7 +89,7 @@ def plan(cfg: DictConfig, jobs: list[Job], sizes: dict[str, int], tasks: dict) -
         tuned.add(job.tuning)
         tuning = OmegaConf.create(job.tuning)
         seeds = len(tuning.tune.seeds or [0])
-        trials = int(tuning.tune.n_trials) + int(tuning.tune.get("refine") or 0) + int(tuning.tune.get("resolve") or 0)
+        trials = int(tuning.tune.n_trials) + sum(int(tuning.tune.get(k) or 0) for k in ("refine", "resolve"))
         stack = _stack(tasks[task], tuning, int(tuning.tune.batch) * seeds, known)
         steps, evals = _steps_and_evals(tuning, sizes[task])
         work[Work(part, task, batch, "tuning", stack, steps, evals)] += trials * seeds

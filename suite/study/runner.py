@@ -67,7 +67,8 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     return summaries
 
 
-def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0, composed: dict | None = None) -> Job:
+def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0,
+           composed: dict | None = None) -> Job:
     """A cell's job in one protocol ``part`` (None: the study's only one) and tuning (``retune``; 0:
     the primary): its run config, its final seeds, and what it is tuned as (an accumulation cell as
     the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's).
@@ -86,8 +87,9 @@ def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0
 def jobs_of(cfg: DictConfig, cells: list[Cell]) -> list[Job]:
     """Every job of the study: each part's cells, each with its primary tuning, then its re-tunings."""
     composed: dict = {}
-    return [job_of(cfg, cell, part, r, composed) for part in parts_of(cfg.study) for r in range(1 + max_retunes(cfg.study))
-            for cell in cells if r <= retunes_of(cfg.study, cell.task) and part in parts_of(cfg.study, cell.task)]
+    return [job_of(cfg, cell, part, r, composed)
+            for part in parts_of(cfg.study) for r in range(1 + max_retunes(cfg.study)) for cell in cells
+            if r <= retunes_of(cfg.study, cell.task) and part in parts_of(cfg.study, cell.task)]
 
 
 def max_retunes(study: DictConfig) -> int:

@@ -22,7 +22,7 @@ import dataclasses
 import math
 
 from suite.tune.claims import FINISHED, slot_of
-from suite.tune.space import SIGNIFICANT_DIGITS, TuneSpec, values_of
+from suite.tune.space import TuneSpec, canonical, values_of
 from suite.tune.summary import best_trial, resolution
 from suite.tune.trials import CellTuning
 
@@ -39,7 +39,7 @@ def refine_lrs(best_lr: float, lr_range: tuple[float, float], n: int) -> list[fl
     lo, hi = lr_range
     out = []
     for offset in offsets:
-        value = float(f"{min(max(best_lr * 10 ** offset, lo), hi):.{SIGNIFICANT_DIGITS}g}")
+        value = canonical(best_lr * 10 ** offset, lo, hi)
         if value != best_lr and value not in out:
             out.append(value)
     return out
@@ -79,7 +79,7 @@ def bisection_lrs(best_lr: float, tried: list[float], lr_range: tuple[float, flo
     for near in (below, above):
         if near is None:
             continue
-        value = float(f"{min(max(math.sqrt(near * best_lr), lo), hi):.{SIGNIFICANT_DIGITS}g}")
+        value = canonical(math.sqrt(near * best_lr), lo, hi)
         if value not in (best_lr, near) and value not in tried and value not in out:
             out.append(value)
     return out
@@ -102,7 +102,8 @@ def queue_rounds(cell: CellTuning) -> None:
             if slot not in taken:
                 cell.study.enqueue_trial({**r["params"], "lr": value}, user_attrs={"slot": slot, "resolves": True},
                                          skip_if_exists=False)
-    cell.tspec = dataclasses.replace(cell.tspec, n_trials=max(cell.tspec.n_trials, resolving_trials(cell.study.user_attrs)))
+    reached = resolving_trials(cell.study.user_attrs)
+    cell.tspec = dataclasses.replace(cell.tspec, n_trials=max(cell.tspec.n_trials, reached))
 
 
 def resolve(cell: CellTuning) -> bool:

@@ -144,7 +144,8 @@ def aggregate(runs: pd.DataFrame, by: Iterable[str] = (*TUNED_CELL, "config_key"
                 censored = not math.isfinite(median)
                 line[col], line[f"{col}_lo"], line[f"{col}_hi"] = math.nan if censored else median, lo, hi
                 if col == TO_TARGET["step"]:  # steps decide; seconds may be unmeasured (a baseline's clock)
-                    line["to_target_coverage"], line["to_target_censored"] = coverage, bool(line["has_target"]) and censored
+                    line["to_target_coverage"] = coverage
+                    line["to_target_censored"] = bool(line["has_target"]) and censored
                 continue
             mean, lo, hi = t_interval(g[col], confidence)
             low, high = metric_range(col)
