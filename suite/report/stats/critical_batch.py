@@ -27,12 +27,12 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import optimize
 
 from suite.report.stats.bounds import Seeds, censored_median
 
 Curve = Mapping[float, Sequence[Seeds]]  # batch size -> its tunings' seeds (index 0: the primary tuning)
 GRID_DECADES = 3  # B_crit is searched over [B_min / 10³, B_max · 10³]; beyond that it is unidentified
+GOLDEN_STEPS = 40  # the grid's bracket (two steps, ~0.06 in log B_crit) shrunk 0.618^40: ~10⁻⁹
 
 
 def scaling_curve(b, s_min: float, b_crit: float):
@@ -50,32 +50,67 @@ def _best_log_s_min(v: np.ndarray, exact: np.ndarray) -> np.ndarray:
     return ((total + active) / (n + np.arange(active.shape[1]))).max(axis=1)
 
 
-def _profile(log_b_crit, log_b: np.ndarray, log_s: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, log S_min) at each log B_crit: squared residuals in log S, bounds one-sided."""
-    v = log_s[None, :] - np.log1p(np.exp(np.atleast_1d(log_b_crit)[:, None] - log_b[None, :]))
-    a = _best_log_s_min(v, exact)
-    resid = v - a[:, None]
-    resid = np.where(exact[None, :], resid, np.clip(resid, 0, None))
-    return (resid ** 2).sum(axis=1), a
+def _profile(log_b_crit: np.ndarray, log_b: np.ndarray, log_s: np.ndarray, exact: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, log S_min) of each curve (rows of ``log_s``) at each of its log B_crit (the same row of
+    ``log_b_crit``, any number of columns): squared residuals in log S, bounds one-sided."""
+    v = log_s[:, None, :] - np.log1p(np.exp(log_b_crit[:, :, None] - log_b[None, None, :]))
+    a = _best_log_s_min(v.reshape(-1, v.shape[2]), exact).reshape(v.shape[:2])
+    resid = v - a[:, :, None]
+    resid = np.where(exact, resid, np.clip(resid, 0, None))
+    return (resid ** 2).sum(axis=2), a
+
+
+def _golden(loss, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The minimizer of each row's ``loss`` (vectorized over rows) on [lo, hi], by golden-section search
+    to well below 10⁻⁶ (the bracket shrinks 0.618× a step)."""
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fc, fd = loss(c), loss(d)
+    for _ in range(GOLDEN_STEPS):
+        left = fc < fd  # the minimum lies in [lo, d]: d becomes the upper end and c the new d
+        lo, hi = np.where(left, lo, c), np.where(left, d, hi)
+        c, d = np.where(left, hi - ratio * (hi - lo), d), np.where(left, c, lo + ratio * (hi - lo))
+        fresh = loss(np.where(left, c, d))  # the one new point of each row
+        fc, fd = np.where(left, fresh, fd), np.where(left, fc, fresh)
+    return (lo + hi) / 2
+
+
+def fit_many(batch_sizes, steps, bound=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(S_min, B_crit, RMSE in natural-log steps over the exact medians) of S(B) fitted to each row of
+    ``steps`` (curves over the same ``batch_sizes``, ``bound``: which are lower bounds); NaN with fewer
+    than 3 exact medians. The loss is one-dimensional in log B_crit once log S_min is profiled out:
+    a grid, refined by golden-section search; every curve at once."""
+    log_b, log_s = np.log(np.asarray(batch_sizes, float)), np.log(np.atleast_2d(np.asarray(steps, float)))
+    exact = ~np.asarray(bound if bound is not None else np.zeros(len(log_b), bool), dtype=bool)
+    rows = len(log_s)
+    if exact.sum() < 3:
+        return np.full(rows, math.nan), np.full(rows, math.nan), np.full(rows, math.nan)
+    span = math.log(10 ** GRID_DECADES)
+    grid = np.linspace(log_b[exact].min() - span, log_b[exact].max() + span, 241)
+    i = np.argmin(_profile(np.broadcast_to(grid, (rows, len(grid))), log_b, log_s, exact)[0], axis=1)
+    lo, hi = grid[np.maximum(i - 1, 0)], grid[np.minimum(i + 1, len(grid) - 1)]
+    best = _golden(lambda x: _profile(x[:, None], log_b, log_s, exact)[0][:, 0], lo, hi)
+    a = _profile(best[:, None], log_b, log_s, exact)[1][:, 0]
+    resid = log_s[:, exact] - a[:, None] - np.log1p(np.exp(best[:, None] - log_b[exact]))
+    return np.exp(a), np.exp(best), np.sqrt(np.mean(resid ** 2, axis=1))
 
 
 def fit(batch_sizes, steps, bound=None) -> tuple[float, float, float]:
-    """(S_min, B_crit, RMSE in natural-log steps over the exact medians) of S(B) to ``steps``
-    (``bound``: which are lower bounds); NaN with fewer than 3 exact medians. The loss is
-    one-dimensional in log B_crit once log S_min is profiled out: a grid, refined by bounded Brent."""
-    log_b, log_s = np.log(np.asarray(batch_sizes, float)), np.log(np.asarray(steps, float))
-    exact = ~np.asarray(bound if bound is not None else np.zeros(len(log_b), bool), dtype=bool)
-    if exact.sum() < 3:
-        return math.nan, math.nan, math.nan
-    span = math.log(10 ** GRID_DECADES)
-    grid = np.linspace(log_b[exact].min() - span, log_b[exact].max() + span, 241)
-    i = int(np.argmin(_profile(grid, log_b, log_s, exact)[0]))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    best = optimize.minimize_scalar(lambda x: float(_profile(x, log_b, log_s, exact)[0][0]), bounds=(lo, hi),
-                                    method="bounded", options={"xatol": 1e-6}).x
-    _, a = _profile(best, log_b, log_s, exact)
-    resid = log_s[exact] - a[0] - np.log1p(np.exp(best - log_b[exact]))
-    return math.exp(a[0]), math.exp(best), float(np.sqrt(np.mean(resid ** 2)))
+    """:func:`fit_many` of one curve."""
+    return tuple(float(x[0]) for x in fit_many(batch_sizes, steps, bound))
+
+
+def _fits(sizes: np.ndarray, steps: np.ndarray, bound: np.ndarray) -> list[tuple[float, float]]:
+    """(S_min, B_crit) of each row of ``steps``, its batch sizes those with a finite value (rows with
+    the same finite values and bounds fitted together)."""
+    ok = np.isfinite(steps)
+    out = np.full((len(steps), 2), math.nan)
+    patterns, which = np.unique(np.concatenate([ok, bound], axis=1), axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        rows, keep = np.flatnonzero(which.ravel() == p), pattern[:len(sizes)]
+        s_min, b_crit, _ = fit_many(sizes[keep], steps[rows][:, keep], pattern[len(sizes):][keep])
+        out[rows, 0], out[rows, 1] = s_min, b_crit
+    return [tuple(row) for row in out]
 
 
 def medians(curve: Curve) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,12 +135,9 @@ def seed_bootstrap(curve: Curve, resamples: int, rng: np.random.Generator) -> li
     if all(len(t) == 1 and len(t[0]) < 2 for t in curve.values()):
         return []
     sizes = sorted(curve)
-    out = []
-    for _ in range(resamples):
-        drawn = np.array([censored_median(curve[b][rng.integers(len(curve[b]))].resample(rng)) for b in sizes])
-        ok = np.isfinite(drawn[:, 0])
-        out.append(fit(np.array(sizes)[ok], drawn[ok, 0], drawn[ok, 1].astype(bool))[:2])
-    return out
+    drawn = np.array([[censored_median(curve[b][rng.integers(len(curve[b]))].resample(rng)) for b in sizes]
+                      for _ in range(resamples)], float).reshape(resamples, len(sizes), 2)
+    return _fits(np.array(sizes, float), drawn[:, :, 0], drawn[:, :, 1].astype(bool))
 
 
 def residual_bootstrap(sizes, steps, bound, resamples: int, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -115,12 +147,11 @@ def residual_bootstrap(sizes, steps, bound, resamples: int, rng: np.random.Gener
     fitted = np.log(scaling_curve(sizes[exact], s_min, b_crit))
     resid = np.log(steps[exact]) - fitted
     resid = resid * math.sqrt(len(resid) / (len(resid) - 2))
-    out = []
-    for _ in range(resamples):
-        redrawn = steps.copy()
-        redrawn[exact] = np.exp(fitted + rng.choice(resid, len(resid)))
-        out.append(fit(sizes, redrawn, bound)[:2])
-    return out
+    redrawn = np.repeat(steps[None, :].astype(float), resamples, axis=0)
+    for row in redrawn:
+        row[exact] = np.exp(fitted + rng.choice(resid, len(resid)))
+    s_mins, b_crits, _ = fit_many(sizes, redrawn, bound)
+    return list(zip(s_mins.tolist(), b_crits.tolist()))
 
 
 def jackknife(sizes, steps, bound) -> list[float]:
