@@ -6,6 +6,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.install.stamp
 RESULTS ?= results/quick
+# make quick's workers: one cell per usable core (cells are independent; each worker gets one thread)
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: install data quick test test-all bench bench-fast clean
 
@@ -23,7 +25,7 @@ data:
 	bash scripts/fetch_data.sh
 
 quick: install
-	$(BIN)/suite-study study=quick results_dir=$(RESULTS)
+	$(BIN)/suite-study study=quick study.workers=$(WORKERS) results_dir=$(RESULTS)
 
 test: install
 	$(BIN)/pytest -q

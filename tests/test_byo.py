@@ -106,7 +106,7 @@ def test_a_study_cell_job_registers_it_from_its_config_alone(tmp_path):
                   "eval.points=3", f"results_dir={tmp_path}", "progress=false")
     HydraConfig.instance().cfg = None  # a fresh worker: no Hydra, no registry entry
     OPTIMIZERS.pop("myopt", None)
-    summary = run_cell(Job("byo", OmegaConf.to_yaml(cfg), (0, 1)))
+    summary = run_cell(Job("byo", OmegaConf.to_container(cfg, resolve=True), (0, 1)))
     assert summary["trained"] == 2 and OPTIMIZERS["myopt"].external
     assert set(pd.read_parquet(tmp_path / "runs")["optimizer"]) == {"myopt"}
 

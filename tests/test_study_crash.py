@@ -123,7 +123,7 @@ def test_a_cell_held_by_another_process_is_waited_for(tmp_path):
     tune_cell(job, echo=quiet)
     lock = final_lock(tmp_path, cell_name_of(job))
     lock.acquire()  # another process trains this cell's final runs ...
-    as_job = Job("cell", OmegaConf.to_yaml(job), (0, 1), tuning=OmegaConf.to_yaml(job))
+    as_job = Job("cell", OmegaConf.to_container(job), (0, 1), tuning=OmegaConf.to_container(job))
     assert run_cell(as_job, wait=False, echo=quiet) is None  # ... so come back later
     said: list[str] = []
     threading.Timer(0.5, lock.release).start()

@@ -27,6 +27,7 @@ original's bit for bit, so such an optimizer fails a check instead of a study.
 from __future__ import annotations
 
 import copy
+import functools
 import random
 from typing import Any, Iterator
 
@@ -34,10 +35,16 @@ import numpy as np
 import torch
 from torch.optim import Optimizer
 
-# What every torch optimizer keeps for itself (restored by load_state_dict, or torch's bookkeeping).
-TORCH_OWN = frozenset(vars(Optimizer([torch.zeros(1, requires_grad=True)], {})))
 ATOMS = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.Generator, random.Random,
          np.ndarray, np.generic, np.random.Generator)
+
+
+@functools.cache
+def torch_own() -> frozenset[str]:
+    """What every torch optimizer keeps for itself (restored by load_state_dict, or torch's
+    bookkeeping). Found on first use: building an optimizer imports torch._dynamo (about a second),
+    which a process that never trains (a study's driver, a report) does not need."""
+    return frozenset(vars(Optimizer([torch.zeros(1, requires_grad=True)], {})))
 
 
 def parameters(opt: Optimizer) -> list[torch.Tensor]:
@@ -68,7 +75,7 @@ def restore_optimizer(source: Optimizer, fresh: Optimizer) -> Optimizer:
 
 def _carry_attributes(source: Optimizer, fresh: Optimizer, memo: dict[int, Any]) -> None:
     for key, value in vars(source).items():
-        if key in TORCH_OWN:
+        if key in torch_own():
             continue
         if is_data(value):
             setattr(fresh, key, copy.deepcopy(value, memo))

@@ -25,7 +25,8 @@ from suite.store.locks import HolderLock
 from suite.store.runs import RunStore
 from suite.train import timing
 from suite.train.stacked import to_train, train_many
-from suite.train.threads import capped_threads, use_threads
+from suite.train.schedule import total_steps
+from suite.train.threads import capped_threads, step_work, use_threads
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, retuned, tune_cell
 
 
@@ -93,37 +94,44 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
 
 @dataclass(frozen=True)
 class Job:
-    """One cell as a job (picklable: plain values only, configs as YAML)."""
+    """One cell as a job (picklable: plain values only, configs as plain containers, read never changed)."""
 
     label: str
-    config: str  # the cell's run config (its ``seed``: the tuning trials')
+    config: dict[str, Any]  # the cell's run config (its ``seed``: the tuning trials')
     seeds: tuple[int, ...]  # the final runs'
-    tuning: str | None = None  # the run config whose tuned lr the cell uses (None: not tuned)
+    tuning: dict[str, Any] | None = None  # the run config whose tuned lr the cell uses (None: not tuned)
     lr: float | None = None  # the lr of an untuned cell (None: the registry's default)
     retune: int = 0  # the re-tuning this job tunes and trains for (0: the primary tuning)
 
     def with_threads(self, cores: int | None) -> Job:
         """No progress bars, and at most ``cores`` torch threads."""
-        def limit(text: str | None) -> str | None:
-            if text is None:
+        def limit(config: dict[str, Any] | None) -> dict[str, Any] | None:
+            if config is None:
                 return None
-            cfg = OmegaConf.create(text)
-            threads = cfg.threads if cores is None else capped_threads(cfg.threads, cores)
-            return OmegaConf.to_yaml(OmegaConf.merge(cfg, {"progress": False, "threads": threads}))
+            threads = config.get("threads") if cores is None else capped_threads(config.get("threads"), cores)
+            return {**config, "progress": False, "threads": threads}
 
         return dataclasses.replace(self, config=limit(self.config), tuning=limit(self.tuning))
 
 
-def check_job(job: Job) -> None:
+def check_job(job: Job) -> float:
     """Every check :func:`run_cell` makes before it trains, made without training or writing anything:
     the cell's run config (threads, budget, evaluation, target against its task, ...; the final seeds
-    are checked with the study's axes) and its tuning config."""
-    cfg = OmegaConf.create(job.config)
-    V.threads(cfg.get("threads"))
+    are checked with the study's axes) and its tuning config. Returns the cell's work
+    (:func:`run_work`), the order a pool of workers starts cells in."""
+    V.threads(job.config.get("threads"))
     if job.tuning is not None:
-        check_tuning(OmegaConf.create(job.tuning))
+        prepared = check_tuning(job.tuning)
     if job.tuning != job.config:  # else the tuning config was this one (a task is costly to build twice)
-        prepare(OmegaConf.merge(cfg, {"lr": job.lr}))
+        prepared = prepare({**job.config, "lr": job.lr})
+    return run_work(prepared)
+
+
+def run_work(prepared: Prepared) -> float:
+    """A run's arithmetic at its step cap: the forward FLOPs of a step (:func:`step_work` × its
+    micro-batches) × its steps. Counted, not timed; trials stop early, so it ranks cells, no more."""
+    spec = prepared.spec
+    return float(step_work(prepared.task, spec) * spec.accumulation_steps * total_steps(spec, prepared.task.n_train))
 
 
 def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[str, Any], str]:

@@ -76,7 +76,7 @@ def _stack(task, cfg: DictConfig, k: int, known: dict) -> int:
 def plan(cfg: DictConfig, jobs: list[Job], sizes: dict[str, int], tasks: dict) -> Counter:
     """Every run the study asks for, as :class:`Work` -> number of runs."""
     work: Counter = Counter()
-    tuned: set[str] = set()
+    tuned: list[dict] = []
     known: dict = {}
     for job in jobs:
         final = OmegaConf.create(job.config)
@@ -86,7 +86,7 @@ def plan(cfg: DictConfig, jobs: list[Job], sizes: dict[str, int], tasks: dict) -
         work[Work(part, task, batch, "final", _stack(tasks[task], final, len(job.seeds), known), steps, evals)] += len(job.seeds)
         if job.tuning is None or job.tuning in tuned:
             continue
-        tuned.add(job.tuning)
+        tuned.append(job.tuning)
         tuning = OmegaConf.create(job.tuning)
         seeds = len(tuning.tune.seeds or [0])
         trials = int(tuning.tune.n_trials) + sum(int(tuning.tune.get(k) or 0) for k in ("refine", "resolve"))

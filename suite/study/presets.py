@@ -13,6 +13,7 @@ same); ``MxK:sum`` is tutorial 004's un-averaged variant, tuned on its own. A st
 parts, its budgets per part and its re-tunings: :mod:`suite.study.parts`."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from suite.cell import Cell
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 
-__all__ = ["PROTOCOLS", "expand", "validate", "cell_config", "axis", "task_options", "final_seeds"]
+__all__ = ["PROTOCOLS", "expand", "validate", "cell_config", "cell_container", "axis", "task_options", "final_seeds"]
 AXES = ("batch_sizes", "accumulation", "seeds", "tune_seeds", "n_trials", "parts")
 ALL = "all"  # study.optimizers: every registry entry
 
@@ -198,20 +199,20 @@ def _check_protocol(study: DictConfig) -> None:
                   {t: _tune_seeds(study, t) for t in study.tasks})
 
 
-def _compose_groups(task: str, optimizer: str) -> DictConfig:
-    """The task and optimizer groups as Hydra composes them from conf/ (same files as suite-train)."""
-    overrides = [f"task={task}", f"optimizer={optimizer}"]
+def _compose_group(group: str, name: str) -> DictConfig:
+    """The ``group`` (task or optimizer) called ``name`` as Hydra composes it from conf/ (the same
+    files as suite-train; a user's ``--config-dir`` included)."""
     if GlobalHydra.instance().is_initialized():
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=[f"{group}={name}"])[group]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=[f"{group}={name}"])[group]
 
 
 def _register_external(name: str) -> None:
     """Register ``optimizer=<name>`` if Hydra finds a user's YAML for it (one that names ``cls``);
     any other unknown name is left for the axis check, which lists the valid ones."""
     try:
-        options = OmegaConf.to_container(_compose_groups(next(iter(TASKS)), name).optimizer, resolve=True)
+        options = OmegaConf.to_container(_compose_group("optimizer", name), resolve=True)
     except MissingConfigException:
         return
     if "cls" in options:
@@ -220,24 +221,30 @@ def _register_external(name: str) -> None:
 
 def cell_config(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0,
                 composed: dict | None = None) -> DictConfig:
+    """:func:`cell_container` as a config."""
+    return OmegaConf.create(cell_container(cfg, cell, part, retune, composed))
+
+
+def cell_container(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0,
+                   composed: dict | None = None) -> dict[str, Any]:
     """The run config of one cell in one protocol ``part`` (None: the study's only one): the study's
     top-level settings + the cell's axes and budget; ``retune`` > 0 gives re-tuning ``retune``'s
     tuning settings (its sampler seed and tuning seeds, :mod:`suite.study.parts`). ``composed``: a
-    dict the caller keeps across the cells of one listing, so Hydra composes each (task, optimizer)
-    once (a compose costs about 10 ms, a study lists hundreds of configs)."""
+    dict the caller keeps across the cells of one listing, so Hydra composes each task and optimizer group
+    once (a compose costs tens of ms, a study lists hundreds of configs)."""
     study = cfg.study
     part = part if part is not None else parts_of(study, cell.task)[0]
     composed = {} if composed is None else composed
-    if (cell.task, cell.optimizer) not in composed:
-        composed[cell.task, cell.optimizer] = _compose_groups(cell.task, cell.optimizer)
-    groups = composed[cell.task, cell.optimizer]
+    for group, name in (("task", cell.task), ("optimizer", cell.optimizer)):
+        if (group, name) not in composed:
+            composed[group, name] = OmegaConf.to_container(_compose_group(group, name))
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("study")
     base.pop("report", None)  # report options never reach a run
     targets, tune_seeds = _plain(study.get("targets")), retune_seeds(_tune_seeds(study, cell.task), retune)
     base.update(
-        task={**OmegaConf.to_container(groups.task), **task_options(study, cell.task)},
-        optimizer=OmegaConf.to_container(groups.optimizer), batch_size=cell.batch_size,
+        task={**copy.deepcopy(composed["task", cell.task]), **task_options(study, cell.task)},
+        optimizer=copy.deepcopy(composed["optimizer", cell.optimizer]), batch_size=cell.batch_size,
         accumulation_steps=cell.accumulation_steps, accumulation_reduction=cell.accumulation_reduction,
         budget={**base["budget"], **part_budget(study, cell.task, part)},
         eval={**base["eval"], "points": study.eval_points, **_task_section(study, "eval", cell.task)},
@@ -251,4 +258,4 @@ def cell_config(cfg: DictConfig, cell: Cell, part: str | None = None, retune: in
                     "widen": bool(study.get("widen", False)), "seeds": tune_seeds, "refine": int(study.get("refine", 0)),
                     "resolve": int(study.get("resolve", 0)),
                     **({"retune": retune, "seed": int(base.get("tune", {}).get("seed", 0)) + retune} if retune else {})}
-    return OmegaConf.create(base)
+    return base

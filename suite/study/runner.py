@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
@@ -25,7 +25,7 @@ from suite.study.context import finished_environment, now, protocol_changes, rec
 from suite.study.extras import run_extras
 from suite.study.launchers import check_launcher, launch
 from suite.study.parts import parts_of, retunes_of
-from suite.study.presets import cell_config, expand, final_seeds, validate
+from suite.study.presets import cell_container, expand, final_seeds, validate
 from suite.study.time_split import invocation_split, with_report
 from suite.train import timing
 from suite.tune.summary import FALLBACK, UNREACHED
@@ -44,8 +44,10 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     cells = expand(study, validate(study))
     jobs = jobs_of(cfg, cells)
     check_launcher(cfg)
-    for job in jobs:  # every check a cell's job makes (threads, evaluation, budget, target, tuning, ...)
-        check_job(job)
+    # Every check a cell's job makes (threads, evaluation, budget, target, tuning, ...), and its work.
+    work = {job.label: check_job(job) for job in jobs}
+    if int(study.workers) > 1:  # longest first: the workers' last cells are short ones, so they end together
+        jobs = sorted(jobs, key=lambda job: -work[job.label])
     changes = protocol_changes(cfg)
     store = RunStore(cfg.results_dir)
     store.survey(notice)
@@ -72,11 +74,11 @@ def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0
     """A cell's job in one protocol ``part`` (None: the study's only one) and tuning (``retune``; 0:
     the primary): its run config, its final seeds, and what it is tuned as (an accumulation cell as
     the batch it emulates) or the fixed lr of an untuned study (``study.lr``, else the registry's).
-    ``composed``: Hydra's groups composed so far in this listing (:func:`cell_config`)."""
+    ``composed``: Hydra's groups composed so far in this listing (:func:`cell_container`)."""
     composed = {} if composed is None else composed
-    config = OmegaConf.to_yaml(cell_config(cfg, cell, part, composed=composed))
+    config = cell_container(cfg, cell, part, composed=composed)
     itself = cell.emulated == cell and not retune  # tuned as itself, under the run config's own settings
-    tuning = (config if itself else OmegaConf.to_yaml(cell_config(cfg, cell.emulated, part, retune, composed))) \
+    tuning = (config if itself else cell_container(cfg, cell.emulated, part, retune, composed)) \
         if cfg.study.tune else None
     fixed = cfg.study.get("lr") if not cfg.study.tune else None
     label = f"{cell.task}/{cell.optimizer}/{cell.label}" + (f" [{part}]" if len(parts_of(cfg.study)) > 1 else "") \

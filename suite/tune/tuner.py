@@ -198,9 +198,10 @@ def _checked(c: dict[str, Any]) -> tuple[Prepared, TuneSpec]:
     return base, tspec
 
 
-def check_tuning(cfg: DictConfig | Mapping[str, Any]) -> None:
-    """Every check :func:`tune_cell` makes before it writes anything (a study checks all its cells first)."""
-    _checked(_plain(cfg))
+def check_tuning(cfg: DictConfig | Mapping[str, Any]) -> Prepared:
+    """Every check :func:`tune_cell` makes before it writes anything (a study checks all its cells
+    first); the trials' base run."""
+    return _checked(_plain(cfg))[0]
 
 
 def _open_cell(c: dict[str, Any], echo: Callable[[str], Any], survey: bool) -> CellTuning:
