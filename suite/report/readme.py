@@ -3,6 +3,7 @@ then the cross-task section, one section per task (tables inline, links to their
 figures with one-line captions), the batch-size science, benchmarks and notes."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -43,9 +44,10 @@ class Context:
     stored: pd.DataFrame | None = None  # every stored run, abandoned configurations included (runs.csv)
     tunings: pd.DataFrame | None = None  # the cells of every tuning (re-tunings included; ``cells`` is the primary)
 
-    @property
+    @functools.cached_property
     def parts(self) -> list[str]:
-        """The protocol parts the reported runs belong to, in report order."""
+        """The protocol parts the reported runs belong to, in report order (asked for by every table:
+        found once)."""
         present = set(self.runs.loc[~self.runs["is_extra"].astype(bool), "part"])
         return [p for p in PARTS if p in present]
 

@@ -45,11 +45,12 @@ def _task_labels(tasks: pd.Series, options: pd.Series) -> pd.Series:
     labels = tasks.copy()
     for name in tasks.unique():
         mask = tasks == name
-        opts = options[mask].map(json.loads)
-        keys = sorted({k for o in opts for k in o})
-        varying = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in opts}) > 1]
+        opts = {text: json.loads(text) for text in options[mask].unique()}  # runs share their options
+        keys = sorted({k for o in opts.values() for k in o})
+        varying = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in opts.values()}) > 1]
         if varying:
-            labels[mask] = opts.map(lambda o: f"{name} ({', '.join(f'{k}={o.get(k)}' for k in varying)})")
+            named = {text: f"{name} ({', '.join(f'{k}={o.get(k)}' for k in varying)})" for text, o in opts.items()}
+            labels[mask] = options[mask].map(named)
     return labels
 
 
@@ -72,8 +73,10 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     out["part"] = out["run_id"].map(configs.map(part_of)).where(~out["is_extra"], "")
     out["retune"] = out["retune"].fillna(0).astype(int) if "retune" in out else 0
     keys = [*CELL_AXES, "n_train"]
-    labels = {k: Cell(**dict(zip(keys, k))).label for k in out.groupby(keys).groups}
-    out["batch_label"] = [labels[k] for k in zip(*(out[c] for c in keys))]
+    runs = out.drop_duplicates("run_id")  # a run's axes are on each of its rows: labelled per run
+    labels = {k: Cell(**dict(zip(keys, k))).label for k in runs.groupby(keys).groups}
+    out["batch_label"] = out["run_id"].map(pd.Series([labels[k] for k in zip(*(runs[c] for c in keys))],
+                                                     index=runs["run_id"]))
     return out
 
 

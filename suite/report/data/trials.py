@@ -36,23 +36,33 @@ def sensitivity(lrs: pd.Series, losses: pd.Series, diverged: pd.Series, toleranc
     return math.log10(high / low), low, high
 
 
-def per_trial(g: pd.DataFrame, by_steps: bool) -> pd.DataFrame:
-    """One line per tuning trial of a cell (a trial trained at several tuning seeds has a run per
-    seed): its lr, whether any seed diverged, was pruned or collapsed, ``steps`` (mean steps to
-    target, NaN unless every seed reached it) and its ``score``, the tuner's value: the mean over
-    its seeds of :func:`_tuner_values` when trials were ranked by steps, else the mean final
-    validation loss."""
+def per_trial(trial_runs: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """Per tuned cell (its :data:`TUNED_CELL` key), one line per tuning trial (a trial trained at
+    several tuning seeds has a run per seed): its lr, whether any seed diverged, was pruned or
+    collapsed, ``steps`` (mean steps to target, NaN unless every seed reached it) and its ``score``,
+    the tuner's value: the mean over its seeds of :func:`_tuner_values` where trials were ranked by
+    steps (the target part), else the mean final validation loss. Every cell's trials in one pass."""
+    g = trial_runs
+    by_steps = g["part"].eq("target")
     keys = ["study", "trial"] if {"study", "trial"} <= set(g) and g["trial"].notna().all() else ["run_id"]
+    value = g["final_val_loss"].astype(float)
+    if by_steps.any():
+        value = value.where(~by_steps, _tuner_values(g[by_steps]))
     g = g.assign(_div=g["diverged"].astype(bool), _pruned=g["pruned"].astype(bool) & ~g["diverged"].astype(bool),
-                 _collapsed=g["collapsed"].astype(bool) & ~g["pruned"].astype(bool),
-                 _value=_tuner_values(g) if by_steps else g["final_val_loss"])
-    out = g.groupby(keys, sort=False, dropna=False).agg(
+                 _collapsed=g["collapsed"].astype(bool) & ~g["pruned"].astype(bool), _value=value)
+    out = g.groupby([*TUNED_CELL, *keys], sort=False, dropna=False).agg(
         lr=("lr", "first"), diverged=("_div", "any"), pruned=("_pruned", "any"), collapsed=("_collapsed", "any"),
-        score=("_value", "mean"),
-        final_val_loss=("final_val_loss", "mean"), steps=("steps_to_target", lambda s: s.mean(skipna=False)))
-    out = out.reset_index()
-    out["number"] = out["trial"] if "trial" in out else range(len(out))  # the tuner breaks ties by trial number
-    return out
+        score=("_value", "mean"), final_val_loss=("final_val_loss", "mean"), steps=("steps_to_target", "mean"),
+        reached=("steps_to_target", "count"), seeds=("steps_to_target", "size"))
+    out["steps"] = out["steps"].where(out.pop("reached") == out.pop("seeds"))  # NaN unless every seed reached it
+    out = out.reset_index(level=keys).reset_index(drop=False)
+    lines = {}
+    for cell, lines_of_cell in out.groupby(list(TUNED_CELL), sort=False, dropna=False):
+        cell_lines = lines_of_cell.drop(columns=list(TUNED_CELL)).reset_index(drop=True)
+        # the tuner breaks ties by trial number
+        cell_lines["number"] = cell_lines["trial"] if "trial" in cell_lines else range(len(cell_lines))
+        lines[cell] = cell_lines
+    return lines
 
 
 def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callable[[str], str] = "val_loss"
@@ -67,10 +77,12 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callab
     one with a collapsed seed is chosen only where no trial finished every seed.
     """
     out = []
-    for key, g in runs[runs["is_trial"]].groupby(list(TUNED_CELL), sort=False):
+    trial_runs = runs[runs["is_trial"]]
+    lines = per_trial(trial_runs)
+    for key, g in trial_runs.groupby(list(TUNED_CELL), sort=False):
         task = g["task"].iloc[0]
         steps = g["part"].iloc[0] == "target"  # target-part trials are ranked by their steps to it
-        trials = per_trial(g, steps)
+        trials = lines[key]
         done_runs = g[~g["pruned"].astype(bool) | g["diverged"].astype(bool)]
         div_runs = done_runs["diverged"].astype(bool)
         finished = trials[~trials["diverged"] & ~trials["pruned"]]
@@ -102,11 +114,15 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callab
 
 def _tuner_values(runs: pd.DataFrame) -> pd.Series:
     """Each run's value as the tuner scored it under the target protocol: its steps to the target,
-    else (it ran to its cap, ``steps``) :func:`unreached_value` of its shortfall."""
-    target = Target(**json.loads(runs["config_key"].iloc[0])["target"])
-    short = [target.shortfall(i, f) for i, f in zip(runs[f"initial_{target.metric}"], runs[f"final_{target.metric}"])]
-    missed = [unreached_value(cap, s) for cap, s in zip(runs["steps"], short)]
-    return runs["steps_to_target"].where(runs["steps_to_target"].notna(), pd.Series(missed, index=runs.index))
+    else (it ran to its cap, ``steps``) :func:`unreached_value` of its shortfall (a cell's target
+    read from its first run)."""
+    values = []
+    for _, cell in runs.groupby(list(TUNED_CELL), sort=False, dropna=False):
+        target = Target(**json.loads(cell["config_key"].iloc[0])["target"])
+        short = [target.shortfall(i, f) for i, f in zip(cell[f"initial_{target.metric}"], cell[f"final_{target.metric}"])]
+        missed = pd.Series([unreached_value(cap, s) for cap, s in zip(cell["steps"], short)], index=cell.index)
+        values.append(cell["steps_to_target"].where(cell["steps_to_target"].notna(), missed))
+    return pd.concat(values)
 
 
 def _best_trial(finished: pd.DataFrame) -> pd.Series | None:

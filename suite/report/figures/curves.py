@@ -12,6 +12,7 @@ nothing is named in ``notes`` (for the caption) instead of being drawn empty.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import textwrap
@@ -37,11 +38,16 @@ LABELS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _train_subset(config: str) -> int | None:
+    """A run config's ``eval.train_subset`` (every figure's axis label asks; each config parsed once)."""
+    return json.loads(config).get("eval", {}).get("train_subset")
+
+
 def training_set(rows: pd.DataFrame) -> str:
     """What the stored training loss was computed on: the full training set, or the first N
     examples where the runs evaluated a subset (``eval.train_subset``)."""
-    subsets = {json.loads(c).get("eval", {}).get("train_subset") for c in rows["config"].drop_duplicates()} \
-        if "config" in rows else {None}
+    subsets = {_train_subset(c) for c in rows["config"].unique()} if "config" in rows else {None}
     sizes = sorted(s for s in subsets if s)
     if not sizes:
         return "full training set"

@@ -126,6 +126,12 @@ NOISE_LINES = {"b_noise_exact": ("--", "B_noise = tr(HΣ)/(GᵀHG), exact"),
                "b_simple_exact": ("-", "B_simple = tr(Σ)/|G|², exact (per-example gradients)")}
 
 
+def _joined(runs: list[pd.DataFrame], x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """The runs' (x, y) one after another with NaN between them: drawn as one line, broken where a run ends."""
+    gap = np.array([np.nan])
+    return tuple(np.concatenate([a for run in runs for a in (run[c].to_numpy(float), gap)]) for c in (x, y))
+
+
 def noise_scale(noise: pd.DataFrame, rows: pd.DataFrame, stem: Path, opts: FigureOptions) -> Path | None:
     """Noise scales vs training loss (log-log, loss decreasing to the right), one panel per batch
     size: the exact values as lines (where measured), the two-batch estimate as points, an estimate
@@ -142,15 +148,19 @@ def noise_scale(noise: pd.DataFrame, rows: pd.DataFrame, stem: Path, opts: Figur
     fig, axes, hue, pal, panels = _batch_panels(data)
     for ax, b, lines in panels:
         for _, color, mine in lines:
-            for _, run in mine.groupby("seed"):
-                if run["diverged"].any() and x_limits:  # its loss grew off the axis: ✕ where it left
-                    marks.failed(ax, [min(run["train_loss"].iloc[-1], x_limits[1] / 1.01)], color, size=6)
-                for col in columns[1:]:
-                    ax.plot(run["train_loss"], run[col], color=color, lw=1.1, ls=NOISE_LINES[col][0])
-                est = run[run["b_simple_est"].notna()]
-                shown = est[est["b_simple_est"] > 0]
-                ax.scatter(shown["train_loss"], shown["b_simple_est"], color=color, s=12, alpha=0.7)
-                marks.clip_marks(ax, est["train_loss"], est["b_simple_est"], y_limits, color)
+            runs = [run for _, run in mine.groupby("seed")]
+            if not runs:
+                continue
+            if x_limits:  # a diverged run's loss grew off the axis: ✕ where it left
+                marks.failed(ax, [min(run["train_loss"].iloc[-1], x_limits[1] / 1.01) for run in runs
+                                  if run["diverged"].any()], color, size=6)
+            for col in columns[1:]:  # the seeds' lines as one, broken between seeds (hundreds of lines: seconds)
+                ax.plot(*_joined(runs, "train_loss", col), color=color, lw=1.1, ls=NOISE_LINES[col][0])
+            est = pd.concat(runs)
+            est = est[est["b_simple_est"].notna()]
+            shown = est[est["b_simple_est"] > 0]
+            ax.scatter(shown["train_loss"], shown["b_simple_est"], color=color, s=12, alpha=0.7)
+            marks.clip_marks(ax, est["train_loss"], est["b_simple_est"], y_limits, color)
         ax.set(xscale="log", yscale="log", xlabel=label("train_loss", rows), title=f"batch {b}")
         if x_limits:
             ax.set_xlim(x_limits[1], x_limits[0])  # the loss decreasing to the right
