@@ -6,7 +6,8 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.install.stamp
 RESULTS ?= results/quick
-# make quick's workers: one cell per usable core (cells are independent; each worker gets one thread)
+# make quick's workers (one cell per usable core: cells are independent, each worker gets one thread)
+# and make test's (pytest-xdist, one test file per worker: a file's fixtures are built once)
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: install data quick test test-all bench bench-fast clean
@@ -28,10 +29,10 @@ quick: install
 	$(BIN)/suite-study study=quick study.workers=$(WORKERS) results_dir=$(RESULTS)
 
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile
 
 test-all: install
-	$(BIN)/pytest -q -m "slow or not slow"
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile -m "slow or not slow"
 
 # Benchmarks for real (tens of minutes): pytest-benchmark JSON, the loop ratios and the matmul
 # fraction, all under $(BENCH); suite-report turns bench/*.json into a throughput table and figure.

@@ -14,9 +14,10 @@ spread over the cells and each cell is done once.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from multiprocessing import get_context
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
@@ -43,11 +44,44 @@ def _in_process(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, d
         yield job.label, run_cell(job, wait=True)
 
 
-def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm) -> Iterable[tuple[str, dict]]:
+def _pool(cfg: DictConfig) -> ProcessPoolExecutor:
+    """``study.workers`` spawned processes, each limited to its share of the cores."""
     workers = int(cfg.study.workers)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=limit_cores, initargs=(threads,)) as pool:
-        limited = {job.label: job.with_threads(threads) for job in jobs}
+    return ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=limit_cores,
+                               initargs=(_threads(cfg),))
+
+
+def _threads(cfg: DictConfig) -> int:
+    return max(1, (os.cpu_count() or 1) // int(cfg.study.workers))
+
+
+def _ready() -> None:
+    """A worker's first task: unpickling it imports this module, so torch and the suite."""
+
+
+@contextmanager
+def prestarted(cfg: DictConfig) -> Iterator[ProcessPoolExecutor | None]:
+    """The local launcher's pool of workers, started now: they import torch and the suite (seconds)
+    while the driver checks every cell. None where cells run in this process or as submitit jobs.
+    On an error (a refused cell) the pool is left without waiting for the imports."""
+    if cfg.study.get("launcher") != "local" or int(cfg.study.workers) <= 1:
+        yield None
+        return
+    pool = _pool(cfg)
+    for _ in range(int(cfg.study.workers)):
+        pool.submit(_ready)
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm, pool: ProcessPoolExecutor | None = None
+               ) -> Iterable[tuple[str, dict]]:
+    with (nullcontext(pool) if pool is not None else _pool(cfg)) as pool:
+        limited = {job.label: job.with_threads(_threads(cfg)) for job in jobs}
         pending = {pool.submit(run_cell, job, False): label for label, job in limited.items()}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -72,14 +106,16 @@ def check_launcher(cfg: DictConfig) -> None:
         check_submitit(cfg)
 
 
-def launch(jobs: Jobs, cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run every job with the configured launcher; one bar over cells (with ETA)."""
+def launch(jobs: Jobs, cfg: DictConfig, pool: ProcessPoolExecutor | None = None) -> list[dict[str, Any]]:
+    """Run every job with the configured launcher (the local one in ``pool``, where :func:`prestarted`
+    gave one); one bar over cells (with ETA)."""
     launcher = cfg.study.launcher
     if launcher not in LAUNCHERS:
         raise ConfigError(f"study.launcher={launcher!r} is invalid; valid: {', '.join(LAUNCHERS)}.")
     summaries = []
     with tqdm(total=len(jobs), unit="cell", dynamic_ncols=True, disable=not cfg.progress) as bar:
-        for label, summary in LAUNCHERS[launcher](jobs, cfg, bar):
+        cells = _processes(jobs, cfg, bar, pool) if pool is not None else LAUNCHERS[launcher](jobs, cfg, bar)
+        for label, summary in cells:
             summaries.append({"cell": label, **summary})
             bar.update()
     return summaries

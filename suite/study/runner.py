@@ -23,7 +23,7 @@ from suite.study.baseline import compared
 from suite.study.cell import Job, check_job, notice
 from suite.study.context import finished_environment, now, protocol_changes, record_wall_time, write_context
 from suite.study.extras import run_extras
-from suite.study.launchers import check_launcher, launch
+from suite.study.launchers import check_launcher, launch, prestarted
 from suite.study.parts import parts_of, retunes_of
 from suite.study.presets import cell_container, expand, final_seeds, validate
 from suite.study.time_split import invocation_split, with_report
@@ -44,29 +44,34 @@ def run_study(cfg: DictConfig, echo: Callable[[str], None] = print, started: str
     cells = expand(study, validate(study))
     jobs = jobs_of(cfg, cells)
     check_launcher(cfg)
-    # Every check a cell's job makes (threads, evaluation, budget, target, tuning, ...), and its work.
-    work = {job.label: check_job(job) for job in jobs}
-    if int(study.workers) > 1:  # longest first: the workers' last cells are short ones, so they end together
-        jobs = sorted(jobs, key=lambda job: -work[job.label])
-    changes = protocol_changes(cfg)
-    store = RunStore(cfg.results_dir)
-    store.survey(notice)
-    # Accepted: only now is anything written.
-    store.ensure_writable()
-    write_context(cfg, started or now(), changes)
-    echo(f"study {study.name} ({' + '.join(str(p) for p in parts_of(study))} protocol): {len(cells)} cells, "
-         f"{len(study.seeds)} seed(s)"
-         f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}; "
-         f"{len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
-         f"-> {cfg.results_dir}"
-         f"{f'; beside the baseline {study.baseline} (read, never retrained)' if study.get('baseline') else ''}")
-    summaries = launch(jobs, cfg)
+    with prestarted(cfg) as pool:  # a local pool's workers import torch while every cell is checked
+        jobs = _checked(jobs, study)
+        changes = protocol_changes(cfg)
+        store = RunStore(cfg.results_dir)
+        store.survey(notice)
+        # Accepted: only now is anything written.
+        store.ensure_writable()
+        write_context(cfg, started or now(), changes)
+        echo(f"study {study.name} ({' + '.join(str(p) for p in parts_of(study))} protocol): {len(cells)} cells, "
+             f"{len(study.seeds)} seed(s)"
+             f"{f', {study.n_trials} tuning trials per cell' if study.tune else ', untuned lrs'}; "
+             f"{len(jobs)} jobs (cells x parts x tunings), launcher {study.launcher} with {study.workers} worker(s) "
+             f"-> {cfg.results_dir}"
+             f"{f'; beside the baseline {study.baseline} (read, never retrained)' if study.get('baseline') else ''}")
+        summaries = launch(jobs, cfg, pool)
     began, phases = time.perf_counter(), timing.totals()
     extra = run_extras(cfg)
     if extra:
         echo(f"{extra} extra run(s) for the batch-size science (theory, lr scaling) trained now.")
     split[0] = invocation_split(summaries, time.perf_counter() - began, timing.delta(phases))
     return summaries
+
+
+def _checked(jobs: list[Job], study: DictConfig) -> list[Job]:
+    """Every check a cell's job makes (threads, evaluation, budget, target, tuning, ...); the jobs,
+    longest first where several workers run them (their last cells are short ones: they end together)."""
+    work = {job.label: check_job(job) for job in jobs}
+    return sorted(jobs, key=lambda job: -work[job.label]) if int(study.workers) > 1 else jobs
 
 
 def job_of(cfg: DictConfig, cell: Cell, part: str | None = None, retune: int = 0,
