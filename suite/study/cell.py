@@ -94,7 +94,7 @@ def final_runs(cfg: DictConfig, seeds: list[int], lr: float | None, hparams: dic
 
 @dataclass(frozen=True)
 class Job:
-    """One cell as a job (picklable: plain values only, configs as plain containers, read never changed)."""
+    """One cell as a job (picklable: plain values only; its configs are plain containers that nothing changes)."""
 
     label: str
     config: dict[str, Any]  # the cell's run config (its ``seed``: the tuning trials')
