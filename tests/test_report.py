@@ -211,6 +211,24 @@ def test_only_final_runs_omit_trial_figures_with_a_note(study, tmp_path):
     assert (root / "report" / "tables" / "regression" / "final_excess_loss.md").is_file()
 
 
+@pytest.mark.parametrize("where", ["science_section", "task_sections"])
+def test_a_failing_section_fails_the_report_and_leaves_the_last_one(study, tmp_path, monkeypatch, where):
+    """The sections across cells run in a forked child beside the per-task ones (suite.report.beside):
+    an error on either side fails the report; the last report stays and no half-built one is left."""
+    root = _copy_runs(study["root"], tmp_path / "failing", lambda f: True)
+    write_report(root, FAST, echo=lambda *_: None)
+    before = (root / "report" / "README.md").read_text()
+
+    def broken(*_):
+        raise ValueError(f"{where} broke")
+
+    monkeypatch.setattr(f"suite.report.build.{where}", broken)
+    with pytest.raises(ValueError, match=f"{where} broke"):
+        write_report(root, FAST, echo=lambda *_: None)
+    assert (root / "report" / "README.md").read_text() == before
+    assert not list(root.glob(".report.*"))
+
+
 def test_throughput_comes_from_the_benchmarks_where_they_cover_the_cells(study, tmp_path):
     root = tmp_path / "bench_study"
     (root / "runs").mkdir(parents=True)

@@ -14,6 +14,7 @@ line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from suite.report.beside import Beside
 from suite.report.data.baseline import with_baseline
 from suite.report.data.metrics import aggregate, annotate, final_runs, pick_best
 from suite.report.data.summary_cache import cached_summaries
@@ -200,14 +202,25 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _across(ctx: Context) -> tuple:
+    """The sections across cells: the batch-size science, the cross-task tables, the tuning noise."""
+    return science_section(ctx), cross_task(ctx), tuning_noise_section(ctx)
+
+
 def _write_contents(ctx: Context, out: Path) -> None:
-    ctx.configs.to_csv(out / "cells.csv", index=False)
-    ctx.stored.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
-    tasks = [sec for task in task_order(ctx.runs) for sec in task_sections(ctx, task)]
-    tutorials = tutorial_section(ctx)
-    text = readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross_task(ctx), science_section(ctx),
-                  [tuning_noise_section(ctx)])
-    (out / "README.md").write_text(text)
+    # The sections across cells are computed beside the per-task ones (a forked child that writes its
+    # own figures, the renderer's workers left to this process).
+    across = Beside(_across, dataclasses.replace(ctx, opts=dataclasses.replace(ctx.opts, renderer=None)))
+    try:
+        ctx.configs.to_csv(out / "cells.csv", index=False)
+        ctx.stored.drop(columns=["config_key"]).to_csv(out / "runs.csv", index=False)
+        tasks = [sec for task in task_order(ctx.runs) for sec in task_sections(ctx, task)]
+        tutorials = tutorial_section(ctx)
+        science, cross, noise = across.result()
+    except BaseException:
+        across.cancel()
+        raise
+    (out / "README.md").write_text(readme(ctx, [tutorials, *tasks] if tutorials else tasks, cross, science, [noise]))
 
 
 def write_report(results_dir: str | Path, overrides: Sequence[str] = (), echo: Callable[[str], None] = print,

@@ -12,7 +12,7 @@ fails the report as before. A figure that does not pickle is written in the call
 Workers are forked (spawned where the platform has no fork) when the renderer starts, before the
 report reads any rows, so each is a small process; one per usable core, and none (every figure
 written in the calling process) on a single core. A worker dies with the report that started it
-(:func:`_die_with`): it holds copies of that process's file locks.
+(:func:`die_with`): it holds copies of that process's file locks.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _ready() -> int:
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _die_with(parent: int) -> None:
+def die_with(parent: int) -> None:
     """A worker's first act: die with the report that started it. A forked worker holds copies of
     every descriptor its parent had open, the report's and the study's file locks among them; if it
     outlived a report killed with ``kill -9`` it would hold those locks, and the next command would
@@ -72,7 +72,7 @@ class Renderer:
         if self.workers > 1:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_die_with,
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=die_with,
                                              initargs=(os.getpid(),))
             self._pool.submit(_ready).result()  # start the workers now, while this process is small
 
