@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from suite.cli import CONF_DIR
 from suite.optim.registry import OPTIMIZERS
 from suite.study.presets import expand, optimizer_names, validate
-from suite.study.runner import study_and_report
+from suite.study.runner import _checked, jobs_of, study_and_report
 from suite.types import ConfigError
 
 SUITE_STUDY = str(Path(sys.executable).with_name("suite-study"))
@@ -62,6 +62,22 @@ def test_quick_preset_covers_the_tutorial_optimizers_and_every_task():
     assert set(cfg.study.optimizers) <= set(OPTIMIZERS)
     assert {"regression", "tiny_mlp", "fashion_mnist"} <= set(cfg.study.tasks)
     assert 1 in cfg.study.batch_sizes and "full" in cfg.study.batch_sizes
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_several_workers_start_the_longest_cells_first(workers):
+    """With more than one worker the pool gets the cells with the most arithmetic first (the quick
+    study's full-batch Fashion-MNIST cells), so the workers' last cells are short; one worker keeps
+    the study's order."""
+    cfg = study_cfg(Path("unused"), f"study.workers={workers}")
+    jobs = jobs_of(cfg, expand(cfg.study, validate(cfg.study)))
+    ordered = [job.label for job in _checked(jobs, cfg.study)]
+    if workers == 1:
+        assert ordered == [job.label for job in jobs]
+    else:
+        assert sorted(ordered) == sorted(job.label for job in jobs)
+        assert all(label.startswith("fashion_mnist/") and label.endswith("(GD)") for label in ordered[:7])
+        assert all(label.startswith("regression/") and label.endswith("/1 (SGD)") for label in ordered[-7:])
 
 
 @pytest.mark.parametrize("preset", ["modern", "full"])

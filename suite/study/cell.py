@@ -26,7 +26,7 @@ from suite.store.runs import RunStore
 from suite.train import timing
 from suite.train.stacked import to_train, train_many
 from suite.train.schedule import total_steps
-from suite.train.threads import capped_threads, step_work, use_threads
+from suite.train.threads import capped_threads, use_threads
 from suite.tune.tuner import cell_name_of, check_tuning, load_tuned, retuned, tune_cell
 
 
@@ -128,10 +128,13 @@ def check_job(job: Job) -> float:
 
 
 def run_work(prepared: Prepared) -> float:
-    """A run's arithmetic at its step cap: the forward FLOPs of a step (:func:`step_work` × its
-    micro-batches) × its steps. Counted, not timed; trials stop early, so it ranks cells, no more."""
+    """A run's arithmetic at its step cap, roughly: 2 × the model's parameters (a dense layer's
+    forward FLOPs per sample; a convolution does more) × the batch × its steps. Counted without
+    running the model (torch's FLOP counter imports torch._dynamo, seconds a driver that never
+    trains would wait for); trials stop early, so it ranks cells, no more."""
     spec = prepared.spec
-    return float(step_work(prepared.task, spec) * spec.accumulation_steps * total_steps(spec, prepared.task.n_train))
+    parameters = sum(p.numel() for p in prepared.task.make_model(spec.seed).parameters())
+    return float(2 * parameters * spec.batch_size * total_steps(spec, prepared.task.n_train))
 
 
 def _choice(job: Job, best: dict[str, Any] | None) -> tuple[float | None, dict[str, Any], str]:
