@@ -61,7 +61,7 @@ def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     configs = rows.groupby("run_id", sort=False)["config"].first().map(json.loads)
     key = configs.map(lambda c: json.dumps({k: v for k, v in c.items() if k != "seed"}, sort_keys=True))
     options = configs.map(lambda c: json.dumps(c.get("task_options", {}), sort_keys=True))
-    out = rows.copy()
+    out = rows.copy(deep=False)  # copy-on-write: the stored rows are shared, never changed, until a column is set
     # Dictionary-encoded: a run's JSON repeats on each of its rows, and every filter of the frame would
     # copy those strings (on a standard study, most of a report's time in pandas went to it).
     out["config"] = out["config"].astype("category")
