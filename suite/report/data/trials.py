@@ -36,13 +36,13 @@ def sensitivity(lrs: pd.Series, losses: pd.Series, diverged: pd.Series, toleranc
     return math.log10(high / low), low, high
 
 
-def per_trial(trial_runs: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+def per_trial(g: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
     """Per tuned cell (its :data:`TUNED_CELL` key), one line per tuning trial (a trial trained at
     several tuning seeds has a run per seed): its lr, whether any seed diverged, was pruned or
     collapsed, ``steps`` (mean steps to target, NaN unless every seed reached it) and its ``score``,
     the tuner's value: the mean over its seeds of :func:`_tuner_values` where trials were ranked by
-    steps (the target part), else the mean final validation loss. Every cell's trials in one pass."""
-    g = trial_runs
+    steps (the target part), else the mean final validation loss. ``g``: the trials' runs of every
+    cell, summarized in one pass."""
     by_steps = g["part"].eq("target")
     keys = ["study", "trial"] if {"study", "trial"} <= set(g) and g["trial"].notna().all() else ["run_id"]
     value = g["final_val_loss"].astype(float)
