@@ -10,7 +10,7 @@ import torch
 from suite.optim.registry import resolve_hparams
 from suite.tasks import build_task
 from suite.train import train, train_many
-from suite.train.batches import BatchStream
+from suite.train.batches import BatchStream, batch_rows
 from suite.train.schedule import eval_steps, total_steps
 from suite.types import EvalSpec, RunSpec
 
@@ -112,6 +112,15 @@ def test_replacement_draws_iid_and_is_seeded():
     assert all(0 <= i < 10 for batch in batches for i in batch)
     assert any(len(set(batch)) < 10 for batch in batches), "with replacement, repeats happen"
     assert take(BatchStream(10, 10, "replacement", 1, torch.device("cpu")), 20, 10) != batches
+
+
+@pytest.mark.parametrize("sel", [slice(3, 7), torch.tensor([5, 0, 5, 9]), torch.tensor([[1, 2], [8, 3]])])
+def test_batch_rows_are_the_indexed_rows(sel):
+    x, y = torch.randn(10, 3, 2), torch.arange(10)
+    for t in (x, y):
+        got = batch_rows(t, sel)
+        assert got.shape == t[sel].shape and torch.equal(got, t[sel])
+    assert batch_rows(x, slice(3, 7)).data_ptr() == x[3].data_ptr()  # a slice stays a view
 
 
 def test_sequential_loop_equals_hand_written_seed_loop(reg):

@@ -20,7 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from suite.optim.build import build_optimizer
 from suite.optim.registry import get_spec
 from suite.optim.restore import restore_optimizer
-from suite.train.batches import BatchStream, Selector, micro_batches
+from suite.train.batches import BatchStream, Selector, batch_rows, micro_batches
 from suite.train.device import DTYPES
 from suite.train.evaluation import Stats, eval_splits, evaluate
 from suite.train.loop import Loop, OnEval
@@ -64,11 +64,11 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec: Ru
         opt.zero_grad(set_to_none=True)
         if k == 1:  # no micro-batches to split or accumulate: a few µs less per step on a tiny model
             sel = next(batches)
-            loss = loss_fn(model(x[sel]), y[sel])
+            loss = loss_fn(model(batch_rows(x, sel)), batch_rows(y, sel))
             loss.backward()
         else:
             parts = micro_batches(next(batches), n, k)
-            loss = accumulate((loss_fn(model(x[p]), y[p]) for p in parts), k, reduction)
+            loss = accumulate((loss_fn(model(batch_rows(x, p)), batch_rows(y, p)) for p in parts), k, reduction)
         opt.step()
         if scheduler is not None:
             scheduler.step()
@@ -90,7 +90,8 @@ def _closure_step(model: nn.Module, opt: torch.optim.Optimizer, task: Task, spec
 
         def closure() -> Tensor:
             opt.zero_grad(set_to_none=True)
-            loss = accumulate((loss_fn(model(x[p]), y[p]) for p in parts), k, spec.accumulation_reduction)
+            losses = (loss_fn(model(batch_rows(x, p)), batch_rows(y, p)) for p in parts)
+            loss = accumulate(losses, k, spec.accumulation_reduction)
             first.append(loss.detach())
             # the objective whose gradient was just taken: the batch mean (a sum of k means for "sum")
             return loss / k if k > 1 and spec.accumulation_reduction == "mean" else loss
