@@ -17,7 +17,7 @@ from suite.report.build import write_report
 from suite.report.data import summary_cache
 from suite.run.execute import store_run
 from suite.run.prepare import prepare
-from suite.store.runs import RunStore
+from suite.store.runs import RunStore, export_rows
 from suite.train import train
 
 FAST = ["figures.dpi=40", "figures.minibatch=false", "science.resamples=0"]
@@ -89,6 +89,25 @@ def test_second_report_summarizes_nothing_and_is_the_same(store, tmp_path, summa
     second = _report(root)
     assert len(summarized) == 1  # nothing summarized the second time
     assert second == first
+
+
+def test_runs_summarized_a_few_at_a_time_give_the_same_report(store, tmp_path, summarized, monkeypatch):
+    whole = _report(_copy(store, tmp_path / "whole"))
+    monkeypatch.setattr(summary_cache, "SUMMARY_CHUNK", 1)
+    root = _copy(store, tmp_path / "chunked")
+    assert _report(root) == whole
+    whole_ids, *chunks = summarized
+    assert len(whole_ids) > 1 and [len(ids) for ids in chunks] == [1] * len(whole_ids)
+    assert set().union(*chunks) == whole_ids
+
+
+def test_stored_configs_load_as_a_category_and_export_as_text(store, tmp_path):
+    rows = RunStore(store).load()
+    assert isinstance(rows["config"].dtype, pd.CategoricalDtype)
+    assert rows["config"].nunique() == rows["run_id"].nunique()
+    assert export_rows(store, tmp_path / "rows.parquet") == len(rows)
+    exported = pd.read_parquet(tmp_path / "rows.parquet")
+    assert exported["config"].dtype == "str" and exported["config"].tolist() == rows["config"].astype(str).tolist()
 
 
 def test_a_target_changed_on_the_command_line_summarizes_again(store, tmp_path, summarized):

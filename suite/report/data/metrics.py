@@ -54,23 +54,32 @@ def _task_labels(tasks: pd.Series, options: pd.Series) -> pd.Series:
     return labels
 
 
+def _config_facts(text: str) -> tuple[str, str, str]:
+    """What the report needs of a run's config: its key (the config minus seed), its task options
+    (both as JSON) and its protocol part. A parsed config is a hundred Python objects; a 100k-run
+    store's would take a GiB at once."""
+    config = json.loads(text)
+    return (json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True),
+            json.dumps(config.get("task_options", {}), sort_keys=True), part_of(config))
+
+
 def annotate(rows: pd.DataFrame) -> pd.DataFrame:
     """Add ``task_label``, ``batch_label``, ``config_key`` (the config minus seed), ``is_trial``,
     ``is_extra`` (a run tagged with a ``purpose``), ``part`` (its protocol, from its config: ``target``
     or ``budget``; "" for an extra run) and ``retune`` (which re-tuning of its cell; 0 = the primary)."""
-    configs = rows.groupby("run_id", sort=False)["config"].first().map(json.loads)
-    key = configs.map(lambda c: json.dumps({k: v for k, v in c.items() if k != "seed"}, sort_keys=True))
-    options = configs.map(lambda c: json.dumps(c.get("task_options", {}), sort_keys=True))
+    texts = rows.groupby("run_id", sort=False)["config"].first().astype(str)
+    facts = {text: _config_facts(text) for text in texts.unique()}  # parsed once each, only the facts kept
+    key, options, part = (texts.map({text: f[i] for text, f in facts.items()}) for i in range(3))
     out = rows.copy(deep=False)  # copy-on-write: the stored rows are shared, never changed, until a column is set
-    # Dictionary-encoded: a run's JSON repeats on each of its rows, and every filter of the frame would
-    # copy those strings (on a standard study, most of a report's time in pandas went to it).
+    # Dictionary-encoded (RunStore.load's already is; a baseline's rows beside it come as text): a run's
+    # JSON repeats on each of its rows, and every filter of the frame would copy those strings.
     out["config"] = out["config"].astype("category")
-    out["config_key"] = out["run_id"].map(key).astype("category")
+    out["config_key"] = out["run_id"].map(key.astype("category"))  # mapped as codes: no string per row
     tasks = rows.groupby("run_id", sort=False)["task"].first()
     out["task_label"] = out["run_id"].map(_task_labels(tasks, options))  # per run: one JSON parse each
     out["is_trial"] = out["trial"].notna() if "trial" in out else False
     out["is_extra"] = out["purpose"].notna() & (out["purpose"].astype(str) != "") if "purpose" in out else False
-    out["part"] = out["run_id"].map(configs.map(part_of)).where(~out["is_extra"], "")
+    out["part"] = out["run_id"].map(part).where(~out["is_extra"], "")
     out["retune"] = out["retune"].fillna(0).astype(int) if "retune" in out else 0
     keys = [*CELL_AXES, "n_train"]
     runs = out.drop_duplicates("run_id")  # a run's axes are on each of its rows: labelled per run
