@@ -102,8 +102,11 @@ def local_study(local_root) -> dict:
 
 
 def start_study(root: Path, *overrides: str) -> subprocess.Popen:
+    """The study in the background; a job that left the queue without a result fails after 2 s, not 15
+    (the cluster's file system is this machine's)."""
     return subprocess.Popen([SUITE_STUDY, f"results_dir={root}", *TWO_CELLS, *ON_SLURM, *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OPTSUITE_RESULT_GRACE_S": "2"})
 
 
 def submitted(root: Path) -> list[str]:
@@ -228,3 +231,16 @@ def test_launcher_settings_submitit_refuses_are_one_line(tmp_path, override, mes
     cfg = study_cfg(tmp_path, "study.launcher=submitit", "study.submitit.cluster=local", override)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_launcher(cfg)
+
+
+@pytest.mark.parametrize("value", ["soon", "-1"])
+def test_a_bad_result_grace_is_one_line_before_anything_is_written(tmp_path, value):
+    pytest.importorskip("submitit")
+    root = tmp_path / "study"
+    out = subprocess.run([SUITE_STUDY, f"results_dir={root}", *TWO_CELLS, "study.launcher=submitit",
+                          "study.submitit.cluster=local"], env={**os.environ, "OPTSUITE_RESULT_GRACE_S": value},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr == (
+        f"error: OPTSUITE_RESULT_GRACE_S={value!r} is invalid; give the seconds (a number >= 0) a job that left "
+        f"the queue has to show its result, or unset it for 15.\n"), out.stderr
+    assert not root.exists()

@@ -10,7 +10,8 @@ What the driver guarantees:
 - **A rerun submits only unfinished cells**: a cell whose tuning is exported after all its trials
   and whose final runs are all stored (:func:`suite.study.cell.finished_summary`) gets no job.
 - **It never waits forever.** Every ``POLL_S`` it asks ``squeue`` (which needs no accounting); a job
-  that is no longer pending or running and left no result within ``RESULT_GRACE_S`` (a pending
+  that is no longer pending or running and left no result within ``RESULT_GRACE_S`` (or
+  ``$OPTSUITE_RESULT_GRACE_S`` seconds; a pending
   array task cancelled, a job killed, timed out, out of memory, lost with its node) is submitted
   again, up to ``study.submitit.retries`` times (a cell resumes where its job stopped), and then
   counts as failed. A job whose cell raised fails at once (it would raise again). A controller
@@ -22,6 +23,8 @@ What the driver guarantees:
 """
 from __future__ import annotations
 
+import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +38,7 @@ from suite.types import ConfigError, SuiteError
 
 POLL_S = 2.0  # how often the queue is asked (one squeue call for all jobs)
 RESULT_GRACE_S = 15.0  # a result written just before its job ended may show late on a shared file system
+GRACE_VARIABLE = "OPTSUITE_RESULT_GRACE_S"  # sets it: longer on a slow shared file system, shorter in tests
 UNREACHABLE_S = 300.0  # a controller silent this long is not restarting: stop (and cancel what we can)
 
 
@@ -92,6 +96,7 @@ def check_submitit(cfg: DictConfig) -> None:
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise ConfigError(f"study.submitit.retries={retries!r} must be an integer >= 0: how many times a job "
                           f"that ended without a result (cancelled, killed, timed out) is submitted again.")
+    result_grace()
     executor = make_executor(cfg)
     if executor.cluster != "slurm":
         return
@@ -114,6 +119,19 @@ def check_submitit(cfg: DictConfig) -> None:
         raise ConfigError(f"SLURM refuses the cell jobs as study.submitit.parameters ask ({asked}): {e}. Nodes of "
                           f"partition {partition or names[0]}: {slurm.node_sizes(partition or names[0])}; "
                           f"change study.submitit.parameters to fit.") from None
+
+
+def result_grace() -> float:
+    """Seconds an ended job's result has to show up: ``$OPTSUITE_RESULT_GRACE_S``, else ``RESULT_GRACE_S``."""
+    text = os.environ.get(GRACE_VARIABLE, "").strip()
+    try:
+        grace = float(text) if text else RESULT_GRACE_S
+    except ValueError:
+        grace = math.nan
+    if not 0 <= grace < math.inf:
+        raise ConfigError(f"{GRACE_VARIABLE}={text!r} is invalid; give the seconds (a number >= 0) a job that "
+                          f"left the queue has to show its result, or unset it for {RESULT_GRACE_S:g}.")
+    return grace
 
 
 @dataclass
@@ -195,7 +213,7 @@ class Driver:
             f.ended_at = None
             return None
         f.ended_at = f.ended_at or time.monotonic()
-        if time.monotonic() - f.ended_at < RESULT_GRACE_S:
+        if time.monotonic() - f.ended_at < result_grace():
             return None
         return state or "gone from the queue"
 
