@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig
 
-from suite.report.build import write_report
 from suite.run.validate import RUN_KEYS, check_keys, results_dir
 from suite.store.locks import HolderLock, alive, worker_id
 from suite.store.runs import RunStore
@@ -116,6 +115,8 @@ def locked_report(root: str | Path, started: str, seconds: float, split: dict | 
     """The study's report, written by one process at a time (studies sharing a directory each end here),
     then this invocation's ``seconds`` (and time ``split``, with the report's) recorded: a kill
     before that leaves it interrupted."""
+    from suite.report.build import write_report  # here: a refused or failed study never pays its imports (1 s)
+
     root = Path(root)
     lock = HolderLock(root / "locks" / "report.lock")
     lock.acquire(on_wait=lambda holder: notice(f"waiting for {holder}, which is writing the report of {root}."))
