@@ -10,9 +10,9 @@ What the driver guarantees:
 - **A rerun submits only unfinished cells**: a cell whose tuning is exported after all its trials
   and whose final runs are all stored (:func:`suite.study.cell.finished_summary`) gets no job.
 - **It never waits forever.** Every ``POLL_S`` it asks ``squeue`` (which needs no accounting); a job
-  that is no longer pending or running and left no result within ``RESULT_GRACE_S`` (or
-  ``$OPTSUITE_RESULT_GRACE_S`` seconds; a pending
-  array task cancelled, a job killed, timed out, out of memory, lost with its node) is submitted
+  that is no longer pending or running and left no result within its grace period (a pending
+  array task cancelled, a job killed, timed out, out of memory, lost with its node; the period is
+  ``RESULT_GRACE_S``, or ``$OPTSUITE_RESULT_GRACE_S`` seconds where that is set) is submitted
   again, up to ``study.submitit.retries`` times (a cell resumes where its job stopped), and then
   counts as failed. A job whose cell raised fails at once (it would raise again). A controller
   that does not answer for ``UNREACHABLE_S`` is fatal.
