@@ -58,10 +58,10 @@ def pivot(cells: pd.DataFrame, column: str, name: str, caption: str, style: str 
     bold = pd.DataFrame(False, index=text.index, columns=cols)
     marks = mark_cells(cells, runs, column, style, maximize, alpha)
     for i, line in cells.iterrows():
-        cell = floor_text(line, column) if marks.loc[i, "at_floor"] else cell_text(line, column, style)[0]
+        cell = floor_text(line, column) if marks.at[i, "at_floor"] else cell_text(line, column, style)[0]
         at = (line["batch_label"], line["optimizer"])
-        text.loc[at] = f"≈ {cell}" if marks.loc[i, "tied_best"] else cell
-        bold.loc[at] = bool(marks.loc[i, "best"] or marks.loc[i, "tied_best"])
+        text.at[at] = f"≈ {cell}" if marks.at[i, "tied_best"] else cell
+        bold.at[at] = bool(marks.at[i, "best"] or marks.at[i, "tied_best"])
     data = cells[["batch_label", "batch_size", "micro_batch", "accumulation_steps", "optimizer", "lr", "n_runs",
                   "n_diverged", "n_reached"]].copy()
     extras = (column, f"{column}_lo", f"{column}_hi", "n_collapsed", "n_failed",
