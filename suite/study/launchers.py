@@ -93,9 +93,11 @@ def _processes(jobs: Jobs, cfg: DictConfig, bar: tqdm, pool: ProcessPoolExecutor
                     yield label, summary
 
 
-LAUNCHERS: dict[str, Callable[[Jobs, DictConfig, tqdm], Iterable[tuple[str, dict]]]] = {
-    "local": lambda jobs, cfg, bar: (_in_process if int(cfg.study.workers) == 1 else _processes)(jobs, cfg, bar),
-    "submitit": run_cells,
+Launcher = Callable[[Jobs, DictConfig, tqdm, ProcessPoolExecutor | None], Iterable[tuple[str, dict]]]
+LAUNCHERS: dict[str, Launcher] = {  # each gets the pool prestarted() gave (None: not the local one, or 1 worker)
+    "local": lambda jobs, cfg, bar, pool: (_in_process(jobs, cfg, bar) if int(cfg.study.workers) == 1
+                                           else _processes(jobs, cfg, bar, pool)),
+    "submitit": lambda jobs, cfg, bar, pool: run_cells(jobs, cfg, bar),
 }
 
 
@@ -114,8 +116,7 @@ def launch(jobs: Jobs, cfg: DictConfig, pool: ProcessPoolExecutor | None = None)
         raise ConfigError(f"study.launcher={launcher!r} is invalid; valid: {', '.join(LAUNCHERS)}.")
     summaries = []
     with tqdm(total=len(jobs), unit="cell", dynamic_ncols=True, disable=not cfg.progress) as bar:
-        cells = _processes(jobs, cfg, bar, pool) if pool is not None else LAUNCHERS[launcher](jobs, cfg, bar)
-        for label, summary in cells:
+        for label, summary in LAUNCHERS[launcher](jobs, cfg, bar, pool):
             summaries.append({"cell": label, **summary})
             bar.update()
     return summaries
