@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -29,8 +30,11 @@ from hydra import compose, initialize_config_dir
 
 from suite.cli import CONF_DIR
 from suite.study import slurm
+from suite.study.cell import final_lock
 from suite.study.launchers import check_launcher
+from suite.study.presets import cell_config, expand, validate
 from suite.study.runner import study_and_report
+from suite.tune.tuner import cell_name_of
 from suite.types import ConfigError
 
 SUITE_STUDY = str(Path(sys.executable).with_name("suite-study"))
@@ -109,6 +113,21 @@ def start_study(root: Path, *overrides: str) -> subprocess.Popen:
                             env={**os.environ, "OPTSUITE_RESULT_GRACE_S": "2"})
 
 
+@contextmanager
+def cells_held(root: Path):
+    """Every cell's final runs held by this process (as by another worker training them): no job can
+    finish while the test acts on it, however fast the cells are or slowly the queue answers."""
+    cfg = study_cfg(root)
+    locks = [final_lock(root, cell_name_of(cell_config(cfg, cell))) for cell in expand(cfg.study, validate(cfg.study))]
+    for lock in locks:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        for lock in locks:
+            lock.release()
+
+
 def submitted(root: Path) -> list[str]:
     """The ids of the jobs a study submitted (submitit gives each its folder at submission)."""
     return sorted(p.parent.name for p in (root / "submitit").glob("*/*_submitted.pkl"))
@@ -142,9 +161,10 @@ def test_a_study_on_slurm_equals_the_local_study_and_a_rerun_submits_nothing(clu
 
 
 def test_a_cancelled_pending_job_is_submitted_again_and_the_study_completes(cluster, local_study, tmp_path):
-    study = start_study(tmp_path, "study.workers=1")  # an array of 2 run one at a time: the second waits
-    pending = wait_for("a pending array task", lambda: job_in_state(tmp_path, "PENDING"))
-    subprocess.run(["scancel", pending], check=True)
+    with cells_held(tmp_path):
+        study = start_study(tmp_path, "study.workers=1")  # an array of 2 run one at a time: the second waits
+        pending = wait_for("a pending array task", lambda: job_in_state(tmp_path, "PENDING"))
+        subprocess.run(["scancel", pending], check=True)
     out, err = study.communicate(timeout=180)
     assert study.returncode == 0, err
     # the queue forgets a cancelled pending task at once, or lists it CANCELLED for a while
@@ -154,9 +174,10 @@ def test_a_cancelled_pending_job_is_submitted_again_and_the_study_completes(clus
 
 
 def test_a_killed_job_fails_its_cell_only_and_the_rerun_submits_that_cell_alone(cluster, local_study, tmp_path):
-    study = start_study(tmp_path, "study.workers=2", "study.submitit.retries=0")
-    running = wait_for("a running job", lambda: job_in_state(tmp_path, "RUNNING"))
-    subprocess.run(["scancel", running], check=True)
+    with cells_held(tmp_path):
+        study = start_study(tmp_path, "study.workers=2", "study.submitit.retries=0")
+        running = wait_for("a running job", lambda: job_in_state(tmp_path, "RUNNING"))
+        subprocess.run(["scancel", running], check=True)
     out, err = study.communicate(timeout=180)
     lines = err.strip().splitlines()
     assert study.returncode == 2 and "Traceback" not in err, err
@@ -194,11 +215,13 @@ def test_a_cell_that_raises_in_its_job_is_reported_with_its_error(cluster, local
 
 
 def test_ctrl_c_cancels_the_jobs_the_study_submitted(cluster, tmp_path):
-    study = start_study(tmp_path, "study.workers=1")
-    wait_for("a running job", lambda: job_in_state(tmp_path, "RUNNING"))
-    jobs = submitted(tmp_path)
-    study.send_signal(signal.SIGINT)
-    out, err = study.communicate(timeout=60)
+    with cells_held(tmp_path):
+        study = start_study(tmp_path, "study.workers=1")
+        wait_for("a running job", lambda: job_in_state(tmp_path, "RUNNING"))
+        jobs = submitted(tmp_path)
+        assert study.poll() is None, study.communicate()
+        study.send_signal(signal.SIGINT)
+        out, err = study.communicate(timeout=60)
     assert study.returncode == 130, err
     assert "job(s) of this study still queued or running" in err
     wait_for("the jobs to leave the queue", lambda: not set(jobs) & {
