@@ -9,6 +9,7 @@ What the driver guarantees:
   line naming the setting to change.
 - **A rerun submits only unfinished cells**: a cell whose tuning is exported after all its trials
   and whose final runs are all stored (:func:`suite.study.cell.finished_summary`) gets no job.
+- **It takes a result as soon as it shows** (its file is looked for every ``RESULT_CHECK_S``).
 - **It never waits forever.** Every ``POLL_S`` it asks ``squeue`` (which needs no accounting); a job
   that is no longer pending or running and left no result within its grace period (a pending
   array task cancelled, a job killed, timed out, out of memory, lost with its node; the period is
@@ -37,6 +38,7 @@ from suite.study.cell import Job, finished_summary, notice, run_cell
 from suite.types import ConfigError, SuiteError
 
 POLL_S = 2.0  # how often the queue is asked (one squeue call for all jobs)
+RESULT_CHECK_S = 0.2  # how often, between those, the jobs' result files are looked for (a stat per job)
 RESULT_GRACE_S = 15.0  # a result written just before its job ended may show late on a shared file system
 GRACE_VARIABLE = "OPTSUITE_RESULT_GRACE_S"  # sets it: longer on a slow shared file system, shorter in tests
 UNREACHABLE_S = 300.0  # a controller silent this long is not restarting: stop (and cancel what we can)
@@ -158,6 +160,7 @@ class Driver:
         self.flight: list[InFlight] = []
         self.failed: list[str] = []
         self.silent_since: float | None = None
+        self.asked_at = -math.inf  # when squeue was last asked
 
     def submit(self, jobs: list[Job], attempts: list[int]) -> list[InFlight]:
         submitit = _submitit()
@@ -175,7 +178,7 @@ class Driver:
         states = self._queue()
         results, lost = [], []
         for f in list(self.flight):
-            if f.sub.paths.result_pickle.exists() or (not self.slurm and f.sub.done()):
+            if self._has_result(f):
                 self.flight.remove(f)
                 try:
                     results.append((f.job.label, f.sub.result()))
@@ -189,10 +192,22 @@ class Driver:
         self._retry(lost)
         return results
 
+    def _has_result(self, f: InFlight) -> bool:
+        return f.sub.paths.result_pickle.exists() or (not self.slurm and f.sub.done())
+
+    def wait(self) -> None:
+        """Until a job shows its result (looked for every ``RESULT_CHECK_S``), at most ``POLL_S``: a short
+        cell's result is taken at once, and the queue is still asked only every ``POLL_S``."""
+        deadline = time.monotonic() + POLL_S
+        while time.monotonic() < deadline and not any(self._has_result(f) for f in self.flight):
+            time.sleep(RESULT_CHECK_S)
+
     def _queue(self) -> dict[str, str] | None:
-        """squeue's states (None off SLURM, or when the controller did not answer this time)."""
-        if not self.slurm:
+        """squeue's states (None off SLURM, within ``POLL_S`` of the last question, or when the controller
+        did not answer this time)."""
+        if not self.slurm or time.monotonic() - self.asked_at < POLL_S:
             return None
+        self.asked_at = time.monotonic()
         try:
             states = slurm.queue_states()
         except slurm.SchedulerError as e:
@@ -279,7 +294,7 @@ def run_cells(jobs: list[Job], cfg: DictConfig, bar: Any = None) -> Iterable[tup
             results = driver.poll()
             yield from results
             if driver.flight and not results:
-                time.sleep(POLL_S)
+                driver.wait()
     except BaseException:  # Ctrl-C, an error here or in the consumer: leave no job behind
         driver.cancel()
         raise
