@@ -158,10 +158,8 @@ def test_kill_9_then_rerun_completes_with_the_same_runs(tmp_path):
     _run_until_killed(tmp_path / "killed", overrides, min_files=2)
     killed_before = len(list((tmp_path / "killed" / "runs").glob("*.parquet")))
     assert 2 <= killed_before < 8  # one file per cell: its two final runs are stored in one commit
-    for out in ("killed", "clean"):
-        done = subprocess.run([SUITE_STUDY, f"results_dir={tmp_path / out}", *overrides],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr
+    for out in ("killed", "clean"):  # in this process: the console script's run is the killed one
+        study_and_report(study_cfg(tmp_path / out, *overrides), echo=lambda *_: None)
     assert final_ids(tmp_path / "killed") == final_ids(tmp_path / "clean")
     rows = pd.read_parquet(tmp_path / "killed" / "runs")
     assert not rows.duplicated(["run_id", "step"]).any()
