@@ -77,7 +77,7 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callab
     one with a collapsed seed is chosen only where no trial finished every seed.
     """
     out = []
-    trial_runs = runs[runs["is_trial"]]
+    trial_runs = runs.loc[runs["is_trial"], _trial_columns(runs)]  # a cell's runs are sliced many times
     lines = per_trial(trial_runs)
     for key, g in trial_runs.groupby(list(TUNED_CELL), sort=False):
         task = g["task"].iloc[0]
@@ -110,6 +110,13 @@ def trial_stats(runs: pd.DataFrame, tolerance: float = 0.1, metric: str | Callab
                         sensitivity_metric=name, sensitivity_decades=width, sensitivity_low_lr=low,
                         sensitivity_high_lr=high))
     return pd.DataFrame(out)
+
+
+def _trial_columns(runs: pd.DataFrame) -> list[str]:
+    """The summary columns :func:`trial_stats` reads: the cell, the trial, its lr and outcomes."""
+    keep = {*TUNED_CELL, "task", "batch_label", "study", "trial", "run_id", "config_key", "lr", "diverged", "pruned",
+            "collapsed", "steps", "steps_to_target"}
+    return [c for c in runs if c in keep or c.startswith(("initial_", "final_"))]
 
 
 def _tuner_values(runs: pd.DataFrame) -> pd.Series:
