@@ -120,7 +120,8 @@ def curves(rows: pd.DataFrame, metric: str, x: str, stem: Path, opts: FigureOpti
            notes: list[str] | None = None) -> Path | None:
     """``metric`` vs ``x`` (epochs or seconds), one panel per batch size, hue = optimizer; the
     y axis spans the runs that finished (see :mod:`suite.report.figures.marks`)."""
-    data = rows[(rows[x] > 0) & (rows[metric] > 0)]
+    drawn = ["batch_label", "optimizer", "run_id", "step", "diverged", x, metric]
+    data = rows.loc[(rows[x] > 0) & (rows[metric] > 0), drawn]  # what is drawn: each panel and line slices it
     order = batch_order(rows)
     shown = [b for b in order if (data["batch_label"] == b).any()]
     if notes is not None and len(shown) < len(order):
