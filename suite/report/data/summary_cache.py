@@ -44,10 +44,10 @@ def run_digests(rows: pd.DataFrame, targets: Mapping[str, Target]) -> pd.Series:
     """A hex digest per run id of its stored rows (content, in stored order), its task's target and
     the summary code. ``rows`` as stored (before :func:`metrics.annotate`)."""
     row_hashes = pd.util.hash_pandas_object(rows, index=False).to_numpy()
-    code = _code_digest()
+    code, tasks = _code_digest(), rows["task"].to_numpy()
     digests = {}
     for rid, index in rows.groupby("run_id", sort=False).indices.items():
-        task = rows["task"].iat[index[0]]
+        task = tasks[index[0]]
         target = repr(targets.get(task)).encode()
         digest = hashlib.blake2b(code + target, digest_size=16)
         digest.update(",".join(rows.columns).encode())
