@@ -109,9 +109,26 @@ def local_study(local_root) -> dict:
 def start_study(root: Path, *overrides: str) -> subprocess.Popen:
     """The study in the background; a job that left the queue without a result fails after 2 s, not 15
     (the cluster's file system is this machine's)."""
-    return subprocess.Popen([SUITE_STUDY, f"results_dir={root}", *TWO_CELLS, *ON_SLURM, *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OPTSUITE_RESULT_GRACE_S": "2"})
+    with sigint_at_default():
+        return subprocess.Popen([SUITE_STUDY, f"results_dir={root}", *TWO_CELLS, *ON_SLURM, *overrides],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OPTSUITE_RESULT_GRACE_S": "2"})
+
+
+@contextmanager
+def sigint_at_default():
+    """SIGINT at its default while a child starts, as in a shell. A child inherits an ignored SIGINT,
+    and Python then installs no Ctrl-C handler: under pytest-xdist this process sometimes has SIGINT
+    ignored (two of nine full runs, the study then deaf to Ctrl-C: /proc showed no SIGINT handler)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # only an ignored signal passes exec
+    if ignored:
+        warnings.warn("SIGINT was ignored in this test process; its study child gets it at the default")
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextmanager
@@ -129,26 +146,16 @@ def cells_held(root: Path):
             lock.release()
 
 
-def interrupted(study: subprocess.Popen, tries: int = 3, wait_s: float = 20.0) -> tuple[str, str]:
-    """Ctrl-C, pressed again (as a user would) while the study does not stop: now and then, under
-    pytest-xdist, the first SIGINT is not acted on (twice in nine full runs; never outside pytest).
-    A study that ignores every one fails the test; one that needed a second is reported as a warning
-    with the signal state /proc gave for it."""
-    seen = []
-    for _ in range(tries):
-        study.send_signal(signal.SIGINT)
-        try:
-            out, err = study.communicate(timeout=wait_s)
-        except subprocess.TimeoutExpired:
-            status = Path(f"/proc/{study.pid}/status").read_text().splitlines()
-            seen.append(" ".join(line for line in status if line.startswith(("State", "SigPnd", "ShdPnd", "SigBlk",
-                                                                               "SigCgt"))))
-            continue
-        if seen:
-            warnings.warn(f"the study acted on SIGINT number {len(seen) + 1}; before it: {seen}")
-        return out, err
-    study.kill()
-    raise AssertionError(f"the study ignored {tries} SIGINTs; its signal state each time: {seen}")
+def interrupted(study: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C; a study that does not stop within a minute fails the test with its signal state."""
+    study.send_signal(signal.SIGINT)
+    try:
+        return study.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        state = [line for line in Path(f"/proc/{study.pid}/status").read_text().splitlines()
+                 if line.startswith(("SigIgn", "SigCgt"))]
+        study.kill()
+        raise AssertionError(f"the study did not stop on SIGINT; its signal state: {state}") from None
 
 
 def submitted(root: Path) -> list[str]:
