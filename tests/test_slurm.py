@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -117,12 +116,12 @@ def start_study(root: Path, *overrides: str) -> subprocess.Popen:
 
 @contextmanager
 def sigint_at_default():
-    """SIGINT at its default while a child starts, as in a shell. A child inherits an ignored SIGINT,
-    and Python then installs no Ctrl-C handler: under pytest-xdist this process sometimes has SIGINT
-    ignored (two of nine full runs, the study then deaf to Ctrl-C: /proc showed no SIGINT handler)."""
+    """SIGINT at its default while a child starts, as a terminal's command gets it. A child inherits
+    an ignored SIGINT across exec, and Python then installs no Ctrl-C handler: the tests run as a
+    background job of a non-interactive shell (``make test &``) or under nohup have SIGINT ignored,
+    and their study would not hear the test's Ctrl-C (/proc showed it without a SIGINT handler)."""
     ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # only an ignored signal passes exec
     if ignored:
-        warnings.warn("SIGINT was ignored in this test process; its study child gets it at the default")
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         yield
