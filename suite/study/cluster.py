@@ -161,6 +161,7 @@ class Driver:
         self.failed: list[str] = []
         self.silent_since: float | None = None
         self.asked_at = -math.inf  # when squeue was last asked
+        self.grace = result_grace()  # checked before anything was written (check_submitit)
 
     def submit(self, jobs: list[Job], attempts: list[int]) -> list[InFlight]:
         submitit = _submitit()
@@ -220,15 +221,14 @@ class Driver:
         self.silent_since = None
         return states
 
-    @staticmethod
-    def _ended(f: InFlight, states: dict[str, str]) -> str | None:
+    def _ended(self, f: InFlight, states: dict[str, str]) -> str | None:
         """Why ``f``'s job ended without a result (its final state), once the grace period is over."""
         state = states.get(f.sub.job_id)
         if state in slurm.IN_FLIGHT:
             f.ended_at = None
             return None
         f.ended_at = f.ended_at or time.monotonic()
-        if time.monotonic() - f.ended_at < result_grace():
+        if time.monotonic() - f.ended_at < self.grace:
             return None
         return state or "gone from the queue"
 

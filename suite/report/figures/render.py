@@ -58,18 +58,16 @@ def free_cores(sample_s: float = SAMPLE_S) -> float:
     """How many of this process's usable cores sat idle over ``sample_s`` (this process sleeps
     meanwhile, so its own core counts as idle when nothing else takes it); all of them where
     /proc/stat cannot be read."""
-    if not hasattr(os, "sched_getaffinity"):
-        return float(usable_cores())
-    cores = set(os.sched_getaffinity(0))
     try:
+        cores = set(os.sched_getaffinity(0))
         before = _core_ticks(cores)
         time.sleep(sample_s)
         after = _core_ticks(cores)
-    except (OSError, ValueError):
-        return float(len(cores))
+    except (AttributeError, OSError, ValueError):  # no affinity (not Linux), no or odd /proc/stat
+        return float(usable_cores())
     shares = [(after[c][0] - before[c][0]) / (after[c][1] - before[c][1])
               for c in after if c in before and after[c][1] > before[c][1]]
-    return sum(shares) if shares else float(len(cores))
+    return sum(shares) if shares else float(usable_cores())
 
 
 def figure_workers() -> int:
