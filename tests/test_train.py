@@ -12,6 +12,7 @@ from suite.tasks import build_task
 from suite.train import train, train_many
 from suite.train.batches import BatchStream, batch_rows
 from suite.train.schedule import eval_steps, total_steps
+from suite.train.single import clear_grads
 from suite.types import EvalSpec, RunSpec
 
 
@@ -121,6 +122,28 @@ def test_batch_rows_are_the_indexed_rows(sel):
         got = batch_rows(t, sel)
         assert got.shape == t[sel].shape and torch.equal(got, t[sel])
     assert batch_rows(x, slice(3, 7)).data_ptr() == x[3].data_ptr()  # a slice stays a view
+
+
+class OwnZeroGrad(torch.optim.SGD):
+    """An optimizer with a zero_grad of its own (it counts its calls and keeps the gradients)."""
+
+    calls = 0
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        type(self).calls += 1
+
+
+def test_clear_grads_is_zero_grad_set_to_none_and_keeps_an_optimizers_own():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    first, rest = list(model.parameters())[:2], list(model.parameters())[2:]
+    opt = torch.optim.Adam([{"params": first}, {"params": rest, "lr": 0.1}])  # every group, not the first
+    model(torch.randn(5, 3)).sum().backward()
+    clear_grads(opt)
+    assert all(p.grad is None for p in model.parameters())
+    own = OwnZeroGrad(model.parameters(), lr=0.1)
+    model(torch.randn(5, 3)).sum().backward()
+    clear_grads(own)
+    assert OwnZeroGrad.calls == 1 and all(p.grad is not None for p in model.parameters())
 
 
 def test_sequential_loop_equals_hand_written_seed_loop(reg):

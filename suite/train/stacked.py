@@ -29,7 +29,7 @@ from suite.train.evaluation import Stats, eval_splits, evaluate_stacked
 from suite.train.loop import Loop
 from suite.train.parity import stacking_parity
 from suite.train.schedule import lr_factor, total_steps
-from suite.train.single import accumulate, train
+from suite.train.single import accumulate, clear_grads, train
 from suite.train.stack_models import stack_models, stacked_loss, unstack
 from suite.train.stack_optim import Stack
 from suite.types import ConfigError, RunResult, RunSpec, Split, Task
@@ -150,7 +150,7 @@ class StackEngine:
 
     def step(self) -> Tensor:
         stack, spec = self.stack, self.spec
-        stack.opt.zero_grad(set_to_none=True)
+        clear_grads(stack.opt)
         micro = ((self.loss(stack.model(x, shared), y, shared)  # (K,): each configuration's batch mean
                   for x, y, shared in self.batches.next()))
         loss = accumulate(micro, spec.accumulation_steps, spec.accumulation_reduction)
