@@ -5,8 +5,13 @@ same optimizer object (``build_optimizer``, same implementation, e.g. fused) and
 
 * ``suite``      - :func:`suite.train.train` with two evaluation points (step 0 and the end, both
   outside its clock); seconds per step = the run's ``train_seconds / (steps - warmup)``;
-* ``hand``       - a minimal PyTorch loop: randperm slices, zero_grad, forward, backward, step;
-* ``dataloader`` - tutorial 003's loop: ``DataLoader(TensorDataset(x, y), batch_size=b, shuffle=True)``.
+* ``hand``       - a minimal PyTorch loop: randperm slices, zero_grad, forward, backward, step,
+  drawing the suite's batch order (its seed, epochs joined without a seam), so both loops take
+  the same steps: the same values, so the same subnormal arithmetic (Adam's second moments of
+  rarely lit pixels decay below 1e-38, where the CPU is slow: up to 25% of a Fashion-MNIST step),
+  and only the loops differ;
+* ``dataloader`` - tutorial 003's loop: ``DataLoader(TensorDataset(x, y), batch_size=b, shuffle=True)``,
+  in the sampler's batch order: another trajectory, with its own share of subnormal arithmetic.
 
 The machine is shared and noisy, so the loops are interleaved, cycling through every order of
 the three (a loop's position in the round biases it), and each cell reports the median over
@@ -35,6 +40,7 @@ from suite.optim.build import build_optimizer
 from suite.optim.registry import get_spec
 from suite.report.benchmarks import table_markdown
 from suite.tasks import build_task
+from suite.train.batches import stream_seed
 from suite.train.device import DTYPES, set_threads
 from suite.train.evaluation import eval_splits, evaluate
 from suite.train.single import train
@@ -88,14 +94,14 @@ def hand_loop(task: Task, spec: RunSpec) -> tuple[float, float]:
     """A minimal hand-written loop over randperm slices: seconds per step, final training loss."""
     device, task, model, opt = _setup(task, spec)
     x, y, loss_fn, n, b = task.train.x, task.train.y, task.loss, task.n_train, spec.batch_size
-    gen = torch.Generator(device=device).manual_seed(spec.seed)
+    gen = torch.Generator(device=device).manual_seed(stream_seed(spec.seed))
     perm, pos, t0 = torch.randperm(n, generator=gen, device=device), 0, 0.0
     for step in range(spec.max_steps):
         if step == spec.warmup_steps:
             _sync(device)
             t0 = time.perf_counter()
-        if pos + b > n:
-            perm, pos = torch.randperm(n, generator=gen, device=device), 0
+        if pos + b > len(perm):  # the next epoch's order after what is left of this one
+            perm, pos = torch.cat([perm[pos:], torch.randperm(n, generator=gen, device=device)]), 0
         idx = perm[pos:pos + b]
         pos += b
         opt.zero_grad(set_to_none=True)

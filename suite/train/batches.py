@@ -31,6 +31,11 @@ def batch_rows(t: Tensor, sel: Selector) -> Tensor:
     return t.index_select(0, sel.reshape(-1)).view(*sel.shape, *t.shape[1:])
 
 
+def stream_seed(seed: int) -> int:
+    """The seed of a run's batch-order generator (its own stream: not the model's initialization)."""
+    return 1_000_003 * seed + 7
+
+
 class BatchStream:
     """An iterator of batch selectors, one per step; the order depends on the seed only.
 
@@ -40,7 +45,7 @@ class BatchStream:
 
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int, device: torch.device):
         self.n, self.b, self.sampling, self.device = n, batch_size, sampling, device
-        self.gen = torch.Generator(device=device).manual_seed(1_000_003 * seed + 7)
+        self.gen = torch.Generator(device=device).manual_seed(stream_seed(seed))
         self.buf = torch.empty(0, dtype=torch.long, device=device)
         self.pos = 0  # position in the stream (sequential) or in ``buf`` (shuffle)
         # Full batch: every step sees all n samples and the mean loss does not depend on their

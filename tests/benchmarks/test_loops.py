@@ -67,6 +67,15 @@ def test_the_three_loops_train_the_same_model(optimizer):
     assert losses["suite"] < 0.9 * evaluate(task.make_model(spec.seed), task, task.train, 8192)[0]
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_hand_loop_takes_the_suites_steps_exactly(optimizer):
+    """At a mini-batch that straddles epochs (200 = 28 x 7 + 4), the hand-written loop draws the
+    suite's batches: the same trajectory bit for bit, so a ratio compares the loops alone."""
+    task = build_task({"name": "tiny_mlp", "n": 200})
+    spec = cell_spec(task, optimizer, 7, steps=90)
+    assert LOOPS["hand"](task, spec)[1] == LOOPS["suite"](task, spec)[1]
+
+
 def test_matmul_fraction_reports_consistent_numbers():
     try:
         task = build_task({"name": "fashion_mnist", "train_size": 2048, "val_size": 1000})
