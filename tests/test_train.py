@@ -130,7 +130,7 @@ class OwnZeroGrad(torch.optim.SGD):
     calls = 0
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        type(self).calls += 1
+        self.calls += 1
 
 
 def test_clear_grads_is_zero_grad_set_to_none_and_keeps_an_optimizers_own():
@@ -143,7 +143,7 @@ def test_clear_grads_is_zero_grad_set_to_none_and_keeps_an_optimizers_own():
     own = OwnZeroGrad(model.parameters(), lr=0.1)
     model(torch.randn(5, 3)).sum().backward()
     clear_grads(own)
-    assert OwnZeroGrad.calls == 1 and all(p.grad is not None for p in model.parameters())
+    assert own.calls == 1 and all(p.grad is not None for p in model.parameters())
 
 
 def test_sequential_loop_equals_hand_written_seed_loop(reg):
