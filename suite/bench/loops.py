@@ -8,8 +8,8 @@ same optimizer object (``build_optimizer``, same implementation, e.g. fused) and
 * ``hand``       - a minimal PyTorch loop: randperm slices, zero_grad, forward, backward, step,
   drawing the suite's batch order (its seed, epochs joined without a seam), so both loops take
   the same steps: the same values, so the same subnormal arithmetic (Adam's second moments of
-  rarely lit pixels decay below 1e-38, where the CPU is slow: up to 25% of a Fashion-MNIST step),
-  and only the loops differ;
+  rarely lit pixels decay below 1e-38, where the CPU is slow: about a quarter of a Fashion-MNIST
+  Adam step at batch 16), and only the loops differ;
 * ``dataloader`` - tutorial 003's loop: ``DataLoader(TensorDataset(x, y), batch_size=b, shuffle=True)``,
   in the sampler's batch order: another trajectory, with its own share of subnormal arithmetic.
 
