@@ -60,6 +60,12 @@ def command() -> str:
     return line.split()[0] if line else "the same command"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, e.g. a SLURM job's ``cpus_per_task``; not the
+    machine's count). Here, torch-free, for the training's threads and the report's processes alike."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Split:
     """Inputs and targets of one data split, already on the run's device."""

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from suite.report.figures import style
-from suite.report.figures.render import Renderer, figure_workers, free_cores, usable_cores
+from suite.report.figures.render import Renderer, figure_workers, free_cores
+from suite.types import usable_cores
 
 LINUX = sys.platform.startswith("linux")
 

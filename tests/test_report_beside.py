@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from suite.report.beside import Beside
-from suite.report.figures.render import usable_cores
+from suite.types import usable_cores
 
 FORKS = usable_cores() > 1  # on one core the call runs in this process, when its result is asked for
 

@@ -15,7 +15,8 @@ import os
 import sys
 from typing import Any, Callable
 
-from suite.report.figures.render import die_with, usable_cores
+from suite.report.figures.render import die_with
+from suite.types import usable_cores
 
 
 class Beside:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from suite.types import ConfigError, RunSpec, Task
+from suite.types import ConfigError, RunSpec, Task, usable_cores
 
 # Forward FLOPs per step (one sample's × micro-batch) from which a run gets every core. Measured
 # with scripts/bench_threads.py (2-core CPU, torch 2.13, Adam, 1 vs 2 threads interleaved, on a
@@ -38,7 +38,7 @@ def check_threads(value: Any) -> int | str | None:
 
 def available_threads() -> int:
     """The cores this process may use, at most ``OMP_NUM_THREADS`` where the user set it."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     omp = os.environ.get("OMP_NUM_THREADS", "")
     return max(1, min(cores, int(omp))) if omp.isdigit() and int(omp) > 0 else max(1, cores)
 

@@ -32,14 +32,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 from suite.report.figures.style import plt, write_figure
+from suite.types import usable_cores
 
 
 SAMPLE_S = 0.05  # how long the idle cores are measured (5 clock ticks of /proc/stat)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _core_ticks(cores: set[int]) -> dict[int, tuple[int, int]]:
